@@ -1,0 +1,136 @@
+"""Checkpoint directories: `config.json`, `model.safetensors`, `tokenizer.json`. Never pickle.
+
+A checkpoint is the one thing that travels from the trainer to the language server. Loading checks
+every file and reports a problem as one `CheckpointError` line that names the file. `export_hf`
+writes the same weights as a Hugging Face Llama directory (names already match, see `infill.model`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from infill.config import ModelConfig
+from infill.model import Transformer
+from infill.tokenizer import CodeTokenizer, TokenizerError
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that cannot be loaded; the message is one line naming the file."""
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same directory, then rename: never a half-written file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def _state_for_saving(model: Transformer) -> dict[str, torch.Tensor]:
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if model.config.tie_embeddings:
+        state.pop("lm_head.weight", None)  # shared with model.embed_tokens.weight
+    return state
+
+
+def save_checkpoint(directory: str | Path, model: Transformer, tokenizer: CodeTokenizer,
+                    extra: dict | None = None) -> Path:
+    """Write a loadable model directory; `extra` goes into config.json under "infill" (run metadata)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if len(tokenizer) > model.config.vocab_size:
+        raise CheckpointError(f"tokenizer has {len(tokenizer)} tokens but the model only {model.config.vocab_size}")
+    state = {k: v.cpu() for k, v in _state_for_saving(model).items()}
+    _atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    _write_text(directory / TOKENIZER_FILE, tokenizer.to_json())
+    config = {"model": model.config.to_dict(), "infill": extra or {}}
+    _write_text(directory / CONFIG_FILE, json.dumps(config, indent=2))
+    return directory
+
+
+def load_config(directory: str | Path) -> ModelConfig:
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing (a checkpoint directory holds {CONFIG_FILE}, {WEIGHTS_FILE}, {TOKENIZER_FILE})")
+    try:
+        data = json.loads(path.read_text())
+        return ModelConfig.from_dict(data["model"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        kind = type(exc).__name__
+        raise CheckpointError(f"{path}: not an infill model config ({kind}: {str(exc).splitlines()[0]})") from None
+
+
+def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu",
+                    dtype: torch.dtype = torch.float32) -> tuple[Transformer, CodeTokenizer]:
+    """(model in eval mode, tokenizer) from a checkpoint directory."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: not a directory")
+    config = load_config(directory)
+    try:
+        tokenizer = CodeTokenizer.load(directory / TOKENIZER_FILE)
+    except TokenizerError as exc:
+        raise CheckpointError(str(exc)) from None
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: missing")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights}: unreadable safetensors file ({str(exc).splitlines()[0]})") from None
+    with torch.device("meta"):
+        model = Transformer(config)
+    expected = _state_for_saving(model)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{weights}: does not match {CONFIG_FILE} "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(f"{weights}: {name} has shape {tuple(tensor.shape)}, "
+                                  f"config wants {tuple(expected[name].shape)}")
+    model.load_state_dict(state, strict=False, assign=True)
+    if config.tie_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    if len(tokenizer) > config.vocab_size:
+        raise CheckpointError(f"{directory / TOKENIZER_FILE}: {len(tokenizer)} tokens exceed the model's "
+                              f"vocab_size {config.vocab_size}")
+    return model.to(device=device, dtype=dtype).eval(), tokenizer
+
+
+def export_hf(directory: str | Path, out: str | Path) -> Path:
+    """Write checkpoint `directory` as a Hugging Face Llama model directory at `out`."""
+    model, tokenizer = load_checkpoint(directory)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    hf_config = model.config.to_hf_config(bos_token_id=tokenizer.eos_id, eos_token_id=tokenizer.eos_id,
+                                          pad_token_id=tokenizer.pad_id)
+    _write_text(out / "config.json", json.dumps(hf_config, indent=2))
+    generation = {"bos_token_id": tokenizer.eos_id, "eos_token_id": [tokenizer.eos_id, tokenizer.eom_id],
+                  "pad_token_id": tokenizer.pad_id}
+    _write_text(out / "generation_config.json", json.dumps(generation, indent=2))
+    state = _state_for_saving(model)
+    _atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    _write_text(out / TOKENIZER_FILE, tokenizer.to_json())
+    for name, text in tokenizer.hf_files().items():
+        _write_text(out / name, text)
+    return out

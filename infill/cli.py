@@ -1,0 +1,148 @@
+"""The `infill` command.
+
+Core subcommands live here (`complete`, `export`); packages that build on the core (`train`) add
+theirs through the `infill.commands` entry-point group, so the core never imports them. Every user
+error is one line on stderr and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+EXAMPLES = """examples:
+  infill complete app.py:12:5                 fill in at line 12, column 5 (1-based)
+  infill complete app.py:12:5 --json          {"middle": ..., "tokens": N, "latency_ms": ...}
+  infill export --hf out/hf --model ckpt/     a Hugging Face Llama directory (transformers, vLLM, llama.cpp)
+
+The model: --model DIR, else $INFILL_MODEL, else the built-in default model.
+"""
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one line."""
+
+
+def parse_location(spec: str) -> tuple[Path, int, int]:
+    """`FILE:LINE:COL` (1-based) -> (path, line, col)."""
+    parts = spec.rsplit(":", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        raise UserError(f"expected FILE:LINE:COL with 1-based numbers, got {spec!r}")
+    line, col = int(parts[1]), int(parts[2])
+    if line < 1 or col < 1:
+        raise UserError(f"line and column are 1-based, got {line}:{col}")
+    return Path(parts[0]), line, col
+
+
+def split_at(text: str, line: int, col: int) -> tuple[str, str]:
+    """(prefix, suffix) of `text` at 1-based line and column (columns count characters)."""
+    lines = text.splitlines(keepends=True) or [""]
+    if text.endswith("\n"):
+        lines.append("")
+    if line > len(lines):
+        raise UserError(f"line {line} is past the end of the file ({len(lines)} lines)")
+    body = lines[line - 1].rstrip("\r\n")
+    if col > len(body) + 1:
+        raise UserError(f"column {col} is past the end of line {line} ({len(body)} characters)")
+    offset = sum(len(x) for x in lines[:line - 1]) + col - 1
+    return text[:offset], text[offset:]
+
+
+def cmd_complete(args) -> int:
+    from infill.engine import InfillRequest
+    from infill.load import load_engine
+
+    path, line, col = parse_location(args.location)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a UTF-8 text file") from None
+    prefix, suffix = split_at(text, line, col)
+    engine = load_engine(args.model, device=args.device)
+    req = InfillRequest(prefix=prefix, suffix=suffix, max_tokens=args.max_tokens, temperature=args.temperature,
+                        seed=args.seed, ext=path.suffix or None)
+    result = engine.infill(req)
+    if args.json:
+        out = {"middle": result.text, "tokens": result.candidates[0].tokens if result.candidates else 0,
+               "latency_ms": round(result.latency_ms, 2)}
+        print(json.dumps(out))
+    else:
+        sys.stdout.write(result.text)
+        if not result.text.endswith("\n"):
+            sys.stdout.write("\n")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from infill.checkpoint import export_hf
+    from infill.load import resolve_model
+
+    out = export_hf(resolve_model(args.model), args.hf)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="infill", description="Fill-in-the-middle code model: complete, export, curate data, train.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("complete", help="print the text that fills the hole at FILE:LINE:COL",
+                       description="Print the code that fills the hole at a position of a file. The text "
+                                   "before the position is the prefix, the text after it the suffix.")
+    p.add_argument("location", metavar="FILE:LINE:COL", help="file and 1-based line and column of the cursor")
+    p.add_argument("--model", help="checkpoint directory (default: $INFILL_MODEL, then the built-in model)")
+    p.add_argument("--max-tokens", type=int, default=64, help="most tokens to generate (default 64)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default 0)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed, for reproducible samples")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--json", action="store_true", help='print {"middle", "tokens", "latency_ms"} as JSON')
+    p.set_defaults(func=cmd_complete)
+
+    p = sub.add_parser("export", help="write a model as a Hugging Face Llama directory",
+                       description="Write a checkpoint as a Hugging Face directory that "
+                                   "transformers.AutoModelForCausalLM.from_pretrained loads, with the "
+                                   "tokenizer and its special tokens.")
+    p.add_argument("--hf", required=True, metavar="OUT", help="output directory")
+    p.add_argument("--model", help="checkpoint directory (default: $INFILL_MODEL, then the built-in model)")
+    p.set_defaults(func=cmd_export)
+
+    for ep in sorted(entry_points(group="infill.commands"), key=lambda e: e.name):
+        try:
+            register = ep.load()
+        except ImportError as exc:  # an optional package that is not installed
+            sub.add_parser(ep.name, help=f"unavailable: {exc}")
+            continue
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from infill.checkpoint import CheckpointError
+
+    try:
+        return args.func(args)
+    except (UserError, CheckpointError, ValueError) as exc:
+        print(f"infill: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"infill: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("infill: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

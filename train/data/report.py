@@ -1,0 +1,168 @@
+"""Report: what every rule removed, what was kept, and from which package.
+
+`Report.add` sees every record at the end of the pipeline, kept or tombstone, so the counts are
+exact whatever ran the stages. `write_report` renders `report.json` (the data, also the corpus
+manifest: per-package versions, licenses, file and byte counts), `report.md` (the same as tables)
+and `report.png` (files removed by each rule, stacked by language; matplotlib, Agg backend).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+
+from train.data.records import Record
+
+
+def _nested():
+    return defaultdict(lambda: defaultdict(int))
+
+
+class Report:
+    """Counters of one `infill data build` run."""
+
+    def __init__(self) -> None:
+        self.removed = _nested()        # rule -> language -> files
+        self.removed_bytes = _nested()  # rule -> language -> bytes
+        self.kept = _nested()           # split -> language -> files
+        self.kept_bytes = _nested()     # split -> language -> bytes
+        self.seen = defaultdict(int)    # language -> files
+        self.seen_bytes = defaultdict(int)
+        self.redactions = _nested()     # kind -> language -> replacements
+        self.packages: dict[str, dict] = {}
+
+    def add(self, record: Record) -> None:
+        """Count one record leaving the pipeline."""
+        lang, size = record["language"], record.get("bytes", 0)
+        self.seen[lang] += 1
+        self.seen_bytes[lang] += size
+        pkg = self.packages.setdefault(record["source"], {
+            "version": record.get("version", ""), "licenses": defaultdict(int),
+            "files_seen": 0, "files_kept": 0, "bytes_kept": 0, "splits": defaultdict(int)})
+        pkg["files_seen"] += 1
+        if "removed" in record:
+            self.removed[record["removed"]][lang] += 1
+            self.removed_bytes[record["removed"]][lang] += size
+            return
+        size = len(record["text"].encode("utf-8"))  # after redaction
+        self.kept[record["split"]][lang] += 1
+        self.kept_bytes[record["split"]][lang] += size
+        pkg["files_kept"] += 1
+        pkg["bytes_kept"] += size
+        pkg["licenses"][record["license"]] += 1
+        pkg["splits"][record["split"]] += 1
+        for kind, n in record.get("redactions", {}).items():
+            self.redactions[kind][lang] += n
+
+    def to_dict(self, **extra) -> dict:
+        """JSON-ready summary; `extra` (config, sources, shards, timings) is merged in first."""
+        plain = lambda d: {k: dict(sorted(v.items())) for k, v in sorted(d.items())}  # noqa: E731
+        files_kept = sum(sum(v.values()) for v in self.kept.values())
+        bytes_kept = sum(sum(v.values()) for v in self.kept_bytes.values())
+        return {
+            **extra,
+            "totals": {"files_seen": sum(self.seen.values()), "bytes_seen": sum(self.seen_bytes.values()),
+                       "files_kept": files_kept, "bytes_kept": bytes_kept},
+            "seen": {"files": dict(sorted(self.seen.items())), "bytes": dict(sorted(self.seen_bytes.items()))},
+            "removed": plain(self.removed),
+            "removed_bytes": plain(self.removed_bytes),
+            "kept": plain(self.kept),
+            "kept_bytes": plain(self.kept_bytes),
+            "redactions": plain(self.redactions),
+            "packages": {name: {**p, "licenses": dict(sorted(p["licenses"].items())),
+                                "splits": dict(sorted(p["splits"].items()))}
+                         for name, p in sorted(self.packages.items(), key=lambda kv: kv[0].lower())},
+        }
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f}"
+
+
+def render_markdown(data: dict) -> str:
+    """report.md from the dict of `Report.to_dict`."""
+    t = data["totals"]
+    langs = sorted(data["seen"]["files"])
+    lines = ["# Corpus report", ""]
+    if "sources" in data:
+        lines += ["Sources: " + ", ".join(f"`{s}`" for s in data["sources"]), ""]
+    lines += [f"Files seen {t['files_seen']:,} ({_mb(t['bytes_seen'])} MB); "
+              f"kept {t['files_kept']:,} ({_mb(t['bytes_kept'])} MB)"
+              + (f"; {data['elapsed_s']:.0f} s with {data.get('workers', 1)} worker(s)."
+                 if "elapsed_s" in data else "."), ""]
+    lines += ["## Files removed by each rule", "",
+              "| rule | " + " | ".join(langs) + " | total | MB |",
+              "|---|" + "---:|" * (len(langs) + 2)]
+    for rule, per in data["removed"].items():
+        mb = sum(data["removed_bytes"][rule].values())
+        lines.append(f"| {rule} | " + " | ".join(f"{per.get(lang, 0):,}" for lang in langs)
+                     + f" | {sum(per.values()):,} | {_mb(mb)} |")
+    lines += ["", "## Files kept", "",
+              "| split | " + " | ".join(langs) + " | total | MB |",
+              "|---|" + "---:|" * (len(langs) + 2)]
+    for split, per in data["kept"].items():
+        mb = sum(data["kept_bytes"][split].values())
+        lines.append(f"| {split} | " + " | ".join(f"{per.get(lang, 0):,}" for lang in langs)
+                     + f" | {sum(per.values()):,} | {_mb(mb)} |")
+    if data["redactions"]:
+        lines += ["", "## Redactions (replacements)", "", "| kind | " + " | ".join(langs) + " |",
+                  "|---|" + "---:|" * len(langs)]
+        for kind, per in data["redactions"].items():
+            lines.append(f"| {kind} | " + " | ".join(f"{per.get(lang, 0):,}" for lang in langs) + " |")
+    lines += ["", "## Packages", "",
+              "| package | version | licenses (kept files) | files seen | files kept | MB kept | split |",
+              "|---|---|---|---:|---:|---:|---|"]
+    for name, p in data["packages"].items():
+        lic = ", ".join(f"{k} ({v})" for k, v in p["licenses"].items()) or "-"
+        split = ", ".join(f"{k} {v}" for k, v in p["splits"].items()) or "-"
+        lines.append(f"| {name} | {p['version']} | {lic} | {p['files_seen']:,} | "
+                     f"{p['files_kept']:,} | {_mb(p['bytes_kept'])} | {split} |")
+    if data.get("shards"):
+        lines += ["", f"Shards: {len(data['shards'])} "
+                  f"({', '.join(s['file'] for s in data['shards'][:4])}"
+                  f"{', ...' if len(data['shards']) > 4 else ''})."]
+    return "\n".join(lines) + "\n"
+
+
+def render_chart(data: dict, path: str) -> None:
+    """Horizontal bar chart: files removed by each rule and kept, stacked by language."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {rule: per for rule, per in data["removed"].items()}
+    kept = defaultdict(int)
+    for per in data["kept"].values():
+        for lang, n in per.items():
+            kept[lang] += n
+    rows["kept"] = dict(kept)
+    langs = sorted(data["seen"]["files"])
+    labels = list(rows)
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(labels) + 1.5))
+    left = [0] * len(labels)
+    for lang in langs:
+        values = [rows[label].get(lang, 0) for label in labels]
+        ax.barh(labels, values, left=left, label=lang)
+        left = [a + b for a, b in zip(left, values)]
+    ax.invert_yaxis()
+    ax.set_xlabel("files")
+    if max(left, default=0) > 0:
+        ax.set_xscale("symlog")
+    ax.set_title(f"infill data build: {data['totals']['files_kept']:,} of "
+                 f"{data['totals']['files_seen']:,} files kept")
+    if langs:
+        ax.legend(fontsize="small", loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(data: dict, out_dir: str) -> None:
+    """Write report.json, report.md and report.png into `out_dir`."""
+    with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
+        f.write(render_markdown(data))
+    render_chart(data, os.path.join(out_dir, "report.png"))
