@@ -36,6 +36,9 @@ class GenerationConfig:
     """Tokens that end a candidate (not included in its output)."""
     time_budget_s: float | None = None
     """Stop every candidate when this much wall time has passed since the call."""
+    lookahead: int = 8
+    """Greedy, n=1 only: draft up to this many tokens by prompt lookup and verify them in one forward
+    pass (exact: the output is the greedy output). 0 turns it off."""
 
     def __post_init__(self) -> None:
         if self.max_tokens < 0:
@@ -135,29 +138,50 @@ def stream(model: Transformer, prompt: list[int], cache: KVCache, config: Genera
     rows: list[list[int]] = [[] for _ in range(config.n)]
     logprob = [0.0] * config.n
     reason = [""] * config.n
+
+    def accept(r: int, t: int, lp: float) -> None:
+        """Append token t to row r, or end the row by the stop rules."""
+        if t in config.stop_ids:
+            reason[r] = "stop"
+            return
+        rows[r].append(t)
+        logprob[r] += lp
+        if stop_rule is not None and stop_rule(rows[r]):
+            reason[r] = "stop_rule"
+        elif len(rows[r]) >= config.max_tokens:
+            reason[r] = "length"
+
+    speculate = config.n == 1 and config.temperature == 0 and config.lookahead > 0
     allowed = first_allowed
     while not all(reason) and config.max_tokens > 0:
         nxt, lp = sample(logits, config, generator, allowed)
         allowed = None
         for r, (t, l) in enumerate(zip(nxt.tolist(), lp.tolist())):
-            if reason[r]:
-                continue
-            if t in config.stop_ids:
-                reason[r] = "stop"
-                continue
-            rows[r].append(t)
-            logprob[r] += l
-            if stop_rule is not None and stop_rule(rows[r]):
-                reason[r] = "stop_rule"
-            elif len(rows[r]) >= config.max_tokens:
-                reason[r] = "length"
+            if not reason[r]:
+                accept(r, t, l)
         if not all(reason) and config.time_budget_s is not None and time.monotonic() - started > config.time_budget_s:
             reason = [x or "time" for x in reason]
         yield Step(rows, [bool(x) for x in reason])
         if all(reason):
             break
-        logits = decode_one_token(model, nxt[:, None], cache, pos)
-        pos += 1
+        room = min(config.max_tokens - len(rows[0]), cache.max_len - pos - 1)
+        draft = lookup_draft(prompt + rows[0], min(config.lookahead, room)) if speculate else []
+        if not draft:
+            logits = decode_one_token(model, nxt[:, None], cache, pos)
+            pos += 1
+            continue
+        block = torch.tensor([[int(nxt)] + draft], device=device)
+        block_logits = model(block, start_pos=pos, cache=cache)[0].float()  # (1 + len(draft), V)
+        predicted = block_logits.argmax(-1).tolist()
+        block_lp = torch.log_softmax(block_logits, -1)
+        used = 0  # draft tokens that equal the model's own greedy choice, in order
+        while used < len(draft) and draft[used] == predicted[used] and not reason[0]:
+            accept(0, draft[used], float(block_lp[used, draft[used]]))
+            used += 1
+        pos += 1 + used
+        logits = block_logits[used:used + 1]
+        if used:
+            yield Step(rows, [bool(x) for x in reason])
     if config.max_tokens == 0:
         reason = ["length"] * config.n
     if result is not None:
@@ -177,6 +201,22 @@ def generate(model: Transformer, prompt: list[int], config: GenerationConfig, *,
                     stop_rule=stop_rule, result=result):
         pass
     return result
+
+
+def lookup_draft(history: list[int], k: int, ngram: int = 3) -> list[int]:
+    """Prompt-lookup drafting: the tokens that followed the latest earlier occurrence of the last
+    `ngram` (else ngram - 1, down to 2) tokens of `history`; at most k of them."""
+    if k <= 0:
+        return []
+    for n in range(ngram, 1, -1):
+        if len(history) <= n:
+            continue
+        tail = history[-n:]
+        first = tail[0]
+        for i in range(len(history) - n - 1, -1, -1):
+            if history[i] == first and history[i:i + n] == tail:
+                return history[i + n:i + n + k]
+    return []
 
 
 @torch.inference_mode()

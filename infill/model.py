@@ -64,11 +64,11 @@ class RMSNorm(nn.Module):
         return self.weight * xf.to(x.dtype)
 
 
-def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
-    """cos, sin of shape (B, T, 1, D) for integer positions (B, T) (HF's rotate-half layout)."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
-    freqs = positions.float()[..., None] * inv_freq  # (B, T, D/2)
-    emb = torch.cat([freqs, freqs], dim=-1)[:, :, None, :]
+def rope_table(length: int, head_dim: int, theta: float, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape (length, D) for positions 0..length-1 (HF's rotate-half layout)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    freqs = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv_freq  # (L, D/2)
+    emb = torch.cat([freqs, freqs], dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
@@ -144,6 +144,17 @@ class Transformer(nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.apply(self._init_weights)
+        self._rope: dict = {}  # (device, dtype) -> (cos, sin) tables; derived, never saved
+
+    def rope(self, positions: torch.Tensor, dtype: torch.dtype, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin (B, T, 1, D) for positions (B, T) below `end`, from a table built once per device and dtype."""
+        key = (positions.device, dtype)
+        cos, sin = self._rope.get(key, (None, None))
+        need = max(self.config.max_seq_len, end)
+        if cos is None or cos.shape[0] < need:
+            cos, sin = rope_table(need, self.config.head_dim, self.config.rope_theta, positions.device, dtype)
+            self._rope[key] = (cos, sin)
+        return cos[positions][:, :, None], sin[positions][:, :, None]
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -163,15 +174,18 @@ class Transformer(nn.Module):
         """Logits (B, T, V) for tokens (B, T).
 
         start_pos: absolute position of tokens[:, 0]; with a cache, where its keys are written.
-        positions: explicit RoPE positions (B, T), e.g. restarting at each packed document.
+        positions: explicit RoPE positions (B, T), each below max(T, max_seq_len), e.g. restarting
+            at each packed document.
         doc_ids: (B, T) document index of each token; attention stays within a document.
         last_only: compute logits for the last position only (generation).
         """
         B, T = tokens.shape
-        if positions is None:
-            positions = torch.arange(start_pos, start_pos + T, device=tokens.device).expand(B, T)
         x = self.model.embed_tokens(tokens)  # (B, T, C)
-        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
+        if positions is None:
+            cos, sin = self.rope(torch.arange(start_pos, start_pos + T, device=tokens.device)[None], x.dtype,
+                                 start_pos + T)
+        else:  # packed documents: positions restart, so they stay below the row length
+            cos, sin = self.rope(positions, x.dtype, T)
         for layer in self.model.layers:
             x = layer(x, cos, sin, cache, start_pos, doc_ids)
         if last_only:
