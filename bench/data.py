@@ -83,7 +83,7 @@ def bench_dedup_memory(fingerprinted: list[dict], config: DataConfig) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--mb", type=float, default=20.0, help="MB of the standard library")
+    parser.add_argument("--mb", type=float, default=30.0, help="MB of the standard library")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
 

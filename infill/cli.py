@@ -1,6 +1,6 @@
 """The `infill` command.
 
-Core subcommands live here (`complete`, `export`); packages that build on the core (`train`) add
+Core subcommands live here (`complete`, `export`, and the `eval` group from `infill.evaluate.cli`); packages that build on the core (`train`) add
 theirs through the `infill.commands` entry-point group, so the core never imports them. Every user
 error is one line on stderr and exit status 2, never a traceback.
 """
@@ -16,8 +16,10 @@ EXAMPLES = """examples:
   infill complete app.py:12:5                 fill in at line 12, column 5 (1-based)
   infill complete app.py:12:5 --json          {"middle": ..., "tokens": N, "latency_ms": ...}
   infill export --hf out/hf --model ckpt/     a Hugging Face Llama directory (transformers, vLLM, llama.cpp)
+  infill eval humaneval-infilling --model ckpt/ --out runs/sl   HumanEval-infilling pass@1 (see infill eval -h)
 
-The model: --model DIR, else $INFILL_MODEL, else the built-in default model.
+The model: --model DIR, else $INFILL_MODEL, else the built-in default model. --model also takes a
+Hugging Face model directory or locally cached hub name, or openai:URL (an OpenAI-compatible server).
 """
 
 
@@ -62,7 +64,7 @@ def cmd_complete(args) -> int:
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a UTF-8 text file") from None
     prefix, suffix = split_at(text, line, col)
-    engine = load_engine(args.model, device=args.device)
+    engine = load_engine(args.model, device=args.device, template=args.template)
     req = InfillRequest(prefix=prefix, suffix=suffix, max_tokens=args.max_tokens, temperature=args.temperature,
                         seed=args.seed, ext=path.suffix or None)
     result = engine.infill(req)
@@ -96,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print the code that fills the hole at a position of a file. The text "
                                    "before the position is the prefix, the text after it the suffix.")
     p.add_argument("location", metavar="FILE:LINE:COL", help="file and 1-based line and column of the cursor")
-    p.add_argument("--model", help="checkpoint directory (default: $INFILL_MODEL, then the built-in model)")
+    p.add_argument("--model", help="checkpoint directory, Hugging Face model, or openai:URL "
+                                   "(default: $INFILL_MODEL, then the built-in model)")
+    p.add_argument("--template", help="FIM template of a Hugging Face model or server (default: detected)")
     p.add_argument("--max-tokens", type=int, default=64, help="most tokens to generate (default 64)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default 0)")
     p.add_argument("--seed", type=int, default=None, help="sampling seed, for reproducible samples")
@@ -111,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hf", required=True, metavar="OUT", help="output directory")
     p.add_argument("--model", help="checkpoint directory (default: $INFILL_MODEL, then the built-in model)")
     p.set_defaults(func=cmd_export)
+
+    from infill.evaluate.cli import register as register_eval
+
+    register_eval(sub)
 
     for ep in sorted(entry_points(group="infill.commands"), key=lambda e: e.name):
         try:

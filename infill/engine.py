@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -45,6 +45,9 @@ class InfillRequest:
     n: int = 1
     stop: tuple[str, ...] = ()
     """Stop strings: the middle ends before the first one."""
+    stop_at: Callable[[str], int | None] | None = None
+    """Where the middle ends, given the text generated so far: an index into it, or None to go on.
+    Called after every token; a caller's syntax rule (e.g. the end of a block) that stop strings cannot say."""
     time_budget_s: float | None = None
     session: str | None = None
     """Key of the session cache to use (a document URI); None uses no cache."""
@@ -220,7 +223,13 @@ class LocalEngine:
             raw = tok.token_bytes_concat(ids)
             return raw[len(heal):].decode("utf-8", errors="replace") if raw.startswith(heal) else raw.decode("utf-8", errors="replace")
 
-        stop_rule = (lambda ids: any(s in text_of(ids) for s in req.stop)) if req.stop else None
+        def end_of(text: str) -> int | None:
+            ends = [text.index(s) for s in req.stop if s in text]
+            if req.stop_at is not None and (at := req.stop_at(text)) is not None:
+                ends.append(at)
+            return min(ends) if ends else None
+
+        stop_rule = (lambda ids: end_of(text_of(ids)) is not None) if req.stop or req.stop_at else None
         first_allowed = self._heal_mask(heal) if heal else None
         result: list[Candidate] = []
         for _ in stream(self.model, prompt, cache, config, start_pos=start, first_allowed=first_allowed,
@@ -233,9 +242,8 @@ class LocalEngine:
         completions = {}
         for c in result:
             text = text_of(c.tokens)
-            for s in req.stop:
-                if s in text:
-                    text = text[:text.index(s)]
+            if (end := end_of(text)) is not None:
+                text = text[:end]
             if text not in completions or completions[text].logprob < c.logprob:
                 completions[text] = Completion(text, len(c.tokens), c.logprob, c.finish_reason)
         ranked = sorted(completions.values(), key=lambda c: -c.logprob)

@@ -70,3 +70,25 @@ def test_workers_do_not_change_the_result(tmp_path):
     strip = lambda rs: [{k: v for k, v in r.items() if not k.startswith("_")} for r in rs]  # noqa: E731
     assert strip(one) == strip(two)
     assert sum("removed" in r for r in one) == 30  # each file appears twice
+
+
+def test_shards_roll_over_and_a_failed_run_publishes_nothing(tmp_path):
+    from train.data.shards import ShardWriter, read_shards, shard_paths
+
+    rows = [{"text": "x" * 40, "path": f"{i}.py", "language": "python", "source": "s",
+             "version": "", "license": "MIT", "group": "s", "split": "train"} for i in range(5)]
+    with ShardWriter(str(tmp_path), shard_bytes=100) as writer:
+        for row in rows:
+            writer.write(row)
+    assert [s["records"] for s in writer.shards] == [3, 2]
+    assert [r["path"] for r in read_shards(str(tmp_path))] == [r["path"] for r in rows]
+
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    try:
+        with ShardWriter(str(failed), shard_bytes=10**6) as writer:
+            writer.write(rows[0])
+            raise RuntimeError("crash")
+    except RuntimeError:
+        pass
+    assert shard_paths(str(failed)) == [] and list(failed.iterdir()) == []

@@ -17,23 +17,19 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import re
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
 
+import numpy as np
+
 from train.data.config import DataConfig
 from train.data.records import Record, drop
+from train.data.words import words
 
-_WORD = re.compile(r"\w+")
 MIN_NAMES = 4
 
 
-def words(text: str) -> list[str]:
-    """Identifiers, keywords and numbers of `text`, in order."""
-    return _WORD.findall(text)
-
-
-def ngrams(tokens: list[str], n: int) -> Iterator[tuple[str, ...]]:
+def ngrams(tokens: tuple[str, ...], n: int) -> Iterator[tuple[str, ...]]:
     """Every run of n consecutive tokens (none when there are fewer than n)."""
     return zip(*(tokens[i:] for i in range(n)))
 
@@ -97,15 +93,35 @@ def reference_ngrams(n: int, benchmarks: bool, held_out: tuple[str, ...]) -> fro
     return frozenset(grams)
 
 
+@lru_cache(maxsize=4)
+def reference_vocabulary(n: int, benchmarks: bool, held_out: tuple[str, ...]) -> frozenset:
+    """Every word of `reference_ngrams`; built once per process."""
+    return frozenset(w for g in reference_ngrams(n, benchmarks, held_out) for w in g)
+
+
+def shares_ngram(text: str, grams: frozenset, vocabulary: frozenset, n: int) -> bool:
+    """Whether `text` contains one of `grams`. Only runs of at least n consecutive words that all
+    occur in the reference vocabulary can match, so only those runs are cut into n-grams."""
+    tokens = words(text)
+    if len(tokens) < n:
+        return False
+    mask = np.fromiter((t in vocabulary for t in tokens), dtype=bool, count=len(tokens))
+    edges = np.diff(np.concatenate(([0], mask.view(np.int8), [0])))
+    for start, end in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+        if end - start >= n and not grams.isdisjoint(ngrams(tokens[start:end], n)):
+            return True
+    return False
+
+
 def decontaminate(records: Iterable[Record], config: DataConfig) -> Iterator[Record]:
     """Drop files sharing a `config.decontam_ngram`-word n-gram with a benchmark or held-out
     text (stage 6) [decontaminate.benchmark]."""
     grams = reference_ngrams(config.decontam_ngram, config.benchmarks, config.held_out)
+    vocabulary = reference_vocabulary(config.decontam_ngram, config.benchmarks, config.held_out)
     for record in records:
         if "removed" in record or not grams:
             yield record
-            continue
-        if grams.isdisjoint(ngrams(words(record["text"]), config.decontam_ngram)):
-            yield record
-        else:
+        elif shares_ngram(record["text"], grams, vocabulary, config.decontam_ngram):
             yield drop(record, "decontaminate.benchmark")
+        else:
+            yield record

@@ -9,15 +9,15 @@ Two halves, so the expensive part parallelises:
   later one is dropped.
 
 Memory bound: `deduplicate` holds, per *kept* file, a 32-byte digest, the 1 KiB signature and the
-LSH band keys (8 bytes per band): about 4 KB per file measured (`bench/data.py`), never the text.
-A million kept files therefore need about 4 GB, whatever their total size. Past that, shard by
-language or use an LSH with external storage (datasketch's Redis backend, or datatrove's
-multi-machine MinHash dedup; see docs/data.md).
+LSH buckets (one entry in each of the b bands datasketch picks, 25 for 0.7 and 256 permutations):
+about 8 KB per kept file measured by `bench/data.py`, never the text. A million kept files need
+about 8 GB, whatever their total size. Past that, dedup per language or per source family, or use
+an LSH with external storage (datasketch's Redis backend, or datatrove's multi-machine MinHash
+dedup; see docs/data.md).
 """
 from __future__ import annotations
 
 import hashlib
-import re
 import zlib
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
@@ -27,10 +27,10 @@ from datasketch import MinHash, MinHashLSH
 
 from train.data.config import DataConfig
 from train.data.records import Record, drop
+from train.data.words import words
 
-_WORD = re.compile(r"\w+")
 _SCHEME = "affine32"  # uint32 hash values: the LSH index only reads them, band by band
-_BATCH = 4096  # shingles hashed per numpy batch, bounding the (batch, num_perm) temporary
+_BATCH = 1024  # shingles per numpy batch: a (batch, num_perm) buffer of 1 MiB stays in cache
 
 
 def normalise_whitespace(text: str) -> str:
@@ -55,9 +55,9 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
 def shingle_hashes(text: str, size: int) -> np.ndarray:
     """Distinct uint32 hashes of the runs of `size` consecutive words (a shorter file is one
     shingle). Each word is CRC-32 hashed once; a shingle's hash is a polynomial of its words'."""
-    words = _WORD.findall(text)
-    table = {w: zlib.crc32(w.encode("utf-8")) for w in set(words)}
-    ids = np.fromiter(map(table.__getitem__, words), dtype=np.uint64, count=len(words))
+    tokens = words(text)
+    table = {w: zlib.crc32(w.encode("utf-8")) for w in set(tokens)}
+    ids = np.fromiter(map(table.__getitem__, tokens), dtype=np.uint64, count=len(tokens))
     if len(ids) == 0:
         return np.zeros(1, dtype=np.uint32)
     if len(ids) <= size:
@@ -85,8 +85,11 @@ def minhash(text: str, config: DataConfig) -> np.ndarray:
     a, b = _permutations(config.num_perm, config.seed)
     hashes = shingle_hashes(text, config.shingle_size)
     sig = np.full(config.num_perm, np.iinfo(np.uint32).max, dtype=np.uint32)
+    buf = np.empty((min(_BATCH, len(hashes)), config.num_perm), dtype=np.uint32)
     for start in range(0, len(hashes), _BATCH):
-        block = hashes[start:start + _BATCH, None] * a[None, :] + b[None, :]
+        block = buf[: len(hashes[start:start + _BATCH])]
+        np.multiply(hashes[start:start + _BATCH, None], a[None, :], out=block)
+        block += b
         np.minimum(sig, block.min(axis=0), out=sig)
     return sig
 

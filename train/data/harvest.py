@@ -209,9 +209,10 @@ def harvest(records: Iterable[Record], config: DataConfig) -> Iterator[Record]:
     - a NUL byte in the first 8 KiB marks a binary file [harvest.binary];
     - text must decode as UTF-8 (a BOM is stripped) [harvest.undecodable];
     - a file that vanished or cannot be read [harvest.unreadable].
+    Records without a `_file` (text already in memory, from another engine or a test) pass through.
     """
     for record in records:
-        if "removed" in record:
+        if "removed" in record or "_file" not in record:
             yield record
             continue
         if record["bytes"] > config.max_file_bytes:

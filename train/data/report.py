@@ -3,7 +3,7 @@
 `Report.add` sees every record at the end of the pipeline, kept or tombstone, so the counts are
 exact whatever ran the stages. `write_report` renders `report.json` (the data, also the corpus
 manifest: per-package versions, licenses, file and byte counts), `report.md` (the same as tables)
-and `report.png` (files removed by each rule, stacked by language; matplotlib, Agg backend).
+and `report.png` (files and MB removed by each rule and kept; matplotlib, Agg backend).
 """
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import os
 from collections import defaultdict
 
 from train.data.records import Record
+
+MAX_SOURCES_LISTED = 8
 
 
 def _nested():
@@ -85,7 +87,10 @@ def render_markdown(data: dict) -> str:
     langs = sorted(data["seen"]["files"])
     lines = ["# Corpus report", ""]
     if "sources" in data:
-        lines += ["Sources: " + ", ".join(f"`{s}`" for s in data["sources"]), ""]
+        shown = ", ".join(f"`{s}`" for s in data["sources"][:MAX_SOURCES_LISTED])
+        more = len(data["sources"]) - MAX_SOURCES_LISTED
+        lines += [f"Sources ({len(data['sources'])}): {shown}"
+                  + (f" and {more} more (see Packages)." if more > 0 else "."), ""]
     lines += [f"Files seen {t['files_seen']:,} ({_mb(t['bytes_seen'])} MB); "
               f"kept {t['files_kept']:,} ({_mb(t['bytes_kept'])} MB)"
               + (f"; {data['elapsed_s']:.0f} s with {data.get('workers', 1)} worker(s)."
@@ -125,34 +130,32 @@ def render_markdown(data: dict) -> str:
 
 
 def render_chart(data: dict, path: str) -> None:
-    """Horizontal bar chart: files removed by each rule and kept, stacked by language."""
+    """Two horizontal bar charts, files and MB removed by each rule and kept, on log scales
+    (counts span four orders of magnitude); the per-language split is in the tables."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = {rule: per for rule, per in data["removed"].items()}
-    kept = defaultdict(int)
-    for per in data["kept"].values():
-        for lang, n in per.items():
-            kept[lang] += n
-    rows["kept"] = dict(kept)
-    langs = sorted(data["seen"]["files"])
-    labels = list(rows)
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(labels) + 1.5))
-    left = [0] * len(labels)
-    for lang in langs:
-        values = [rows[label].get(lang, 0) for label in labels]
-        ax.barh(labels, values, left=left, label=lang)
-        left = [a + b for a, b in zip(left, values)]
-    ax.invert_yaxis()
-    ax.set_xlabel("files")
-    if max(left, default=0) > 0:
-        ax.set_xscale("symlog")
-    ax.set_title(f"infill data build: {data['totals']['files_kept']:,} of "
-                 f"{data['totals']['files_seen']:,} files kept")
-    if langs:
-        ax.legend(fontsize="small", loc="lower right")
+    labels = list(data["removed"]) + ["kept"]
+    files = [sum(per.values()) for per in data["removed"].values()]
+    files.append(sum(sum(per.values()) for per in data["kept"].values()))
+    mb = [sum(per.values()) / 1e6 for per in data["removed_bytes"].values()]
+    mb.append(sum(sum(per.values()) for per in data["kept_bytes"].values()) / 1e6)
+    colors = ["tab:red"] * (len(labels) - 1) + ["tab:green"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.4 * len(labels) + 1.6), sharey=True)
+    for ax, values, unit, fmt in ((axes[0], files, "files", "{:,.0f}"), (axes[1], mb, "MB", "{:,.1f}")):
+        ax.barh(labels, values, color=colors)
+        for y, v in enumerate(values):
+            ax.text(v, y, " " + fmt.format(v), va="center", fontsize="small")
+        if any(v > 0 for v in values):
+            ax.set_xscale("log")
+            ax.set_xlim(right=max(values) * 8)
+        ax.set_xlabel(f"{unit} (log scale)")
+    axes[0].invert_yaxis()
+    t = data["totals"]
+    fig.suptitle(f"infill data build: {t['files_kept']:,} of {t['files_seen']:,} files kept "
+                 f"({t['bytes_kept'] / 1e6:,.1f} of {t['bytes_seen'] / 1e6:,.1f} MB)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -19,53 +19,61 @@ SHARD_GLOB = "*-[0-9][0-9][0-9][0-9][0-9].jsonl.gz"
 
 class ShardWriter:
     """Appends records to the current shard of their split; starts a new one every `shard_bytes`
-    bytes of text. Use as a context manager, or call `close`."""
+    bytes of text. As a context manager it publishes the shards on success and deletes the
+    unfinished ones on an exception."""
 
     def __init__(self, out_dir: str, shard_bytes: int) -> None:
         self.out_dir = out_dir
         self.shard_bytes = shard_bytes
-        self._open: dict[str, tuple[gzip.GzipFile, str, int]] = {}
-        self._index: dict[str, int] = {}
-        self.shards: list[dict] = []  # {"file", "split", "records", "bytes"} of closed shards
-        self._counts: dict[str, list[int]] = {}
+        self.shards: list[dict] = []  # {"file", "split", "records", "bytes"} of published shards
+        self._open: dict[str, dict] = {}  # split -> {"file", "name", "records", "bytes"}
+        self._next_index: dict[str, int] = {}
 
     def write(self, record: Record) -> None:
         """Write one kept record (its `split` decides the shard)."""
         split = record["split"]
-        if split not in self._open:
-            index = self._index.get(split, 0)
-            self._index[split] = index + 1
+        shard = self._open.get(split)
+        if shard is None:
+            index = self._next_index.get(split, 0)
+            self._next_index[split] = index + 1
             name = f"{split}-{index:05d}.jsonl.gz"
-            tmp = os.path.join(self.out_dir, name + ".tmp")
-            self._open[split] = (gzip.open(tmp, "wt", encoding="utf-8", compresslevel=6), name, 0)
-            self._counts[split] = [0, 0]
-        f, name, size = self._open[split]
-        f.write(json.dumps(to_output(record), ensure_ascii=False) + "\n")
-        size += len(record["text"].encode("utf-8"))
-        self._counts[split][0] += 1
-        self._counts[split][1] = size
-        self._open[split] = (f, name, size)
-        if size >= self.shard_bytes:
-            self._close(split)
+            f = gzip.open(os.path.join(self.out_dir, name + ".tmp"), "wt", encoding="utf-8")
+            shard = self._open[split] = {"file": f, "name": name, "records": 0, "bytes": 0}
+        shard["file"].write(json.dumps(to_output(record), ensure_ascii=False) + "\n")
+        shard["records"] += 1
+        shard["bytes"] += len(record["text"].encode("utf-8"))
+        if shard["bytes"] >= self.shard_bytes:
+            self._publish(split)
 
-    def _close(self, split: str) -> None:
-        f, name, _ = self._open.pop(split)
-        f.close()
-        os.replace(os.path.join(self.out_dir, name + ".tmp"), os.path.join(self.out_dir, name))
-        records, size = self._counts.pop(split)
-        self.shards.append({"file": name, "split": split, "records": records, "bytes": size})
+    def _publish(self, split: str) -> None:
+        shard = self._open.pop(split)
+        shard["file"].close()
+        final = os.path.join(self.out_dir, shard["name"])
+        os.replace(final + ".tmp", final)
+        self.shards.append({"file": shard["name"], "split": split, "records": shard["records"],
+                            "bytes": shard["bytes"]})
 
     def close(self) -> None:
         """Close and publish every open shard."""
         for split in list(self._open):
-            self._close(split)
+            self._publish(split)
         self.shards.sort(key=lambda s: s["file"])
+
+    def abort(self) -> None:
+        """Close and delete every unfinished shard."""
+        for shard in self._open.values():
+            shard["file"].close()
+            os.remove(os.path.join(self.out_dir, shard["name"] + ".tmp"))
+        self._open.clear()
 
     def __enter__(self) -> "ShardWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def shard_paths(data_dir: str, split: str | None = None) -> list[str]:

@@ -1,0 +1,115 @@
+"""FIM prompt templates of pretrained models, as text: every sentinel string of every family, once.
+
+A template renders (prefix, suffix) into the prompt text that precedes the middle, and names the
+tokens that end the middle. User text never carries sentinels: `clean` removes every special-token
+string before rendering, so the only sentinels in a prompt are the template's own.
+
+Families (PSM unless the name ends in `-spm`, which puts the suffix first, as in Code Llama's SPM):
+- starcoder: `<fim_prefix>`, `<fim_suffix>`, `<fim_middle>` (StarCoder, StarCoder2)
+- santacoder: `<fim-prefix>`, `<fim-suffix>`, `<fim-middle>`
+- deepseek: `<｜fim▁begin｜>`, `<｜fim▁hole｜>`, `<｜fim▁end｜>` (DeepSeek-Coder; BOS first)
+- qwen: `<|fim_prefix|>`, `<|fim_suffix|>`, `<|fim_middle|>` (Qwen2.5-Coder)
+- codellama: `<PRE> prefix <SUF>suffix <MID>` (Code Llama; BOS first, ends at `<EOT>`)
+- incoder: `prefix<|mask:0|>suffix<|mask:1|><|mask:0|>`, ends at `<|endofmask|>` (InCoder)
+- infill: this project's exported models (the qwen-style sentinels, ends at `<|endofmask|>`)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from infill import tokenizer as infill_tokens
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    pre: str
+    suf: str
+    mid: str
+    stops: tuple[str, ...]
+    """Tokens that end the middle, besides the tokenizer's EOS."""
+    spm: bool = False
+    bos: bool = False
+    """Start with the tokenizer's BOS token."""
+    pad: str = ""
+    """Text around the prefix for families that expect it (Code Llama's spaces)."""
+    incoder: bool = False
+
+    def pieces(self, prefix: str, suffix: str) -> list[tuple[str, bool]]:
+        """The prompt for one hole as (text, is_sentinel) pieces; generation continues it."""
+        S = lambda s: (s, True)  # noqa: E731
+        T = lambda s: (s, False)  # noqa: E731
+        if self.incoder:
+            out = [T(prefix), S(self.pre), T(suffix), S(self.suf), S(self.pre)]
+        elif self.spm:
+            p = self.pad
+            out = [S(self.pre), T(p), S(self.suf), T(suffix + p), S(self.mid), T(p + prefix)]
+        else:
+            p = self.pad
+            out = [S(self.pre), T(p + prefix + p), S(self.suf), T(suffix + p), S(self.mid)]
+        return [x for x in out if x[0]]
+
+    def render(self, prefix: str, suffix: str) -> str:
+        """The prompt as one string (for a server that parses sentinels in its prompt)."""
+        return "".join(text for text, _ in self.pieces(prefix, suffix))
+
+    @property
+    def sentinels(self) -> tuple[str, ...]:
+        return tuple(s for s in (self.pre, self.suf, self.mid, *self.stops) if s)
+
+
+_QWEN_STOPS = ("<|endoftext|>", "<|fim_pad|>", "<|file_sep|>", "<|repo_name|>", "<|im_end|>")
+_FAMILIES: dict[str, Template] = {
+    "starcoder": Template("starcoder", "<fim_prefix>", "<fim_suffix>", "<fim_middle>",
+                          ("<|endoftext|>", "<file_sep>", "<fim_pad>")),
+    "santacoder": Template("santacoder", "<fim-prefix>", "<fim-suffix>", "<fim-middle>", ("<|endoftext|>",)),
+    "deepseek": Template("deepseek", "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>",
+                         ("<｜end▁of▁sentence｜>", "<|EOT|>"), bos=True),
+    "qwen": Template("qwen", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", _QWEN_STOPS),
+    "codellama": Template("codellama", "<PRE>", "<SUF>", "<MID>", ("<EOT>",), bos=True, pad=" "),
+    "incoder": Template("incoder", infill_tokens.mask_token(0), infill_tokens.mask_token(1), "",
+                        (infill_tokens.EOM,), incoder=True),
+    "infill": Template("infill", infill_tokens.FIM_PREFIX, infill_tokens.FIM_SUFFIX, infill_tokens.FIM_MIDDLE,
+                       (infill_tokens.EOM, infill_tokens.EOS)),
+}
+TEMPLATES: dict[str, Template] = dict(_FAMILIES)
+TEMPLATES.update({f"{k}-spm": Template(**{**v.__dict__, "name": f"{k}-spm", "spm": True})
+                  for k, v in _FAMILIES.items() if not v.incoder})
+
+# Detection order: most specific first (an infill export also has qwen-style and InCoder sentinels).
+_DETECT = (
+    ("infill-spm", (infill_tokens.FILE_META, infill_tokens.EOM, infill_tokens.FIM_PREFIX)),
+    ("qwen", ("<|fim_prefix|>", "<|fim_middle|>")),
+    ("starcoder", ("<fim_prefix>", "<fim_middle>")),
+    ("santacoder", ("<fim-prefix>", "<fim-middle>")),
+    ("deepseek", ("<｜fim▁begin｜>", "<｜fim▁hole｜>")),
+    ("codellama", ("<PRE>", "<MID>")),
+    ("codellama", ("▁<PRE>", "▁<MID>")),
+    ("incoder", (infill_tokens.mask_token(0), infill_tokens.EOM)),
+)
+
+
+def get(name: str) -> Template:
+    if name not in TEMPLATES:
+        raise ValueError(f"unknown FIM template {name!r}; choose from {', '.join(sorted(TEMPLATES))}")
+    return TEMPLATES[name]
+
+
+def detect(vocab: set[str] | dict) -> Template:
+    """The template whose sentinels the vocabulary has; `ValueError` naming `--template` otherwise."""
+    for name, needed in _DETECT:
+        if all(tok in vocab for tok in needed):
+            return TEMPLATES[name]
+    raise ValueError("cannot tell the model's FIM template from its tokenizer's special tokens; "
+                     f"pass --template ({', '.join(sorted(TEMPLATES))})")
+
+
+def clean(text: str, specials: list[str] | tuple[str, ...]) -> str:
+    """`text` with every special-token string removed (longest first, until none is left)."""
+    specials = sorted({s for s in specials if s}, key=len, reverse=True)
+    while True:
+        before = text
+        for s in specials:
+            text = text.replace(s, "")
+        if text == before:
+            return text

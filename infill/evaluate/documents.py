@@ -1,0 +1,71 @@
+"""Held-out documents for the evaluations that read code: a directory of files, or data shards.
+
+Rules:
+- A directory that holds data-pipeline shards (`*.jsonl.gz` / `*.jsonl`, one JSON record per line
+  with `text`, `path`, `language` and `split`) yields their records whose split is not `train`
+  (the pipeline's `validation` groups, which no training step saw). The format is read directly:
+  `infill` never imports `train`.
+- Any other directory yields its source files (recursively, sorted, UTF-8 only), with the language
+  from the file extension; hidden directories and `__pycache__` are skipped.
+- Order is deterministic, so `--limit N` always means the same N documents.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+LANGUAGES: dict[str, str] = {
+    ".py": "python", ".pyi": "python", ".js": "javascript", ".mjs": "javascript", ".jsx": "javascript",
+    ".ts": "typescript", ".tsx": "typescript", ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp",
+    ".hpp": "cpp", ".cu": "cpp", ".java": "java", ".go": "go", ".rs": "rust", ".sh": "shell",
+}
+
+
+@dataclass(frozen=True)
+class Document:
+    path: str
+    language: str
+    text: str
+
+
+def _shards(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.name.endswith((".jsonl.gz", ".jsonl")))
+
+
+def iter_documents(directory: Path, languages: set[str] | None = None) -> Iterator[Document]:
+    """Held-out documents under `directory` (see the module rules); only `languages` if given."""
+    if not directory.is_dir():
+        raise ValueError(f"{directory}: not a directory")
+    shards = _shards(directory)
+    if shards:
+        for shard in shards:
+            opener = gzip.open if shard.name.endswith(".gz") else open
+            with opener(shard, "rt", encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                        text, language = record["text"], record.get("language") or ""
+                    except (ValueError, KeyError, TypeError):
+                        raise ValueError(f"{shard}:{n}: not a data-shard record (needs text and language)") from None
+                    if record.get("split") == "train" or not text:
+                        continue
+                    if languages is None or language in languages:
+                        yield Document(record.get("path", f"{shard.name}:{n}"), language, text)
+        return
+    for path in sorted(directory.rglob("*")):
+        if any(part.startswith(".") or part == "__pycache__" for part in path.relative_to(directory).parts):
+            continue
+        language = LANGUAGES.get(path.suffix.lower())
+        if not path.is_file() or language is None or (languages is not None and language not in languages):
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        if text.strip():
+            yield Document(str(path.relative_to(directory)), language, text)

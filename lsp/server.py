@@ -1,0 +1,252 @@
+"""The language server: pygls plumbing around the engine and the feature functions.
+
+Rules:
+- Handlers are short and of one shape: find the document, convert the position (`lsp.positions`),
+  call a feature function (`lsp.completion`), return an lsprotocol type. They never raise to the
+  client: a failure is logged and answered with an empty result.
+- The model loads in a background thread; until it is ready, or when it failed to load, requests get
+  an empty result at once, never a wait, and the server stays up.
+- Generation runs on the event-loop thread, one request at a time (the engine is not thread-safe),
+  awaiting between tokens, so `$/cancelRequest` and newer requests stop it within a token step. A
+  request is stale as soon as a newer request for its document arrives or the document changes; a
+  stale request stops, and one still waiting for its turn never starts.
+- Positions are UTF-16 unless the client offers UTF-8 (then UTF-8, which costs no conversion).
+- `infill/status` (a notification) tells clients the model, device, state and last latencies.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol, lsp_method
+
+from lsp import positions, syntax
+from lsp.completion import Edit, as_completion_item, complete_steps
+from lsp.options import ServerOptions, update_options
+
+log = logging.getLogger(__name__)
+VERSION = "0.1.0"
+STATUS = "infill/status"
+
+
+class InfillProtocol(LanguageServerProtocol):
+    """pygls' protocol, preferring UTF-8 positions whenever the client offers them."""
+
+    @lsp_method(types.INITIALIZE)
+    def lsp_initialize(self, params: types.InitializeParams):
+        general = params.capabilities.general
+        if general is not None and general.position_encodings and \
+                types.PositionEncodingKind.Utf8 in general.position_encodings:
+            general.position_encodings = [types.PositionEncodingKind.Utf8]
+        return (yield from super().lsp_initialize(params))
+
+
+@dataclass
+class Latency:
+    """The last finished completion, for the status notification."""
+
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    prompt_tokens: int | None = None
+    cached_tokens: int | None = None
+
+
+class InfillServer(LanguageServer):
+    """Holds the options, the engine and the per-document request bookkeeping."""
+
+    def __init__(self, options: ServerOptions | None = None):
+        super().__init__("infill-lsp", VERSION, protocol_cls=InfillProtocol)
+        self.options = options or ServerOptions()
+        self.engine = None
+        self.state = "starting"
+        """starting (before initialize), loading, ready, failed, or off (completion switched off)."""
+        self.message = ""
+        self.last = Latency()
+        self._load_id = 0
+        self._tickets = itertools.count(1)
+        self._latest: dict[str, int] = {}
+        self._turn = asyncio.Lock()
+
+    # options and the model ------------------------------------------------------------------------
+    def configure(self, raw, *, initial: bool = False) -> None:
+        """Apply settings; report bad ones; reload the model when its path or device changed."""
+        new, problems = update_options(self.options, raw)
+        for problem in problems:
+            self.show(f"infill-lsp: {problem}", types.MessageType.Warning)
+        old, self.options = self.options, new
+        if initial or (new.model, new.device) != (old.model, old.device):
+            self.start_loading()
+        elif self.engine is not None and new.cache_mb != old.cache_mb:
+            self.engine.cache_bytes = int(new.cache_mb * 2**20)
+        self.send_status()
+
+    def start_loading(self) -> None:
+        self._load_id += 1
+        self.engine, self.state, self.message = None, "loading", ""
+        asyncio.ensure_future(self._load(self._load_id, self.options))
+
+    async def _load(self, load_id: int, options: ServerOptions) -> None:
+        try:
+            engine = await asyncio.to_thread(_load_engine, options)
+        except Exception as exc:  # any failure: completion off, server up, the reason shown once
+            if load_id == self._load_id:
+                self.state, self.message = "failed", " ".join(str(exc).split()) or type(exc).__name__
+                self.show(f"infill-lsp: no model, completion is off: {self.message}", types.MessageType.Error)
+                self.send_status()
+            return
+        if load_id == self._load_id:  # a newer configuration did not start another load meanwhile
+            self.engine, self.state, self.message = engine, "ready", ""
+            self.send_status()
+
+    # messages to the client -----------------------------------------------------------------------
+    def show(self, message: str, kind: types.MessageType) -> None:
+        log.warning("%s", message)
+        try:
+            self.window_show_message(types.ShowMessageParams(type=kind, message=message))
+        except Exception:  # no client connected (yet): the log has it
+            log.debug("could not show a message", exc_info=True)
+
+    def status(self) -> dict:
+        """The `infill/status` payload (documented in docs/lsp.md)."""
+        engine = self.engine
+        return {
+            "state": "off" if not self.options.completion and self.state == "ready" else self.state,
+            "model": engine.name if engine is not None else self.options.model,
+            "device": engine.device if engine is not None else self.options.device,
+            "message": self.message,
+            "latencyMs": self.last.latency_ms, "ttftMs": self.last.ttft_ms,
+            "promptTokens": self.last.prompt_tokens, "cachedTokens": self.last.cached_tokens,
+        }
+
+    def send_status(self) -> None:
+        try:
+            self.protocol.notify(STATUS, self.status())
+        except Exception:
+            log.debug("could not send the status", exc_info=True)
+
+    # completion -----------------------------------------------------------------------------------
+    def position_encoding(self) -> str:
+        return str(self.workspace.position_encoding or positions.UTF16)
+
+    async def complete(self, uri: str, position: types.Position) -> Edit | None:
+        """The completion edit at `position` of document `uri`, or None (see the module rules)."""
+        ticket = next(self._tickets)
+        self._latest[uri] = ticket
+        if self.engine is None or not self.options.completion:
+            return None
+        doc = self.workspace.text_documents.get(uri)
+        if doc is None:
+            return None
+        text, version = doc.source, doc.version
+        offset = positions.to_offset(text, position.line, position.character, self.position_encoding())
+
+        def stale() -> bool:
+            return self._latest.get(uri) != ticket or self.workspace.text_documents.get(uri) is not doc \
+                or doc.version != version
+
+        async with self._turn:
+            if stale() or self.engine is None:
+                return None
+            started, ttft = time.perf_counter(), None
+            steps = complete_steps(text, offset, self.engine, self.options,
+                                   language=syntax.language_of(uri, doc.language_id),
+                                   session=uri if self.options.cache_mb > 0 else None,
+                                   ext=syntax.extension_of(uri))
+            try:
+                while True:
+                    try:
+                        next(steps)
+                    except StopIteration as done:
+                        edit, result = done.value
+                        break
+                    if ttft is None:
+                        ttft = (time.perf_counter() - started) * 1000
+                    await asyncio.sleep(0)
+                    if stale():
+                        return None
+            finally:
+                steps.close()
+        self.last = Latency((time.perf_counter() - started) * 1000, ttft, result.prompt_tokens,
+                            result.cached_tokens)
+        self.send_status()
+        return edit
+
+    def forget(self, uri: str) -> None:
+        """A closed document: drop its bookkeeping and its session cache."""
+        self._latest.pop(uri, None)
+        if self.engine is not None:
+            self.engine.drop_session(uri)
+
+
+def _load_engine(options: ServerOptions):
+    """Load (the model lookup of `infill complete`) and warm up, in a worker thread."""
+    from infill.engine import InfillRequest
+    from infill.load import load_engine
+
+    engine = load_engine(options.model, device=options.device, cache_mb=options.cache_mb)
+    engine.infill(InfillRequest(prefix="x = ", suffix="\n", max_tokens=2))  # first-call costs, now
+    return engine
+
+
+def _range(text: str, edit: Edit, encoding: str) -> types.Range:
+    start = positions.to_position(text, edit.start, encoding)
+    end = positions.to_position(text, edit.end, encoding)
+    return types.Range(types.Position(*start), types.Position(*end))
+
+
+def build_server(options: ServerOptions | None = None) -> InfillServer:
+    """A server with every handler registered."""
+    server = InfillServer(options)
+
+    @server.feature(types.INITIALIZE)
+    def initialize(ls: InfillServer, params: types.InitializeParams) -> None:
+        ls.configure(params.initialization_options, initial=True)
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    def did_change_configuration(ls: InfillServer, params: types.DidChangeConfigurationParams) -> None:
+        ls.configure(params.settings)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: InfillServer, params: types.DidCloseTextDocumentParams) -> None:
+        ls.forget(params.text_document.uri)
+
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def inline_completion(ls: InfillServer, params: types.InlineCompletionParams
+                                ) -> types.InlineCompletionList:
+        edit, text = await _completion(ls, params.text_document.uri, params.position)
+        if edit is None:
+            return types.InlineCompletionList(items=[])
+        item = types.InlineCompletionItem(insert_text=edit.text, range=_range(text, edit, ls.position_encoding()))
+        return types.InlineCompletionList(items=[item])
+
+    @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[]))
+    async def completion(ls: InfillServer, params: types.CompletionParams) -> types.CompletionList:
+        edit, text = await _completion(ls, params.text_document.uri, params.position)
+        if edit is None:
+            return types.CompletionList(is_incomplete=True, items=[])
+        label, whole = as_completion_item(text, edit)
+        item = types.CompletionItem(
+            label=label, kind=types.CompletionItemKind.Snippet, detail="infill", filter_text=whole.text,
+            insert_text_format=types.InsertTextFormat.PlainText,
+            text_edit=types.TextEdit(_range(text, whole, ls.position_encoding()), whole.text))
+        return types.CompletionList(is_incomplete=True, items=[item])
+
+    return server
+
+
+async def _completion(ls: InfillServer, uri: str, position: types.Position) -> tuple[Edit | None, str]:
+    """(edit, the text it applies to); (None, "") on any failure, which is logged, never raised."""
+    try:
+        doc = ls.workspace.text_documents.get(uri)
+        text = doc.source if doc is not None else ""
+        return await ls.complete(uri, position), text
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("completion failed at %s %s", uri, position)
+        return None, ""

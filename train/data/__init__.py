@@ -1,0 +1,16 @@
+"""Code corpus curation: `infill data build` and `infill data tokenizer`.
+
+Stages, each a function from an iterator of records to an iterator of records (`records`), rules
+in its docstring, removals counted in the run report:
+
+    harvest.harvest               read files; skip binaries and undecodable text
+    licenses.filter_licenses      SPDX license per file; keep permissive ones
+    filters.filter_quality        size, line length, alphanumeric share, auto-generated markers
+    redact.redact                 emails, IP addresses, keys and tokens -> placeholders
+    decontaminate.decontaminate   drop files sharing 13-word n-grams with HumanEval-infilling
+    dedup.fingerprint/deduplicate exact (SHA-256) and near (MinHash LSH) duplicates
+    split.assign_split            train / validation by repository or package
+
+`pipeline.build` chains them over discovered sources with a worker pool and writes shards
+(`shards`) and the report (`report`). See docs/data.md.
+"""

@@ -1,0 +1,91 @@
+"""Named training runs: functions returning a `TrainConfig` (`infill train --recipe NAME`).
+
+`tiny` runs in seconds on the standard-library corpus (tests, smoke runs). `cpu-small` trains the
+default model on this project's 2-core CPU machine in about two hours; `gpu-small` is the same model
+for 20 minutes of one H100. The last three carry the published shapes and optimisation settings of
+the models they are named after (see docs/train.md for sources, caveats and expected cost); they are
+not run here.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from train.config import ObjectiveConfig, TrainConfig
+
+
+def tiny() -> TrainConfig:
+    """0.15M parameters, 256-token rows, 40 steps of 4K tokens: seconds on a CPU."""
+    return TrainConfig(
+        model="test-tiny", model_overrides={"max_seq_len": 256}, stdlib_modules=24, seq_len=256,
+        steps=40, batch_tokens=4096, micro_batch=8, lr=3e-3, warmup_steps=5, eval_every=20, eval_rows=4,
+        eval_bpb_docs=4, eval_infill=4, eval_max_tokens=16, ckpt_every=20, keep_last=2)
+
+
+def cpu_small() -> TrainConfig:
+    """The default model: the `small` preset (15.7M parameters), 512-token context, ~2 hours on 2 cores.
+
+    Needs `--data DIR` (an `infill data build` corpus with `infill data tokenizer` output in DIR, or
+    `--set tokenizer=PATH`)."""
+    return TrainConfig(
+        model="small", model_overrides={"max_seq_len": 512}, seq_len=512, steps=600, batch_tokens=16384,
+        micro_batch=8, lr=2e-3, min_lr_ratio=0.1, warmup_steps=30, schedule="wsd", decay_fraction=0.2,
+        eval_every=100, eval_rows=16, eval_bpb_docs=32, eval_infill=50, ckpt_every=50, keep_last=3)
+
+
+def gpu_small() -> TrainConfig:
+    """The same `small` model for 20 minutes of one H100: 2048-token context, bf16, compiled, triton."""
+    return TrainConfig(
+        model="small", seq_len=2048, steps=4000, batch_tokens=262144, micro_batch=32, lr=2e-3,
+        min_lr_ratio=0.1, warmup_steps=200, schedule="wsd", decay_fraction=0.2, compile=True,
+        attention_backend="auto", num_workers=12, eval_every=500, eval_rows=32, eval_bpb_docs=64,
+        eval_infill=200, ckpt_every=500, keep_last=3)
+
+
+def incoder_1_3b() -> TrainConfig:
+    """InCoder-1.3B (Fried et al. 2022): 24 layers, width 2048, 32 heads, 2048 context; causal
+    masking only; the paper's Adam settings (beta2 0.98, lr 8e-4 is not stated for 1.3B: see docs)."""
+    return TrainConfig(
+        model="base", model_overrides={"vocab_size": 50518, "dim": 2048, "n_layer": 24, "n_head": 32,
+                                       "n_kv_head": 32, "intermediate_size": 5504, "max_seq_len": 2048},
+        objective=ObjectiveConfig(causal_rate=1.0, spm_rate=0.0, psm_rate=0.0, l2r_rate=0.0, syntax_rate=0.0,
+                                  max_spans=31, header_rate=1.0),
+        seq_len=2048, steps=100_000, batch_tokens=2048 * 1024, micro_batch=8, lr=8e-4, beta2=0.98,
+        weight_decay=0.01, warmup_steps=1500, schedule="cosine", compile=True, parallel="fsdp", num_workers=16,
+        eval_every=2000, ckpt_every=1000)
+
+
+def polycoder_2_7b() -> TrainConfig:
+    """PolyCoder-2.7B (Xu et al. 2022): GPT-NeoX 2.7B shape, 150K steps of 262K tokens (39B tokens),
+    lr 1.6e-4, 1600 warm-up steps, cosine; left-to-right only, as published."""
+    return TrainConfig(
+        model="polycoder-2.7b",
+        objective=ObjectiveConfig(causal_rate=0.0, spm_rate=0.0, psm_rate=0.0, l2r_rate=1.0),
+        seq_len=2048, steps=150_000, batch_tokens=2048 * 128, micro_batch=8, lr=1.6e-4, min_lr_ratio=0.1,
+        warmup_steps=1600, schedule="cosine", compile=True, parallel="fsdp", num_workers=16,
+        eval_every=2000, ckpt_every=1000)
+
+
+def opencoder_1_5b() -> TrainConfig:
+    """OpenCoder-1.5B (Huang et al. 2024): 24 layers, width 2240, 14 heads, 4096 context, WSD schedule,
+    peak lr 3e-4, 2000 warm-up steps, ~4M-token batches, ~2T tokens."""
+    return TrainConfig(
+        model="opencoder-1.5b", seq_len=4096, steps=500_000, batch_tokens=4096 * 1024, micro_batch=4,
+        lr=3e-4, min_lr_ratio=0.1, warmup_steps=2000, schedule="wsd", decay_fraction=0.1, compile=True,
+        parallel="fsdp", num_workers=16, eval_every=5000, ckpt_every=1000)
+
+
+RECIPES: dict[str, Callable[[], TrainConfig]] = {
+    "tiny": tiny,
+    "cpu-small": cpu_small,
+    "gpu-small": gpu_small,
+    "incoder-1.3b": incoder_1_3b,
+    "polycoder-2.7b": polycoder_2_7b,
+    "opencoder-1.5b": opencoder_1_5b,
+}
+
+
+def recipe(name: str) -> TrainConfig:
+    """The config of recipe `name`; ValueError naming the choices for an unknown one."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    return RECIPES[name]()
