@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 from lsprotocol import types
+from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 
@@ -44,6 +45,15 @@ class InfillProtocol(LanguageServerProtocol):
                 types.PositionEncodingKind.Utf8 in general.position_encodings:
             general.position_encodings = [types.PositionEncodingKind.Utf8]
         return (yield from super().lsp_initialize(params))
+
+    def structure_message(self, data):
+        """pygls drops a request whose params do not parse; answer it with the error instead."""
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as exc:
+            if isinstance(data, dict) and "method" in data and isinstance(data.get("id"), (int, str)):
+                self._send_response(data["id"], error=exc.to_response_error())
+            raise
 
 
 @dataclass

@@ -100,7 +100,8 @@ class SandboxConfig:
     file_mb: int = 16
     """Largest file the program may write (and size of its private tmpfs)."""
     nproc: int = 32
-    """Most processes of the sandbox user (enforced only when the program runs as `nobody`)."""
+    """Most processes the program may add: as `nobody` (started as root) a limit of its own, else this
+    many more than the user already runs (RLIMIT_NPROC counts all of a user's processes)."""
 
     def __post_init__(self) -> None:
         if self.timeout_s <= 0:
@@ -139,7 +140,8 @@ def protections() -> dict:
     as_nobody = namespaces and root and bool(setpriv)
     return {"mode": mode, "timeout": True, "process_group_kill": True, "pid_namespace": namespaces,
             "no_network": namespaces, "read_only_fs": namespaces, "private_tmp": namespaces,
-            "runs_as_nobody": as_nobody, "rlimit_memory_cpu_fsize_nofile": True, "rlimit_nproc": as_nobody,
+            "runs_as_nobody": as_nobody, "rlimit_memory_cpu_fsize_nofile": True,
+            "rlimit_nproc": as_nobody or not root,  # root ignores RLIMIT_NPROC
             "scrubbed_env": True, "in_process_guard": not namespaces}
 
 
@@ -163,8 +165,9 @@ def run_program(program: str, config: SandboxConfig = SandboxConfig(), *, tag: s
     prot = protections()
     namespaces = prot["mode"] == "namespaces"
     cpu = int(config.timeout_s) + 1
-    limits = [str(config.memory_mb * 2**20), str(cpu), str(config.file_mb * 2**20),
-              str(config.nproc if prot["rlimit_nproc"] else 0), "0" if namespaces else "1"]
+    nproc = config.nproc if prot["runs_as_nobody"] else _user_processes() + config.nproc
+    limits = [str(config.memory_mb * 2**20), str(cpu), str(config.file_mb * 2**20), str(nproc),
+              "0" if namespaces else "1"]
     boot = _BOOT.replace("exec(GUARD)", f"exec({_GUARD!r})")
     python = [sys.executable, "-I", "-S", "-B", "-c", boot, *limits] + ([tag] if tag else [])
     host_dir = tempfile.mkdtemp(prefix="infill-sandbox-")
@@ -203,6 +206,21 @@ def run_program(program: str, config: SandboxConfig = SandboxConfig(), *, tag: s
     else:
         detail = tail[-1] if tail else ("" if status == "passed" else f"exit status {code}")
     return RunResult(status, detail[:500], seconds)
+
+
+def _user_processes() -> int:
+    """Processes (threads count too) of this user now; RLIMIT_NPROC is checked against this number."""
+    uid, n = str(os.getuid()), 0
+    for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/status") as f:
+                    status = f.read()
+                if status.split("Uid:", 1)[1].split()[0] == uid:
+                    n += int(status.split("Threads:", 1)[1].split()[0])
+            except (OSError, IndexError, ValueError):
+                pass
+    return n if n else 4096
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

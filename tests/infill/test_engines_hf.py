@@ -123,7 +123,7 @@ def test_infill_export_loads_as_hf_and_agrees_with_local(tmp_path, tiny_checkpoi
     hf = load.load_engine(str(tmp_path / "hf"), device="cpu")
     assert isinstance(hf, HFEngine) and hf.template.name == "infill-spm"
     local = load.load_engine(str(tiny_checkpoint), device="cpu")
-    assert isinstance(local, LocalEngine)
+    assert isinstance(local, LocalEngine) and isinstance(local, Engine)
     req = InfillRequest(prefix="def add(a, b):\n    return ", suffix="\n\nprint(add(1, 2))\n", max_tokens=10,
                         heal=False)
     assert hf.build_prompt(req) == local.build_prompt(req)[0]

@@ -122,3 +122,8 @@ def test_sampling_gives_pass_at_k_keys(tmp_path, tiny_checkpoint, capsys):
 
 def test_splits_are_the_four_standard_files():
     assert list(SPLITS) == ["single-line", "multi-line", "random-span", "random-span-light"]
+
+
+def test_eval_without_a_command_prints_help(capsys):
+    assert cli.main(["eval"]) == 2
+    assert "humaneval-infilling" in capsys.readouterr().out

@@ -46,7 +46,7 @@ def test_prediction_normalisation():
     assert identifiers.predicted(ret, "int\n") == "int"
     assert identifiers.predicted(ret, "(((") is None
     par = identifiers.Item("w", "param", "", "", "int")
-    assert identifiers.predicted(par, "Tuple[int, str] = (1, 'a'))") == "tuple[int, str]".replace("tuple", "Tuple")
+    assert identifiers.predicted(par, "Tuple[int, str] = (1, 'a'))") == "Tuple[int, str]"
     name = identifiers.Item("w", "name", "", "", "item")
     assert identifiers.predicted(name, "  items, x") == "items"
 

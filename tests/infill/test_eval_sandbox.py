@@ -116,6 +116,12 @@ while True:
     assert run_program("pass\n", FAST).passed  # the harness and the sandbox still work
 
 
+def test_user_process_count_is_plausible():
+    from infill.evaluate import sandbox
+
+    assert 1 <= sandbox._user_processes() < 100_000
+
+
 def test_protections_are_reported():
     p = protections()
     assert p["mode"] in ("namespaces", "fallback") and p["timeout"] and p["scrubbed_env"]
@@ -126,7 +132,7 @@ def test_fallback_mode_guards_writes_signals_and_forks(tmp_path, monkeypatch):
     """Without namespaces: host temp dir, in-process guard; nothing outside changes, nothing is left."""
     from infill.evaluate import sandbox
 
-    fallback = {**protections(), "mode": "fallback", "rlimit_nproc": False, "in_process_guard": True}
+    fallback = {**protections(), "mode": "fallback", "runs_as_nobody": False, "in_process_guard": True}
     monkeypatch.setattr(sandbox, "protections", lambda: fallback)
     target = tmp_path / "pwned"
     assert run_program("open('inside.txt', 'w').write('ok')\nassert open('inside.txt').read() == 'ok'\n", FAST).passed

@@ -44,7 +44,7 @@ async def stop_client(client: LanguageClient) -> None:
 async def client(tiny_checkpoint):
     """One server for a module's tests (starting one costs seconds); tests use their own URIs."""
     c = await start_client("--model", str(tiny_checkpoint), "--device", "cpu",
-                           init_options={"maxTokens": 24, "timeBudgetMs": 20000})
+                           init_options={"maxTokens": 24, "timeBudgetMs": 60000})
     yield c
     await stop_client(c)
 

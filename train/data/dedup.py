@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from functools import lru_cache
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
+from datasketch import LeanMinHash, MinHashLSH
 
 from train.data.config import DataConfig
 from train.data.records import Record, drop
@@ -128,8 +128,9 @@ class Deduplicator:
         raw = record.get("_minhash")
         sig = (np.frombuffer(raw, dtype=np.uint32) if raw is not None
                else minhash(record["text"], self.config))
-        m = MinHash(num_perm=self.config.num_perm, seed=self.config.seed,
-                    hashvalues=sig.astype(np.uint64), scheme=_SCHEME)
+        # LeanMinHash: the LSH index reads only the hash values; a full MinHash would rebuild
+        # its permutation table (about 1 ms) for every file.
+        m = LeanMinHash(seed=self.config.seed, hashvalues=sig.astype(np.uint64), scheme=_SCHEME)
         for key in self.lsh.query(m):
             if np.count_nonzero(self.signatures[key] == sig) / sig.size >= self.config.near_threshold:
                 return "dedup.near"

@@ -15,6 +15,9 @@ from collections.abc import Iterator
 from train.data.records import Record, to_output
 
 SHARD_GLOB = "*-[0-9][0-9][0-9][0-9][0-9].jsonl.gz"
+# Shards are written by the one process that also deduplicates: level 1 compresses about twice as
+# fast as gzip's default 6, for files about a quarter larger (0.28 vs 0.22 of the text on code).
+COMPRESS_LEVEL = 1
 
 
 class ShardWriter:
@@ -37,7 +40,8 @@ class ShardWriter:
             index = self._next_index.get(split, 0)
             self._next_index[split] = index + 1
             name = f"{split}-{index:05d}.jsonl.gz"
-            f = gzip.open(os.path.join(self.out_dir, name + ".tmp"), "wt", encoding="utf-8")
+            f = gzip.open(os.path.join(self.out_dir, name + ".tmp"), "wt", encoding="utf-8",
+                          compresslevel=COMPRESS_LEVEL)
             shard = self._open[split] = {"file": f, "name": name, "records": 0, "bytes": 0}
         shard["file"].write(json.dumps(to_output(record), ensure_ascii=False) + "\n")
         shard["records"] += 1
