@@ -5,7 +5,9 @@
 The corpus is a slice of the running interpreter's standard library (the first `--mb` MB of its
 files in sorted order), so the numbers are reproducible on any machine with the same Python.
 - `build`: wall time of the whole pipeline (discovery, workers, dedup, shards, report) for each
-  worker count; MB/s counts input bytes.
+  worker count; MB/s counts input bytes. Also the CPU seconds of the main process and of the
+  workers, and MB per CPU-second: on a shared machine wall-clock MB/s depends on the load
+  (reported too), CPU time much less.
 - `stages`: every stage run alone, one after the other, over the materialised slice in one process;
   the share is of the sum of stage times (discovery and shard writing excluded).
 - `dedup_bytes_per_kept_file`: memory held by the dedup index per kept file (tracemalloc), the
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -44,13 +47,25 @@ def stdlib_slice(megabytes: float, config: DataConfig) -> Source:
 
 def bench_build(source: Source, config: DataConfig, workers: int) -> dict:
     n_bytes = sum(os.path.getsize(f) for f, _, _ in source.files)
+    cpu = lambda who: sum(resource.getrusage(who)[:2])  # noqa: E731  user + system seconds
     with tempfile.TemporaryDirectory() as out:
+        self0, children0 = cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         report = build([source], out, config, workers=workers, progress=False)
         seconds = time.perf_counter() - start
-    mb_s = n_bytes / 1e6 / seconds
-    return {"seconds": round(seconds, 2), "mb_per_s": round(mb_s, 2),
-            "mb_per_s_per_worker": round(mb_s / workers, 2),
+        main_cpu = cpu(resource.RUSAGE_SELF) - self0
+        worker_cpu = cpu(resource.RUSAGE_CHILDREN) - children0  # pool workers, reaped on exit
+    mb = n_bytes / 1e6
+    return {"seconds": round(seconds, 2), "mb_per_s": round(mb / seconds, 2),
+            "mb_per_s_per_worker": round(mb / seconds / workers, 2),
+            # CPU time is what a busy machine cannot distort: MB per CPU-second of all processes
+            "cpu_s_main": round(main_cpu, 2), "cpu_s_workers": round(worker_cpu, 2),
+            "mb_per_cpu_s": round(mb / (main_cpu + worker_cpu), 2),
+            # per-file stages per worker CPU-second, and the ceiling set by the main process
+            # (discovery, dedup, shard writing), which does not parallelise
+            "worker_mb_per_cpu_s": round(mb / worker_cpu, 2) if worker_cpu > 0 else None,
+            "main_mb_per_cpu_s": round(mb / main_cpu, 2) if workers > 1 else None,
+            "load_avg_1min": round(os.getloadavg()[0], 2),
             "files_kept": report["totals"]["files_kept"]}
 
 
@@ -108,7 +123,8 @@ def main() -> int:
         print(json.dumps(result, indent=2))
     else:
         for workers, b in result["build"].items():
-            print(f"{workers} worker(s): {b['mb_per_s']} MB/s ({b['mb_per_s_per_worker']} per worker)")
+            print(f"{workers} worker(s): {b['mb_per_s']} MB/s ({b['mb_per_s_per_worker']} per worker), "
+                  f"{b['mb_per_cpu_s']} MB per CPU-second, load {b['load_avg_1min']}")
         for name, share in stages["share"].items():
             print(f"  {name:18s} {share:6.1%}")
         print(f"dedup index: {result['dedup_bytes_per_kept_file']} bytes per kept file")
