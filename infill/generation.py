@@ -204,8 +204,11 @@ def generate(model: Transformer, prompt: list[int], config: GenerationConfig, *,
 
 
 def lookup_draft(history: list[int], k: int, ngram: int = 3) -> list[int]:
-    """Prompt-lookup drafting: the tokens that followed the latest earlier occurrence of the last
-    `ngram` (else ngram - 1, down to 2) tokens of `history`; at most k of them."""
+    """Prompt-lookup drafting: the tokens that followed an earlier occurrence of the last `ngram`
+    (else ngram - 1, down to 2) tokens of `history`; at most k of them.
+
+    The latest occurrence with k tokens after it wins; failing that, the one with the most.
+    """
     if k <= 0:
         return []
     for n in range(ngram, 1, -1):
@@ -213,9 +216,16 @@ def lookup_draft(history: list[int], k: int, ngram: int = 3) -> list[int]:
             continue
         tail = history[-n:]
         first = tail[0]
+        best: list[int] = []
         for i in range(len(history) - n - 1, -1, -1):
             if history[i] == first and history[i:i + n] == tail:
-                return history[i + n:i + n + k]
+                follow = history[i + n:i + n + k]
+                if len(follow) == k:
+                    return follow
+                if len(follow) > len(best):
+                    best = follow
+        if best:
+            return best
     return []
 
 
