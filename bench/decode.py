@@ -1,7 +1,10 @@
 """Decode speed and session-cache reuse on this CPU, each as a ratio against a reference from the same run.
 
-decode_ratio: our greedy generation (infill.generation.generate) vs transformers' `generate` on the very
-same weights (exported with `infill export --hf`), same prompt, length, dtype and threads, `small` preset.
+decode_ratio: our greedy generation (infill.generation.generate, prompt-lookup drafts on, as shipped) vs
+transformers' `generate` on the very same weights (exported with `infill export --hf`), same prompt,
+length, dtype and threads, `small` preset. decode_ratio_plain: the same with drafting off (lookahead=0).
+The weights are random unless --model names a checkpoint: a random model repeats itself, which makes
+prompt lookup unusually effective, so read decode_ratio_plain too.
 reuse_ratio: latency of a request whose prompt is the previous one plus a few typed characters, with the
 session cache, divided by the same request without a cache (~1,500-token SPM prompt).
 
@@ -39,6 +42,7 @@ def main() -> int:
     parser.add_argument("--reuse-max-tokens", type=int, default=16, help="tokens generated per reuse request")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--model", help="a `small` checkpoint directory to use instead of random weights")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -51,14 +55,20 @@ def main() -> int:
     from infill.model import Transformer
     from infill.tokenizer import CodeTokenizer
 
+    from infill.checkpoint import load_checkpoint
+
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     texts = [p.read_text(encoding="utf-8", errors="replace") for p in sorted(stdlib.glob("*.py"))[:120]]
-    print("training a benchmark tokenizer...", file=sys.stderr)
-    tok = CodeTokenizer.train(texts, 16384)
-    torch.manual_seed(0)
-    config = ModelConfig.from_preset("small", vocab_size=16384)
-    model = Transformer(config).eval()
     corpus = "\n".join(texts)
+    if args.model:
+        model, tok = load_checkpoint(args.model)
+        config = model.config
+    else:
+        print("training a benchmark tokenizer...", file=sys.stderr)
+        tok = CodeTokenizer.train(texts, 16384)
+        torch.manual_seed(0)
+        config = ModelConfig.from_preset("small", vocab_size=16384)
+        model = Transformer(config).eval()
 
     with tempfile.TemporaryDirectory() as tmp:
         save_checkpoint(Path(tmp) / "ckpt", model, tok)
@@ -74,7 +84,10 @@ def main() -> int:
                      pad_token_id=tok.pad_id, eos_token_id=None)
     with torch.inference_mode():
         hf_tokens = hf.generate(ids, **hf_kwargs)[0, len(prompt):].tolist()
+    plain_config = GenerationConfig(max_tokens=args.new_tokens, lookahead=0)
+    plain_tokens = generate(model, prompt, plain_config)[0].tokens
     ours_s = best_of(lambda: generate(model, prompt, gen_config), args.repeats)
+    plain_s = best_of(lambda: generate(model, prompt, plain_config), args.repeats)
     with torch.inference_mode():
         hf_s = best_of(lambda: hf.generate(ids, **hf_kwargs), args.repeats)
 
@@ -86,20 +99,25 @@ def main() -> int:
         cut -= 200
     prefix, suffix = text[:cut], text[cut:cut + 1200]
     typed = text[cut:cut + 3]
-    req = lambda extra, session: InfillRequest(prefix + extra, suffix, max_tokens=args.reuse_max_tokens,
-                                               session=session)
-    cold_times, warm_times, prompt_tokens, cached = [], [], 0, 0
-    for r in range(args.repeats):
-        for i in range(1, 4):  # type 1, 2, 3 characters after a request on the unchanged prompt
-            engine.infill(req(typed[:i - 1], "doc"))
-            warm = engine.infill(req(typed[:i], "doc"))
-            cold = engine.infill(req(typed[:i], None))
-            warm_times.append(warm.latency_ms)
-            cold_times.append(cold.latency_ms)
-            prompt_tokens, cached = warm.prompt_tokens, warm.cached_tokens
+
+    def reuse(max_tokens: int) -> tuple[float, float, int, int]:
+        """Median warm and cold latency (ms) of requests that type 1-3 characters, and the token counts."""
+        req = lambda extra, session: InfillRequest(prefix + extra, suffix, max_tokens=max_tokens, session=session)
+        cold_times, warm_times = [], []
+        for _ in range(args.repeats):
+            for i in range(1, 4):  # type 1, 2, 3 characters after a request on the unchanged prompt
+                engine.infill(req(typed[:i - 1], "doc"))
+                warm = engine.infill(req(typed[:i], "doc"))
+                cold = engine.infill(req(typed[:i], None))
+                warm_times.append(warm.latency_ms)
+                cold_times.append(cold.latency_ms)
+        return statistics.median(warm_times), statistics.median(cold_times), warm.prompt_tokens, warm.cached_tokens
+
+    warm_ms, cold_ms, prompt_tokens, cached = reuse(args.reuse_max_tokens)
+    first_warm_ms, first_cold_ms, _, _ = reuse(1)
 
     result = {
-        "preset": "small",
+        "weights": args.model or "random",
         "params": config.num_params(),
         "threads": args.threads,
         "dtype": "float32",
@@ -108,13 +126,18 @@ def main() -> int:
         "decode_tokens_per_s": round(args.new_tokens / ours_s, 1),
         "hf_decode_tokens_per_s": round(args.new_tokens / hf_s, 1),
         "decode_ratio": round(hf_s / ours_s, 3),
-        "same_tokens_as_hf": ours_tokens == hf_tokens,
+        "decode_plain_tokens_per_s": round(args.new_tokens / plain_s, 1),
+        "decode_ratio_plain": round(hf_s / plain_s, 3),
+        "same_tokens_as_hf": ours_tokens == hf_tokens == plain_tokens,
         "reuse_prompt_tokens": prompt_tokens,
         "reuse_cached_tokens": cached,
         "reuse_max_tokens": args.reuse_max_tokens,
-        "reuse_warm_ms": round(statistics.median(warm_times), 1),
-        "reuse_cold_ms": round(statistics.median(cold_times), 1),
-        "reuse_ratio": round(statistics.median(warm_times) / statistics.median(cold_times), 3),
+        "reuse_warm_ms": round(warm_ms, 1),
+        "reuse_cold_ms": round(cold_ms, 1),
+        "reuse_ratio": round(warm_ms / cold_ms, 3),
+        "reuse_first_token_warm_ms": round(first_warm_ms, 1),
+        "reuse_first_token_cold_ms": round(first_cold_ms, 1),
+        "reuse_ratio_first_token": round(first_warm_ms / first_cold_ms, 3),
     }
     if args.json:
         print(json.dumps(result))

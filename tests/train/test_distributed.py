@@ -12,8 +12,8 @@ from train.logs import read_log
 from train.state import list_checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]
-SETTINGS = ["steps=4", "eval_every=2", "eval_infill=1", "eval_rows=2", "eval_bpb_docs=2", "stdlib_modules=8",
-            "batch_tokens=2048", "micro_batch=2", "seq_len=128", "model.max_seq_len=128", "tensorboard=false",
+SETTINGS = ["steps=4", "eval_every=2", "eval_infill=1", "eval_rows=2", "eval_max_tokens=8", "eval_bpb_docs=2", "stdlib_modules=8",
+            "batch_tokens=1024", "micro_batch=2", "seq_len=128", "model.max_seq_len=128", "tensorboard=false",
             "ckpt_every=0"]
 
 

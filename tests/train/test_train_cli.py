@@ -30,7 +30,8 @@ def test_unknown_recipe_is_an_argparse_error(capsys):
 def test_tiny_recipe_trains_without_data_and_plots(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["train", "--recipe", "tiny", "--out", str(out), "--quiet", "--set", "steps=6", "--set", "eval_every=3",
-            "--set", "stdlib_modules=8", "--set", "eval_infill=1"]
+            "--set", "stdlib_modules=8", "--set", "eval_infill=1", "--set", "batch_tokens=1024", "--set", "micro_batch=4",
+            "--set", "eval_max_tokens=8"]
     assert main(argv) == 0
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if r["kind"] == "train"]

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _quick(**changes) -> TrainConfig:
     base = ["eval_every=0", "tensorboard=false", "progress=false", "ckpt_every=0", "steps=20",
-            "batch_tokens=2048", "micro_batch=4", "stdlib_modules=8", "model.max_seq_len=128", "seq_len=128"]
+            "batch_tokens=512", "micro_batch=2", "stdlib_modules=8", "model.max_seq_len=128", "seq_len=128"]
     return apply_overrides(recipe("tiny"), base + [f"{k}={v}" for k, v in changes.items()])
 
 
@@ -84,20 +84,20 @@ def test_resume_is_exact(tmp_path):
 
 
 def test_checkpoints_are_model_dirs_keep_last_and_hold_state(tmp_path):
-    config = _quick(ckpt_every=5, keep_last=2, eval_every=10, eval_infill=2, eval_bpb_docs=2, eval_rows=2,
-                    tensorboard="true")
+    config = _quick(steps=8, ckpt_every=3, keep_last=2, eval_every=4, eval_infill=2, eval_bpb_docs=2,
+                    eval_rows=2, eval_max_tokens=8, tensorboard="true")
     assert train(config, tmp_path) == 0
     ckpts = list_checkpoints(tmp_path)
-    assert [p.name for p in ckpts] == ["step-0000015", "step-0000020"]
+    assert [p.name for p in ckpts] == ["step-0000006", "step-0000008"]
     model, tok = load_checkpoint(ckpts[-1])
     assert model.config.max_seq_len == 128 and len(tok) <= model.config.vocab_size
     state = json.loads((ckpts[-1] / "trainer.json").read_text())
-    assert state["step"] == 20 and state["tokens"] == 20 * 2048
+    assert state["step"] == 8 and state["tokens"] == 8 * 512
     assert set(state["loader"]) == {"epoch", "shard", "record", "chunk", "offset"}
     assert TrainConfig.from_dict(state["config"]) == config
     load_checkpoint(tmp_path / "model")
     evals = read_log(tmp_path)["eval"]
-    assert [e["step"] for e in evals] == [10, 20]
+    assert [e["step"] for e in evals] == [4, 8]
     assert set(evals[0]) >= {"val_loss", "bpb", "infill_em"} and evals[0]["bpb"]["python"] > 0
     assert not any(p.name.startswith(".tmp") for p in (tmp_path / "checkpoints").iterdir())
     assert list((tmp_path / "tb").iterdir())
@@ -107,6 +107,7 @@ def _cli(out, *extra):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "infill.cli", "train", "--recipe", "tiny", "--out", str(out), "--quiet",
            "--set", "steps=100000", "--set", "eval_every=0", "--set", "stdlib_modules=8", "--set", "ckpt_every=3",
+           "--set", "batch_tokens=1024", "--set", "micro_batch=4",
            *extra]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
 
