@@ -99,7 +99,7 @@ def plot(run_dir: str | Path, out: str | Path) -> Path:
     ax_bpb.set_ylabel("bits per byte")
     ax_bpb.set_title("validation")
     if ax_bpb.lines:
-        ax_bpb.legend(loc="upper right")
+        ax_bpb.legend(loc="lower left")
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
