@@ -41,6 +41,8 @@ class ServerOptions:
     """Variable-name suggestions (code action, rename)."""
     type_confidence: float = 0.5
     """Smallest probability for an inferred type to be shown."""
+    name_suggestions: int = 3
+    """How many model-suggested names the rename code action offers (top k)."""
 
     def __post_init__(self):
         problems = [p for f in fields(self) if (p := _check(f.name, getattr(self, f.name)))]
@@ -62,6 +64,9 @@ def _check(name: str, v: Any) -> str | None:
     if name == "max_tokens":
         ok = isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1024
         return None if ok else f"{key} must be an integer from 1 to 1024"
+    if name == "name_suggestions":
+        ok = isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 20
+        return None if ok else f"{key} must be an integer from 1 to 20"
     if name in ("temperature",):
         return None if _is_number(v) and 0 <= v <= 2 else f"{key} must be a number from 0 to 2"
     if name == "time_budget_ms":

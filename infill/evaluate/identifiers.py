@@ -134,7 +134,7 @@ def name_items(doc: Document) -> Iterator[Item]:
         yield Item(where, "name", pieces[0], "_".join(pieces[1:]), chosen)
 
 
-def _cut(text: str, stops: str) -> str:
+def cut_annotation(text: str, stops: str) -> str:
     """`text` up to the first character of `stops` outside brackets and strings, or a line break."""
     depth, quote = 0, ""
     for i, ch in enumerate(text):
@@ -166,7 +166,7 @@ def predicted(item: Item, middle: str) -> str | None:
     if item.kind == "name":
         m = _IDENT.match(middle)
         return m.group(1) if m else None
-    return normalise(_cut(middle, ":" if item.kind == "return" else ",)="))
+    return normalise(cut_annotation(middle, ":" if item.kind == "return" else ",)="))
 
 
 def _run(engine, items: Iterator[Item], out_dir: Path, name: str, limit: int | None, progress: bool) -> dict:

@@ -124,15 +124,25 @@ class RunResult:
 
 
 @lru_cache(maxsize=1)
+def _interpreter() -> str:
+    """The real Python binary behind sys.executable. A virtual environment's `bin/python` is a link
+    that may sit under /tmp, which the namespaces hide behind a fresh tmpfs; the programs need only
+    the standard library (they run with -I -S), which the base interpreter has."""
+    return os.path.realpath(sys.executable)
+
+
 def protections() -> dict:
-    """Which protections this machine gives: {"mode": "namespaces" | "fallback", ...} (probed once)."""
+    """Which protections this machine gives: {"mode": "namespaces" | "fallback", ...} (probed once).
+
+    The probe starts the interpreter itself inside the namespaces, so an interpreter the confined
+    process cannot reach (under /tmp, or unreadable for `nobody`) means the fallback, not failures."""
     root = os.geteuid() == 0
     unshare, setpriv = shutil.which("unshare"), shutil.which("setpriv")
     mode = "fallback"
     if unshare and sys.platform.startswith("linux"):
         try:
-            probe = subprocess.run(_namespace_prefix(root, setpriv, 16) + ["true"], capture_output=True, timeout=10,
-                                   env={"PATH": "/usr/bin:/bin"})
+            probe = subprocess.run(_namespace_prefix(root, setpriv, 16) + [_interpreter(), "-I", "-S", "-c", "pass"],
+                                   capture_output=True, timeout=10, env={"PATH": "/usr/bin:/bin"})
             mode = "namespaces" if probe.returncode == 0 else "fallback"
         except (OSError, subprocess.SubprocessError):
             mode = "fallback"
@@ -169,7 +179,7 @@ def run_program(program: str, config: SandboxConfig = SandboxConfig(), *, tag: s
     limits = [str(config.memory_mb * 2**20), str(cpu), str(config.file_mb * 2**20), str(nproc),
               "0" if namespaces else "1"]
     boot = _BOOT.replace("exec(GUARD)", f"exec({_GUARD!r})")
-    python = [sys.executable, "-I", "-S", "-B", "-c", boot, *limits] + ([tag] if tag else [])
+    python = [_interpreter(), "-I", "-S", "-B", "-c", boot, *limits] + ([tag] if tag else [])
     host_dir = tempfile.mkdtemp(prefix="infill-sandbox-")
     work = "/tmp" if namespaces else host_dir
     env = {"PATH": "/usr/bin:/bin", "HOME": work, "TMPDIR": work, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
