@@ -25,10 +25,11 @@ def cpu_small() -> TrainConfig:
     """The default model: the `small` preset (15.7M parameters), 512-token context, ~2 hours on 2 cores.
 
     Needs `--data DIR` (an `infill data build` corpus with `infill data tokenizer` output in DIR, or
-    `--set tokenizer=PATH`)."""
+    `--set tokenizer=PATH`). Sized by `bench/train.py`: ~430 tokens/s for this model on the 2-core
+    machine, so 380 steps of 8,192 tokens (3.1M tokens) take about two hours."""
     return TrainConfig(
-        model="small", model_overrides={"max_seq_len": 512}, seq_len=512, steps=600, batch_tokens=16384,
-        micro_batch=8, lr=2e-3, min_lr_ratio=0.1, warmup_steps=30, schedule="wsd", decay_fraction=0.2,
+        model="small", model_overrides={"max_seq_len": 512}, seq_len=512, steps=380, batch_tokens=8192,
+        micro_batch=8, lr=2e-3, min_lr_ratio=0.1, warmup_steps=20, schedule="wsd", decay_fraction=0.2,
         eval_every=100, eval_rows=16, eval_bpb_docs=32, eval_infill=50, ckpt_every=50, keep_last=3)
 
 
