@@ -23,6 +23,7 @@ Rules (Python's, LEGB without the B):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from lsp import syntax
 
@@ -235,16 +236,18 @@ def resolve(scope: Scope, name: str) -> Scope | None:
     return None
 
 
-def analyse(text: str) -> list[Occurrence]:
-    """Every variable occurrence in Python `text` (see the module rules)."""
+@lru_cache(maxsize=8)
+def analyse(text: str) -> tuple[Occurrence, ...]:
+    """Every variable occurrence in Python `text` (see the module rules); the last few texts are kept,
+    since hover, code actions and rename ask about the same document version in turn."""
     parser = syntax.parser_for("python")
     if parser is None:
-        return []
+        return ()
     data = text.encode("utf-8", "surrogatepass")
     walker = _Walker(data, text)
     root = parser.parse(data).root_node
     walker.visit(root, walker.scope("module", None, root))
-    return walker.occurrences
+    return tuple(walker.occurrences)
 
 
 def symbol_at(text: str, offset: int) -> Symbol | None:

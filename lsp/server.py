@@ -12,6 +12,11 @@ Rules:
   stale request stops, and one still waiting for its turn never starts.
 - Positions are UTF-16 unless the client offers UTF-8 (then UTF-8, which costs no conversion).
 - `infill/status` (a notification) tells clients the model, device, state and last latencies.
+- Type inference (`lsp.types`: inlay hints, hover, the "Add inferred type annotations" code action)
+  and name suggestions (`lsp.names`: the rename code actions, prepareRename's placeholder) run the
+  same way, one slot or symbol at a time, and stop when their document changes. Their results are
+  cached per document version, so scrolling does not recompute hints. Rename itself is pure scope
+  analysis (`lsp.scopes`) and works without a model.
 """
 from __future__ import annotations
 
@@ -26,7 +31,8 @@ from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 
-from lsp import positions, syntax
+from lsp import names, positions, scopes, syntax
+from lsp import types as inference
 from lsp.completion import Edit, as_completion_item, complete_steps
 from lsp.options import ServerOptions, update_options
 
@@ -81,6 +87,8 @@ class InfillServer(LanguageServer):
         self._tickets = itertools.count(1)
         self._latest: dict[str, int] = {}
         self._turn = asyncio.Lock()
+        self._results: dict[str, tuple[int, dict]] = {}
+        """uri -> (document version, {key: inferred type or suggestions}): the per-version cache."""
 
     # options and the model ------------------------------------------------------------------------
     def configure(self, raw, *, initial: bool = False) -> None:
@@ -186,9 +194,83 @@ class InfillServer(LanguageServer):
         self.send_status()
         return edit
 
+    # type inference and names ----------------------------------------------------------------------
+    def cached(self, uri: str, version: int) -> dict:
+        """The result cache of document `uri` at `version` (a new version starts an empty one)."""
+        held = self._results.get(uri)
+        if held is None or held[0] != version:
+            held = self._results[uri] = (version, {})
+        return held[1]
+
+    def cached_version(self, uri: str) -> int | None:
+        held = self._results.get(uri)
+        return held[0] if held else None
+
+    async def _drive(self, uri: str, doc, make_steps):
+        """Run a feature generator to its end on the event loop; None when the document changed first."""
+        version = doc.version
+
+        def stale() -> bool:
+            return self.workspace.text_documents.get(uri) is not doc or doc.version != version
+
+        async with self._turn:
+            if stale() or self.engine is None:
+                return None
+            steps = make_steps(self.engine)
+            try:
+                while True:
+                    try:
+                        next(steps)
+                    except StopIteration as done:
+                        return done.value
+                    await asyncio.sleep(0)
+                    if stale():
+                        return None
+            finally:
+                steps.close()
+
+    async def infer_types(self, uri: str, doc, slots: list) -> list:
+        """The inferred type (or None) of each slot of `doc`, from the cache when it has them."""
+        version = doc.version
+        cache, out = self.cached(uri, version), []
+        budget = self.options.time_budget_ms / 1000
+        for slot in slots:
+            key = ("type", slot)
+            if key not in cache:
+                if self.engine is None or not self.options.type_hints:
+                    return [None] * len(slots)
+                text = doc.source
+                result = await self._drive(uri, doc, lambda e, s=slot: inference.infer_steps(
+                    text, s, e, time_budget_s=budget))
+                if self.workspace.text_documents.get(uri) is not doc or doc.version != version:
+                    return [None] * len(slots)
+                cache[key] = result
+            out.append(cache[key])
+        return out
+
+    async def suggest_names(self, uri: str, doc, symbol: scopes.Symbol, *, cached_only: bool = False
+                            ) -> list[names.Suggestion]:
+        """The top-k names for `symbol` of `doc`, from the cache when it has them (`cached_only`: only
+        from the cache)."""
+        if self.engine is None or not self.options.variable_names:
+            return []
+        k = self.options.name_suggestions
+        cache, key = self.cached(uri, doc.version), ("names", symbol.spans, k)
+        if key not in cache and cached_only:
+            return []
+        if key not in cache:
+            text, budget = doc.source, self.options.time_budget_ms / 1000
+            result = await self._drive(uri, doc, lambda e: names.suggest_steps(text, symbol, e, k,
+                                                                             time_budget_s=budget))
+            if result is None or doc.version != self.cached_version(uri):
+                return []
+            cache[key] = result
+        return cache[key]
+
     def forget(self, uri: str) -> None:
         """A closed document: drop its bookkeeping and its session cache."""
         self._latest.pop(uri, None)
+        self._results.pop(uri, None)
         if self.engine is not None:
             self.engine.drop_session(uri)
 
@@ -207,6 +289,23 @@ def _range(text: str, edit: Edit, encoding: str) -> types.Range:
     start = positions.to_position(text, edit.start, encoding)
     end = positions.to_position(text, edit.end, encoding)
     return types.Range(types.Position(*start), types.Position(*end))
+
+
+def _span_range(text: str, start: int, end: int, encoding: str) -> types.Range:
+    return _range(text, Edit("", start, end), encoding)
+
+
+def _python_doc(ls: InfillServer, uri: str):
+    """The open document `uri` when it is Python, else None."""
+    doc = ls.workspace.text_documents.get(uri)
+    if doc is None or syntax.language_of(uri, doc.language_id) != "python":
+        return None
+    return doc
+
+
+def _workspace_edit(uri: str, text: str, edits: list[tuple[int, int, str]], encoding: str) -> types.WorkspaceEdit:
+    return types.WorkspaceEdit(changes={uri: [
+        types.TextEdit(_span_range(text, start, end, encoding), new) for start, end, new in edits]})
 
 
 def build_server(options: ServerOptions | None = None) -> InfillServer:
@@ -246,7 +345,128 @@ def build_server(options: ServerOptions | None = None) -> InfillServer:
             text_edit=types.TextEdit(_range(text, whole, ls.position_encoding()), whole.text))
         return types.CompletionList(is_incomplete=True, items=[item])
 
+    @server.feature(types.TEXT_DOCUMENT_INLAY_HINT, types.InlayHintOptions(resolve_provider=False))
+    async def inlay_hint(ls: InfillServer, params: types.InlayHintParams) -> list[types.InlayHint] | None:
+        async def hints():
+            doc = _python_doc(ls, params.text_document.uri)
+            if doc is None or not ls.options.type_hints:
+                return []
+            text, enc = doc.source, ls.position_encoding()
+            start = positions.to_offset(text, params.range.start.line, params.range.start.character, enc)
+            end = positions.to_offset(text, params.range.end.line, params.range.end.character, enc)
+            slots = [s for s in inference.type_slots(text) if start <= s.at <= end]
+            out = []
+            for slot, t in zip(slots, await ls.infer_types(params.text_document.uri, doc, slots)):
+                if t is not None and t.probability >= ls.options.type_confidence:
+                    out.append(types.InlayHint(
+                        position=types.Position(*positions.to_position(text, slot.at, enc)),
+                        label=inference.hint_label(slot, t), kind=types.InlayHintKind.Type,
+                        tooltip=f"inferred by infill, p = {t.probability:.2f}"))
+            return out
+        return await _guarded(hints(), [], "inlay hints", params.text_document.uri)
+
+    @server.feature(types.TEXT_DOCUMENT_HOVER)
+    async def hover(ls: InfillServer, params: types.HoverParams) -> types.Hover | None:
+        async def answer():
+            doc = _python_doc(ls, params.text_document.uri)
+            if doc is None or not ls.options.type_hints:
+                return None
+            text, enc = doc.source, ls.position_encoding()
+            offset = positions.to_offset(text, params.position.line, params.position.character, enc)
+            slot = next((s for s in inference.type_slots(text) if s.anchor[0] <= offset <= s.anchor[1]), None)
+            if slot is None:
+                return None
+            [t] = await ls.infer_types(params.text_document.uri, doc, [slot])
+            if t is None:
+                return None
+            shown = f"{slot.name}: {t.annotation}" if slot.kind == "param" else f"def {slot.name}(...) -> {t.annotation}"
+            return types.Hover(
+                contents=types.MarkupContent(types.MarkupKind.Markdown,
+                                             f"```python\n{shown}\n```\ninferred by infill, p = {t.probability:.2f}"),
+                range=_span_range(text, *slot.anchor, enc))
+        return await _guarded(answer(), None, "hover", params.text_document.uri)
+
+    @server.feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(
+        code_action_kinds=[types.CodeActionKind.RefactorRewrite], resolve_provider=False))
+    async def code_action(ls: InfillServer, params: types.CodeActionParams) -> list[types.CodeAction] | None:
+        async def actions():
+            uri = params.text_document.uri
+            doc = _python_doc(ls, uri)
+            if doc is None:
+                return []
+            text, enc = doc.source, ls.position_encoding()
+            start = positions.to_offset(text, params.range.start.line, params.range.start.character, enc)
+            end = positions.to_offset(text, params.range.end.line, params.range.end.character, enc)
+            out = []
+            if ls.options.type_hints:
+                slots = [s for s in inference.type_slots(text) if s.function[0] <= end and start <= s.function[1]]
+                inferred = await ls.infer_types(uri, doc, slots)
+                inserts = inference.annotation_edits(slots, inferred, ls.options.type_confidence)
+                if inserts:
+                    out.append(types.CodeAction(
+                        title="Add inferred type annotations", kind=types.CodeActionKind.RefactorRewrite,
+                        edit=_workspace_edit(uri, text, [(at, at, new) for at, new in inserts], enc)))
+            symbol = scopes.symbol_at(text, start) if ls.options.variable_names else None
+            if symbol is not None:
+                # Editors ask for actions on every cursor move (Automatic): sampling names then would run
+                # the model all the time, so only an explicit request (Invoked) computes them.
+                automatic = params.context.trigger_kind == types.CodeActionTriggerKind.Automatic
+                for s in await ls.suggest_names(uri, doc, symbol, cached_only=automatic):
+                    out.append(types.CodeAction(
+                        title=f"Rename '{symbol.name}' to '{s.name}'", kind=types.CodeActionKind.RefactorRewrite,
+                        edit=_workspace_edit(uri, text, names.rename_edits(symbol, s.name), enc)))
+            return out
+        return await _guarded(actions(), [], "code actions", params.text_document.uri)
+
+    @server.feature(types.TEXT_DOCUMENT_PREPARE_RENAME)
+    async def prepare_rename(ls: InfillServer, params: types.PrepareRenameParams):
+        async def answer():
+            doc = _python_doc(ls, params.text_document.uri)
+            if doc is None:
+                return None
+            text, enc = doc.source, ls.position_encoding()
+            offset = positions.to_offset(text, params.position.line, params.position.character, enc)
+            symbol = scopes.symbol_at(text, offset)
+            if symbol is None:
+                return None
+            here = next(s for s in symbol.spans if s[0] <= offset <= s[1])
+            best = await ls.suggest_names(params.text_document.uri, doc, symbol)
+            return types.PrepareRenamePlaceholder(range=_span_range(text, *here, enc),
+                                                  placeholder=best[0].name if best else symbol.name)
+        return await _guarded(answer(), None, "prepareRename", params.text_document.uri)
+
+    @server.feature(types.TEXT_DOCUMENT_RENAME, types.RenameOptions(prepare_provider=True))
+    async def rename(ls: InfillServer, params: types.RenameParams) -> types.WorkspaceEdit | None:
+        async def answer():
+            uri = params.text_document.uri
+            doc = _python_doc(ls, uri)
+            if doc is None:
+                return None
+            text, enc = doc.source, ls.position_encoding()
+            offset = positions.to_offset(text, params.position.line, params.position.character, enc)
+            symbol = scopes.symbol_at(text, offset)
+            if symbol is None:
+                return None
+            try:
+                edits = names.rename_edits(symbol, params.new_name)
+            except ValueError as exc:
+                ls.show(f"infill-lsp: {exc}", types.MessageType.Warning)
+                return None
+            return _workspace_edit(uri, text, edits, enc)
+        return await _guarded(answer(), None, "rename", params.text_document.uri)
+
     return server
+
+
+async def _guarded(work, empty, what: str, uri: str):
+    """`work`'s answer, or `empty` on any failure (logged, never raised to the client)."""
+    try:
+        return await work
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("%s failed for %s", what, uri)
+        return empty
 
 
 async def _completion(ls: InfillServer, uri: str, position: types.Position) -> tuple[Edit | None, str]:

@@ -12,7 +12,9 @@ Rules:
 - The annotation is inserted right after the parameter's name (`a=1` becomes `a: T=1`, `*args` becomes
   `*args: T`) and a return annotation right after the parameter list's `)`. Insertions never overlap,
   so a file that parsed still parses.
-- An inferred type that does not parse as a Python expression is no type.
+- The inferred type is the longest start of the middle, cut at a whitespace boundary, that parses as a
+  Python expression (a model that rambles on after the type still gives the type; its probability,
+  scored for exactly that type, says how much to trust it). A middle with no such start is no type.
 - Everything is a pure function of (text, slot, engine); `infer_steps` yields after every generated
   token so the server can cancel it.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Generator
 from dataclasses import dataclass
+from functools import lru_cache
 
 from infill.engine import InfillRequest, LocalEngine
 from infill.evaluate.identifiers import cut_annotation, normalise
@@ -60,9 +63,14 @@ def _offset(data: bytes, text: str, byte: int) -> int:
 
 def type_slots(text: str) -> list[Slot]:
     """Every missing parameter and return annotation of every function in `text`, in document order."""
+    return list(_type_slots(text))
+
+
+@lru_cache(maxsize=8)
+def _type_slots(text: str) -> tuple[Slot, ...]:
     parser = syntax.parser_for("python")
     if parser is None:
-        return []
+        return ()
     data = text.encode("utf-8", "surrogatepass")
     out: list[Slot] = []
 
@@ -76,7 +84,7 @@ def type_slots(text: str) -> list[Slot]:
             walk(child)
 
     walk(parser.parse(data).root_node)
-    return sorted(out, key=lambda s: s.at)
+    return tuple(sorted(out, key=lambda s: s.at))
 
 
 def _is_method(fn) -> bool:
@@ -140,11 +148,22 @@ def infer_steps(text: str, slot: Slot, engine: LocalEngine, *, time_budget_s: fl
     result = yield from engine.stream_infill(req)
     if not result.candidates:
         return None
-    annotation = normalise(cut_annotation(result.candidates[0].text, ":" if slot.kind == "return" else ",)="))
+    annotation = annotation_of(result.candidates[0].text, slot.kind)
     if not annotation:
         return None
     yield
     return InferredType(annotation, probability(engine, prefix, suffix, annotation))
+
+
+def annotation_of(middle: str, kind: str) -> str | None:
+    """The annotation a middle starts with: the longest part before a stop (`:` for a return, `,)=`
+    for a parameter) and a whitespace boundary that parses, normalised; None when no part parses."""
+    cut = cut_annotation(middle, ":" if kind == "return" else ",)=").strip()
+    ends = [len(cut)] + [i for i in range(len(cut) - 1, 0, -1) if cut[i].isspace() and not cut[i - 1].isspace()]
+    for end in ends:
+        if (found := normalise(cut[:end])) is not None:
+            return found
+    return None
 
 
 def probability(engine: LocalEngine, prefix: str, suffix: str, middle: str) -> float:

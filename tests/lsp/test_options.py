@@ -19,6 +19,7 @@ def test_an_infill_section_is_unwrapped():
     ("maxTokens", 0, "max_tokens"), ("maxTokens", "12", "max_tokens"), ("maxTokens", True, "max_tokens"),
     ("temperature", -1, "temperature"), ("device", "tpu", "device"), ("cacheMb", -5, "cache_mb"),
     ("completion", "yes", "completion"), ("typeConfidence", 1.5, "type_confidence"), ("model", "", "model"),
+    ("nameSuggestions", 0, "name_suggestions"), ("variableNames", 1, "variable_names"),
 ])
 def test_a_bad_value_falls_back_to_its_default(key, value, field):
     opts, problems = update_options(ServerOptions(max_tokens=10, temperature=0.5), {key: value, "timeBudgetMs": 500})

@@ -105,3 +105,13 @@ def test_probability_is_a_distribution_over_middles(tiny_engine):
     prefix, suffix = slot_prompt(SRC, type_slots(SRC)[0])
     total = sum(probability(tiny_engine, prefix, suffix, t) for t in ("int", "str", "float"))
     assert 0 < total < 1
+
+
+def test_annotation_of_keeps_the_longest_start_that_parses():
+    from lsp.types import annotation_of
+    assert annotation_of("int", "param") == "int"
+    assert annotation_of("int | None = 3", "param") == "int | None"
+    assert annotation_of("Dict[str, int]) -> x", "param") == "Dict[str, int]"
+    assert annotation_of("Foo Foo Foo", "param") == "Foo"
+    assert annotation_of("list[int]:\n    return", "return") == "list[int]"
+    assert annotation_of("))", "param") is None and annotation_of("", "return") is None
