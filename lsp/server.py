@@ -303,6 +303,17 @@ def _python_doc(ls: InfillServer, uri: str):
     return doc
 
 
+def _symbol_at(ls: InfillServer, uri: str, position: types.Position):
+    """(document, encoding, offset, symbol) for a Python position, or None where no renameable symbol is."""
+    doc = _python_doc(ls, uri)
+    if doc is None:
+        return None
+    enc = ls.position_encoding()
+    offset = positions.to_offset(doc.source, position.line, position.character, enc)
+    symbol = scopes.symbol_at(doc.source, offset)
+    return None if symbol is None else (doc, enc, offset, symbol)
+
+
 def _workspace_edit(uri: str, text: str, edits: list[tuple[int, int, str]], encoding: str) -> types.WorkspaceEdit:
     return types.WorkspaceEdit(changes={uri: [
         types.TextEdit(_span_range(text, start, end, encoding), new) for start, end, new in edits]})
@@ -421,14 +432,11 @@ def build_server(options: ServerOptions | None = None) -> InfillServer:
     @server.feature(types.TEXT_DOCUMENT_PREPARE_RENAME)
     async def prepare_rename(ls: InfillServer, params: types.PrepareRenameParams):
         async def answer():
-            doc = _python_doc(ls, params.text_document.uri)
-            if doc is None:
+            found = _symbol_at(ls, params.text_document.uri, params.position)
+            if found is None:
                 return None
-            text, enc = doc.source, ls.position_encoding()
-            offset = positions.to_offset(text, params.position.line, params.position.character, enc)
-            symbol = scopes.symbol_at(text, offset)
-            if symbol is None:
-                return None
+            doc, enc, offset, symbol = found
+            text = doc.source
             here = next(s for s in symbol.spans if s[0] <= offset <= s[1])
             best = await ls.suggest_names(params.text_document.uri, doc, symbol)
             return types.PrepareRenamePlaceholder(range=_span_range(text, *here, enc),
@@ -439,20 +447,16 @@ def build_server(options: ServerOptions | None = None) -> InfillServer:
     async def rename(ls: InfillServer, params: types.RenameParams) -> types.WorkspaceEdit | None:
         async def answer():
             uri = params.text_document.uri
-            doc = _python_doc(ls, uri)
-            if doc is None:
+            found = _symbol_at(ls, uri, params.position)
+            if found is None:
                 return None
-            text, enc = doc.source, ls.position_encoding()
-            offset = positions.to_offset(text, params.position.line, params.position.character, enc)
-            symbol = scopes.symbol_at(text, offset)
-            if symbol is None:
-                return None
+            doc, enc, _, symbol = found
             try:
                 edits = names.rename_edits(symbol, params.new_name)
             except ValueError as exc:
                 ls.show(f"infill-lsp: {exc}", types.MessageType.Warning)
                 return None
-            return _workspace_edit(uri, text, edits, enc)
+            return _workspace_edit(uri, doc.source, edits, enc)
         return await _guarded(answer(), None, "rename", params.text_document.uri)
 
     return server
