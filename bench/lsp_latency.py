@@ -63,7 +63,8 @@ async def run(checkpoint: Path, args, *, cache: bool) -> dict:
     client = LanguageClient("bench", "0")
     statuses: list = []
     client.feature("infill/status")(lambda ls, p: statuses.append(p))
-    await client.start_io(sys.executable, "-m", "lsp", "--model", str(checkpoint), "--device", "cpu")
+    await client.start_io(sys.executable, "-m", "lsp", "--model", str(checkpoint), "--device", "cpu",
+                          "--log-file", args.server_log)
     await client.initialize_async(types.InitializeParams(
         capabilities=types.ClientCapabilities(), initialization_options={
             "maxTokens": args.max_tokens, "cacheMb": 256 if cache else 0, "timeBudgetMs": 10000}))
@@ -103,7 +104,12 @@ async def run(checkpoint: Path, args, *, cache: bool) -> dict:
         requests += 1
         pending = (msg_id, future)
         if pause:
-            await asyncio.wrap_future(future)
+            server_exit = asyncio.ensure_future(client._server.wait())
+            done, _ = await asyncio.wait([asyncio.wrap_future(future), server_exit],
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if server_exit in done:
+                raise SystemExit(f"infill-lsp exited with status {client._server.returncode} (see {args.server_log})")
+            server_exit.cancel()
             line_ms.append((time.perf_counter() - started) * 1000)
             for _ in range(100):  # the status notification follows the response
                 if len(statuses) > before and statuses[-1].ttftMs is not None:
@@ -133,6 +139,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--lines", type=int, default=40, help="lines of the function typed")
+    parser.add_argument("--server-log", default=str(Path(tempfile.gettempdir()) / "infill-lsp-bench.log"),
+                        help="where the server writes its log")
     parser.add_argument("--pause-every", type=int, default=4, help="await every Nth completion")
     parser.add_argument("--max-tokens", type=int, default=24)
     args = parser.parse_args()
