@@ -117,6 +117,20 @@ def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu"
     return model.to(device=device, dtype=dtype).eval(), tokenizer
 
 
+def copy_checkpoint(directory: str | Path, out: str | Path, *, dtype: str = "float32") -> Path:
+    """Write the checkpoint in `directory` to `out` with its weights stored as `dtype` (a torch dtype
+    name), keeping the tokenizer and the run metadata; loading converts back (see `load_checkpoint`)."""
+    target = getattr(torch, dtype, None)
+    if not isinstance(target, torch.dtype) or not target.is_floating_point:
+        raise CheckpointError(f"dtype must be a floating-point torch dtype, got {dtype!r}")
+    src, out = Path(directory), Path(out)
+    if out.resolve() == src.resolve():
+        raise CheckpointError(f"{out}: is the source checkpoint; write to another directory")
+    model, tokenizer = load_checkpoint(src, dtype=target)
+    extra = json.loads((src / CONFIG_FILE).read_text()).get("infill") or {}
+    return save_checkpoint(out, model, tokenizer, extra={**extra, "weights_dtype": dtype})
+
+
 def export_hf(directory: str | Path, out: str | Path) -> Path:
     """Write checkpoint `directory` as a Hugging Face Llama model directory at `out`."""
     model, tokenizer = load_checkpoint(directory)

@@ -16,6 +16,7 @@ EXAMPLES = """examples:
   infill complete app.py:12:5                 fill in at line 12, column 5 (1-based)
   infill complete app.py:12:5 --json          {"middle": ..., "tokens": N, "latency_ms": ...}
   infill export --hf out/hf --model ckpt/     a Hugging Face Llama directory (transformers, vLLM, llama.cpp)
+  infill export --checkpoint small/ --dtype bfloat16 --model ckpt/   the same checkpoint at half the size
   infill eval humaneval-infilling --model ckpt/ --out runs/sl   HumanEval-infilling pass@1 (see infill eval -h)
 
 The model: --model DIR, else $INFILL_MODEL, else the built-in default model. --model also takes a
@@ -80,10 +81,18 @@ def cmd_complete(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from infill.checkpoint import export_hf
+    from infill.checkpoint import copy_checkpoint, export_hf
     from infill.load import resolve_model
 
-    out = export_hf(resolve_model(args.model), args.hf)
+    if (args.hf is None) == (args.checkpoint is None):
+        raise UserError("give one of --hf OUT (a Hugging Face directory) or --checkpoint OUT (an infill checkpoint)")
+    model = resolve_model(args.model)
+    if args.hf is not None:
+        if args.dtype != "float32":
+            raise UserError("--dtype applies to --checkpoint; --hf writes float32")
+        out = export_hf(model, args.hf)
+    else:
+        out = copy_checkpoint(model, args.checkpoint, dtype=args.dtype)
     print(f"wrote {out}", file=sys.stderr)
     return 0
 
@@ -108,11 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help='print {"middle", "tokens", "latency_ms"} as JSON')
     p.set_defaults(func=cmd_complete)
 
-    p = sub.add_parser("export", help="write a model as a Hugging Face Llama directory",
+    p = sub.add_parser("export", help="write a model as a Hugging Face Llama directory (or a smaller checkpoint)",
                        description="Write a checkpoint as a Hugging Face directory that "
                                    "transformers.AutoModelForCausalLM.from_pretrained loads, with the "
-                                   "tokenizer and its special tokens.")
-    p.add_argument("--hf", required=True, metavar="OUT", help="output directory")
+                                   "tokenizer and its special tokens; or as an infill checkpoint with its "
+                                   "weights stored in another dtype (bfloat16 halves the size; it is "
+                                   "loaded back as float32 on a CPU).")
+    p.add_argument("--hf", metavar="OUT", help="output directory for the Hugging Face model")
+    p.add_argument("--checkpoint", metavar="OUT", help="output directory for an infill checkpoint")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+                   help="weights dtype of --checkpoint (default float32)")
     p.add_argument("--model", help="checkpoint directory (default: $INFILL_MODEL, then the built-in model)")
     p.set_defaults(func=cmd_export)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 EXAMPLES = """examples:
   infill eval humaneval-infilling --split single-line --model ckpt/ --out runs/sl
   infill eval humaneval-infilling --split multi-line --limit 500 --samples 10 --temperature 0.8 --model M --out D
+  infill eval humaneval-infilling --format l2r --model runs/l2r/model --out runs/sl-l2r   # prefix only
   infill eval score --samples runs/sl/samples.jsonl --out runs/rescored
   infill eval perplexity --model ckpt/ --data held-out/ --out runs/ppl
   infill eval types --model ckpt/ --out runs/types
@@ -27,9 +28,16 @@ def _print_summary(summary: dict) -> None:
 
 
 def _engine(args):
+    from infill.engine import LocalEngine
     from infill.load import load_engine
 
-    return load_engine(args.model, device=args.device, template=args.template)
+    engine = load_engine(args.model, device=args.device, template=args.template)
+    fmt = getattr(args, "format", None)
+    if fmt is not None:
+        if not isinstance(engine, LocalEngine):
+            raise ValueError("--format applies to infill checkpoints; a Hugging Face model or server takes --template")
+        engine.format = fmt
+    return engine
 
 
 def _sandbox(args):
@@ -48,7 +56,7 @@ def cmd_humaneval(args) -> int:
     pairs = humaneval.generate(engine, tasks, args.split, samples=args.samples, temperature=args.temperature,
                                max_tokens=args.max_tokens, seed=args.seed)
     meta = {"eval": "humaneval-infilling", "split": args.split, "model": engine.name,
-            "engine": type(engine).__name__, "temperature": args.temperature, "samples_per_task": args.samples,
+            "engine": type(engine).__name__, "format": getattr(engine, "format", args.template), "temperature": args.temperature, "samples_per_task": args.samples,
             "limit": args.limit}
     summary = humaneval.score(pairs, Path(args.out), sandbox=_sandbox(args), workers=args.workers,
                               total=len(tasks), meta=meta, progress=not args.quiet)
@@ -140,6 +148,9 @@ def register(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default 0)")
     p.add_argument("--max-tokens", type=int, default=None, help="per middle (default 64 single-line, else 256)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", choices=["spm", "psm", "incoder", "l2r"], default=None,
+                   help="prompt format of an infill checkpoint (default: the model's own); l2r is the prefix "
+                        "alone, the left-to-right baseline that never sees the suffix")
     p.set_defaults(func=cmd_humaneval)
 
     p = ev.add_parser("score", help="score given completions ({task_id, completion} JSONL), no model")

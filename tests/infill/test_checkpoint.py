@@ -81,3 +81,24 @@ def test_weights_that_do_not_match_the_config(tmp_path, tiny_checkpoint):
     (d / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="shape"):
         load_checkpoint(d)
+
+
+def test_copy_checkpoint_in_bfloat16_halves_the_weights_and_keeps_the_model(tmp_path, tiny_checkpoint, tiny_model):
+    from infill.checkpoint import WEIGHTS_FILE, copy_checkpoint
+
+    out = copy_checkpoint(tiny_checkpoint, tmp_path / "bf16", dtype="bfloat16")
+    size, full = (out / WEIGHTS_FILE).stat().st_size, (tiny_checkpoint / WEIGHTS_FILE).stat().st_size
+    assert size < 0.55 * full
+    model, tok = load_checkpoint(out)  # loaded back as float32
+    assert model.lm_head.weight.dtype == torch.float32
+    assert (out / "tokenizer.json").read_text() == (tiny_checkpoint / "tokenizer.json").read_text()
+    assert json.loads((out / "config.json").read_text())["infill"]["weights_dtype"] == "bfloat16"
+    tokens = torch.randint(0, len(tok), (1, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref, got = tiny_model(tokens), model(tokens)
+    assert not torch.equal(ref, got)  # the weights really were rounded
+    assert (ref - got).abs().max() < 0.05 * ref.abs().max()
+    with pytest.raises(CheckpointError, match="source checkpoint"):
+        copy_checkpoint(out, out, dtype="float32")
+    with pytest.raises(CheckpointError, match="floating-point"):
+        copy_checkpoint(tiny_checkpoint, tmp_path / "x", dtype="int8")

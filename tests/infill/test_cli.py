@@ -80,6 +80,18 @@ def test_export(tmp_path, tiny_checkpoint, capsys):
     assert code == 2 and err.startswith("infill: error:") and err.count("\n") == 1
 
 
+def test_export_checkpoint_dtype(tmp_path, tiny_checkpoint, capsys):
+    code, _, err = run(["export", "--checkpoint", str(tmp_path / "bf16"), "--dtype", "bfloat16",
+                        "--model", str(tiny_checkpoint)], capsys)
+    assert code == 0, err
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (tmp_path / "bf16").iterdir()}
+    for args, why in ((["export", "--model", str(tiny_checkpoint)], "give one of --hf"),
+                      (["export", "--hf", "a", "--checkpoint", "b", "--model", str(tiny_checkpoint)], "give one of"),
+                      (["export", "--hf", "a", "--dtype", "bfloat16", "--model", str(tiny_checkpoint)], "--dtype applies")):
+        code, _, err = run(args, capsys)
+        assert code == 2 and why in err and err.count("\n") == 1
+
+
 def test_split_at():
     text = "ab\ncd\n"
     assert cli.split_at(text, 1, 1) == ("", text)

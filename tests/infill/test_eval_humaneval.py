@@ -112,6 +112,37 @@ def test_model_run_end_to_end(tmp_path, tiny_checkpoint, capsys):
     assert rescored["pass@1"] == summary["pass@1"]
 
 
+def test_l2r_format_prompts_with_the_prefix_alone(tmp_path, tiny_checkpoint, capsys):
+    from infill.engine import InfillRequest, LocalEngine
+
+    out = tmp_path / "l2r"
+    code = cli.main(["eval", "humaneval-infilling", "--format", "l2r", "--model", str(tiny_checkpoint),
+                     "--limit", "2", "--max-tokens", "8", "--out", str(out), "--quiet"])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and summary["format"] == "l2r"
+    engine = LocalEngine.from_dir(tiny_checkpoint)
+    engine.format = "l2r"
+    rows = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+    for task, row in zip(load_humaneval_infilling("single-line")[:2], rows):
+        with_suffix = InfillRequest(prefix=task["prompt"], suffix=task["suffix"], ext=".py")
+        assert engine.build_prompt(with_suffix) == engine.build_prompt(InfillRequest(prefix=task["prompt"], ext=".py"))
+        alone = engine.infill(InfillRequest(prefix=task["prompt"], max_tokens=8, stop=("\n",), ext=".py")).text
+        assert row["completion"] == humaneval.postprocess("single-line", alone)
+
+
+def test_format_is_for_infill_checkpoints_only(tmp_path, capsys, monkeypatch):
+    from infill import load
+
+    class Other:  # any engine that is not a LocalEngine
+        name, device = "other", "cpu"
+
+    monkeypatch.setattr(load, "load_engine", lambda *a, **k: Other())
+    code = cli.main(["eval", "humaneval-infilling", "--format", "l2r", "--model", "x", "--out", str(tmp_path),
+                     "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--format applies to infill checkpoints" in err
+
+
 def test_sampling_gives_pass_at_k_keys(tmp_path, tiny_checkpoint, capsys):
     code = cli.main(["eval", "humaneval-infilling", "--split", "random-span-light", "--model", str(tiny_checkpoint),
                      "--limit", "1", "--samples", "2", "--temperature", "0.8", "--max-tokens", "8",
