@@ -54,6 +54,8 @@ def read_runs(dirs: list[Path]) -> list[Row]:
         if kind == "humaneval-infilling" and summary.get("limit"):
             benchmark += f" (first {summary['limit']})"
         model = str(summary.get("model", d.name))
+        if summary.get("format") == "l2r":
+            model += " (prefix-only prompt)"
         rows += [Row(model, benchmark, m, float(summary[m]), "measured") for m in HEADLINES[kind] if m in summary]
     return rows
 

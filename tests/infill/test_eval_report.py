@@ -33,3 +33,13 @@ def test_report_table_and_plot(tmp_path, capsys):
 def test_report_rejects_a_directory_without_a_summary(tmp_path):
     with pytest.raises(ValueError, match="summary.json: missing"):
         report.write_report([tmp_path], tmp_path / "out")
+
+
+def test_prefix_only_runs_are_labelled(tmp_path, capsys):
+    a = run_dir(tmp_path, "a", {"eval": "humaneval-infilling", "split": "single-line", "model": "m", "format": "l2r",
+                                "pass@1": 0.1})
+    b = run_dir(tmp_path, "b", {"eval": "humaneval-infilling", "split": "single-line", "model": "m", "format": "spm",
+                                "pass@1": 0.2})
+    assert cli.main(["eval", "report", str(a), str(b), "--out", str(tmp_path / "r")]) == 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| m (prefix-only prompt) | 10.0% | measured here |" in md and "| m | 20.0% | measured here |" in md

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Reproduce the built-in default model and every figure of MODEL_CARD.md, on a CPU (2 cores here).
+#
+#   scripts/default_model.sh            # everything: corpus, tokenizer, both trainings, evals, benchmarks
+#   scripts/default_model.sh evals      # only the evaluations and benchmarks of the shipped model
+#
+# The two trainings (the model and its left-to-right ablation, same recipe and budget) run side by
+# side with one thread each, which is faster on this machine than one after the other with two.
+# Outputs: corpus/, runs/small, runs/l2r, runs/eval/*, infill/default_model/ (the shipped copy, bf16).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+INFILL=.venv/bin/infill
+PY=.venv/bin/python
+L2R=(--set objective.causal_rate=0 --set objective.spm_rate=0 --set objective.psm_rate=0 --set objective.l2r_rate=1)
+
+if [ "${1:-all}" = all ]; then
+    $INFILL data build --site-packages --workers 2 --out corpus
+    $INFILL data tokenizer --data corpus --vocab-size 16384 --out corpus
+    OMP_NUM_THREADS=1 $INFILL train --recipe cpu-small --data corpus --out runs/small --quiet &
+    OMP_NUM_THREADS=1 $INFILL train --recipe cpu-small --data corpus --out runs/l2r --quiet "${L2R[@]}" &
+    wait
+    $INFILL train plot runs/small
+    $INFILL train plot runs/l2r
+    $INFILL export --checkpoint infill/default_model --dtype bfloat16 --model runs/small/model
+    $INFILL export --checkpoint runs/l2r/l2r-ablation --dtype bfloat16 --model runs/l2r/model
+fi
+
+M=infill/default_model
+A=runs/l2r/l2r-ablation
+E=runs/eval
+export OMP_NUM_THREADS=1
+# HumanEval-infilling (greedy): single-line all 1,033 tasks; multi-line the first 500 of 5,815
+$INFILL eval humaneval-infilling --split single-line --model $M --out $E/single-line --quiet &
+$INFILL eval humaneval-infilling --split multi-line --limit 500 --model $M --out $E/multi-line --quiet &
+wait
+# the ablation: the left-to-right model sees the prefix only; the model itself with the prefix only too
+$INFILL eval humaneval-infilling --split single-line --format l2r --model $A --out $E/single-line-l2r --quiet &
+$INFILL eval humaneval-infilling --split single-line --format l2r --model $M --out $E/single-line-cm-prefix-only --quiet &
+wait
+# held-out Python (the corpus's validation split, never trained on): bits per byte, types, names
+$INFILL eval perplexity --data corpus --limit 100 --model $M --out $E/bpb --quiet &
+$INFILL eval perplexity --data corpus --limit 100 --model $A --out $E/bpb-l2r --quiet &
+wait
+$INFILL eval types --data corpus --model $M --out $E/types --quiet &
+$INFILL eval names --data corpus --model $M --out $E/names --quiet &
+wait
+$INFILL eval report $E/single-line $E/multi-line $E/single-line-l2r $E/single-line-cm-prefix-only $E/bpb \
+    $E/bpb-l2r $E/types $E/names --out $E/report
+unset OMP_NUM_THREADS
+$PY bench/lsp_latency.py --json --lines 10 --model $M
+$PY bench/decode.py --json --model $M
