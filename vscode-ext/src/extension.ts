@@ -1,0 +1,279 @@
+/**
+ * The Infill extension: a thin client of `infill-lsp` (lsp/, docs/lsp.md).
+ *
+ * Rules:
+ * - Every model feature is the server's: ghost text comes from the language client's own LSP inline
+ *   completion provider (the only one registered), hints, hovers and code actions likewise. The
+ *   commands below only ask the server for its code actions and apply the edits it returns.
+ * - Settings map one to one onto the server's options (`settings.ts`); the server command is chosen
+ *   with the workspace-trust rules there, and finding it follows `server.ts`.
+ * - A crashed server restarts after a growing delay; its stderr goes to the "Infill Server" channel.
+ */
+import * as fs from "fs";
+import * as vscode from "vscode";
+import {
+    CloseAction, CodeActionRequest, CodeActionTriggerKind, DidChangeConfigurationNotification, ErrorAction,
+    LanguageClient, State, type CodeAction as LspCodeAction, type Command as LspCommand,
+    type LanguageClientOptions,
+} from "vscode-languageclient/node";
+import { annotateAction, nameChoices } from "./actions";
+import { Backoff, LANGUAGES, resolveCommand } from "./server";
+import { decidingScope, effective, serverOptions, type ServerKey } from "./settings";
+import { statusView, type ServerStatus } from "./status";
+
+const SECTION = "infill";
+
+let infill: Infill | undefined;
+
+export async function activate(context: vscode.ExtensionContext): Promise<void> {
+    infill = new Infill(context);
+    context.subscriptions.push(
+        vscode.commands.registerCommand("infill.suggestNames", () => infill?.suggestNames()),
+        vscode.commands.registerCommand("infill.addTypeAnnotations", () => infill?.addTypeAnnotations()),
+        vscode.commands.registerCommand("infill.toggleCompletions", () => infill?.toggleCompletions()),
+        vscode.commands.registerCommand("infill.restartServer", () => infill?.restart()),
+        vscode.commands.registerCommand("infill.showLog", () => infill?.log.show(true)),
+        vscode.workspace.onDidChangeConfiguration((e) => infill?.configurationChanged(e)),
+        vscode.workspace.onDidGrantWorkspaceTrust(() => infill?.restart()),
+    );
+    await infill.start();
+}
+
+export async function deactivate(): Promise<void> {
+    await infill?.dispose();
+    infill = undefined;
+}
+
+class Infill {
+    readonly log = vscode.window.createOutputChannel("Infill Server", { log: true });
+    private readonly item = vscode.window.createStatusBarItem("infill.status", vscode.StatusBarAlignment.Right, 100);
+    private readonly backoff = new Backoff();
+    private client: LanguageClient | undefined;
+    private stopping = false;
+
+    constructor(context: vscode.ExtensionContext) {
+        this.item.name = "Infill";
+        this.item.command = "infill.toggleCompletions";
+        this.showStatus(undefined);
+        this.item.show();
+        context.subscriptions.push(this.log, this.item);
+    }
+
+    private config(): vscode.WorkspaceConfiguration {
+        return vscode.workspace.getConfiguration(SECTION);
+    }
+
+    /** A restricted setting's value under the workspace-trust rules. */
+    private restricted<T>(key: string): T | undefined {
+        return effective(this.config().inspect<T>(key), vscode.workspace.isTrusted);
+    }
+
+    private serverSettings(): Record<ServerKey, unknown> {
+        const config = this.config();
+        return serverOptions((key) => config.get(key));
+    }
+
+    private command(): { command: string; args: string[] } {
+        const python = vscode.workspace.getConfiguration("python").inspect<string>("defaultInterpreterPath");
+        const command = resolveCommand({
+            command: this.restricted<string>("server.command") ?? "",
+            workspaceFolders: (vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.fsPath),
+            interpreter: effective(python, vscode.workspace.isTrusted),
+            pathEnv: process.env.PATH ?? "",
+            trusted: vscode.workspace.isTrusted,
+            isExecutable: (file) => {
+                try {
+                    fs.accessSync(file, fs.constants.X_OK);
+                    return fs.statSync(file).isFile();
+                } catch {
+                    return false;
+                }
+            },
+        });
+        const args = [...(this.restricted<string[]>("server.args") ?? [])];
+        const level = this.restricted<string>("server.logLevel");
+        if (level) {
+            args.push("--log-level", level);
+        }
+        return { command, args };
+    }
+
+    async start(): Promise<void> {
+        const { command, args } = this.command();
+        this.log.info(`starting ${command} ${args.join(" ")}`.trim());
+        const selector = LANGUAGES.flatMap((language) => [
+            { scheme: "file", language }, { scheme: "untitled", language },
+        ]);
+        const options: LanguageClientOptions = {
+            documentSelector: selector,
+            outputChannel: this.log,
+            initializationOptions: () => this.serverSettings(),
+            errorHandler: {
+                error: () => ({ action: ErrorAction.Continue }),
+                closed: async () => {
+                    if (this.stopping) {
+                        return { action: CloseAction.DoNotRestart };
+                    }
+                    const delay = this.backoff.nextDelay();
+                    this.log.warn(`the server stopped; restarting in ${delay / 1000} s`);
+                    this.showStatus({ state: "starting", message: `the server stopped; restarting in ${delay / 1000} s` });
+                    await new Promise((resolve) => setTimeout(resolve, delay));
+                    return { action: this.stopping ? CloseAction.DoNotRestart : CloseAction.Restart, handled: true };
+                },
+            },
+            middleware: {
+                provideInlineCompletionItems: (document, position, context, token, next) =>
+                    this.config().get<boolean>("completion", true) ? next(document, position, context, token) : undefined,
+                // The server also answers textDocument/completion; VS Code shows ghost text instead.
+                provideCompletionItem: (document, position, context, token, next) =>
+                    this.config().get<boolean>("completionItems", false)
+                        ? next(document, position, context, token) : undefined,
+            },
+        };
+        const client = new LanguageClient("infill", "Infill", { command, args }, options);
+        this.client = client;
+        client.onDidChangeState((e) => {
+            if (e.newState === State.Running) {
+                this.backoff.started();
+            }
+        });
+        client.onNotification("infill/status", (status: ServerStatus) => this.showStatus(status));
+        try {
+            await client.start();
+        } catch (error) {
+            // The client has shown the error already; the status bar keeps the way out.
+            this.showStatus({ state: "stopped", message: `could not start ${command} (${error}); set "infill.server.command"` });
+        }
+    }
+
+    async stop(): Promise<void> {
+        const client = this.client;
+        this.client = undefined;
+        if (client === undefined) {
+            return;
+        }
+        this.stopping = true;
+        try {
+            await client.dispose(2000);
+        } catch (error) {
+            this.log.warn(`stopping the server: ${error}`);
+        } finally {
+            this.stopping = false;
+        }
+    }
+
+    /** A new server with the current settings (the command may have changed). */
+    async restart(): Promise<void> {
+        await this.stop();
+        this.showStatus(undefined);
+        await this.start();
+    }
+
+    async dispose(): Promise<void> {
+        await this.stop();
+    }
+
+    configurationChanged(e: vscode.ConfigurationChangeEvent): void {
+        if (e.affectsConfiguration(`${SECTION}.server`)) {
+            void this.restart();
+        } else if (e.affectsConfiguration(SECTION) && this.client?.isRunning()) {
+            void this.client.sendNotification(DidChangeConfigurationNotification.type,
+                { settings: this.serverSettings() });
+        }
+    }
+
+    private showStatus(status: ServerStatus | undefined): void {
+        const view = statusView(status);
+        this.item.text = view.text;
+        this.item.tooltip = view.tooltip;
+        this.item.backgroundColor = view.error ? new vscode.ThemeColor("statusBarItem.errorBackground") : undefined;
+    }
+
+    async toggleCompletions(): Promise<void> {
+        const config = this.config();
+        const on = config.get<boolean>("completion", true);
+        const scope = decidingScope(config.inspect("completion"));
+        const target = scope === "workspaceFolder" ? vscode.ConfigurationTarget.WorkspaceFolder
+            : scope === "workspace" ? vscode.ConfigurationTarget.Workspace : vscode.ConfigurationTarget.Global;
+        await config.update("completion", !on, target);
+        vscode.window.setStatusBarMessage(`Infill: inline completions ${on ? "off" : "on"}`, 3000);
+    }
+
+    /** The server's refactor.rewrite code actions for `range`, computed now (triggerKind Invoked). */
+    private async rewrites(editor: vscode.TextEditor, range: vscode.Range, token?: vscode.CancellationToken
+    ): Promise<LspCodeAction[]> {
+        const client = this.client;
+        if (client === undefined || !client.isRunning()) {
+            throw new Error("the language server is not running");
+        }
+        const c2p = client.code2ProtocolConverter;
+        const result = await client.sendRequest(CodeActionRequest.type, {
+            textDocument: c2p.asTextDocumentIdentifier(editor.document),
+            range: c2p.asRange(range),
+            context: { diagnostics: [], only: ["refactor.rewrite"], triggerKind: CodeActionTriggerKind.Invoked },
+        }, token);
+        return (result ?? []).filter((a): a is LspCodeAction => !isCommand(a));
+    }
+
+    private async apply(action: LspCodeAction): Promise<boolean> {
+        if (this.client === undefined || action.edit === undefined) {
+            return false;
+        }
+        const edit = await this.client.protocol2CodeConverter.asWorkspaceEdit(action.edit);
+        return vscode.workspace.applyEdit(edit);
+    }
+
+    async suggestNames(): Promise<void> {
+        const editor = vscode.window.activeTextEditor;
+        if (editor === undefined) {
+            return;
+        }
+        const at = editor.selection.active;
+        try {
+            const actions = await vscode.window.withProgress(
+                { location: vscode.ProgressLocation.Window, title: "Infill: suggesting names" },
+                (_, token) => this.rewrites(editor, new vscode.Range(at, at), token));
+            const choices = nameChoices(actions);
+            if (choices.length === 0) {
+                void vscode.window.showInformationMessage("Infill: no name suggestions here (put the cursor on a variable).");
+                return;
+            }
+            const picked = await vscode.window.showQuickPick(
+                choices.map((c) => ({ label: c.to, description: `#${c.rank}, for ${c.from}`, choice: c })),
+                { title: `Infill: rename '${choices[0].from}'`, placeHolder: "Pick a name (ranked by the model)" });
+            if (picked !== undefined && !(await this.apply(picked.choice.action))) {
+                void vscode.window.showWarningMessage("Infill: the rename could not be applied.");
+            }
+        } catch (error) {
+            void vscode.window.showErrorMessage(`Infill: ${error instanceof Error ? error.message : error}`);
+        }
+    }
+
+    async addTypeAnnotations(): Promise<void> {
+        const editor = vscode.window.activeTextEditor;
+        if (editor === undefined) {
+            return;
+        }
+        const doc = editor.document;
+        const range = editor.selection.isEmpty
+            ? new vscode.Range(new vscode.Position(0, 0), doc.lineAt(doc.lineCount - 1).range.end)
+            : editor.selection;
+        try {
+            const actions = await vscode.window.withProgress(
+                { location: vscode.ProgressLocation.Window, title: "Infill: inferring types" },
+                (_, token) => this.rewrites(editor, range, token));
+            const action = annotateAction(actions);
+            if (action === undefined) {
+                void vscode.window.showInformationMessage("Infill: no type annotation to add with enough confidence.");
+            } else if (!(await this.apply(action))) {
+                void vscode.window.showWarningMessage("Infill: the annotations could not be applied.");
+            }
+        } catch (error) {
+            void vscode.window.showErrorMessage(`Infill: ${error instanceof Error ? error.message : error}`);
+        }
+    }
+}
+
+function isCommand(a: LspCodeAction | LspCommand): a is LspCommand {
+    return typeof (a as LspCommand).command === "string";
+}
