@@ -1,7 +1,7 @@
 """Named training runs: functions returning a `TrainConfig` (`infill train --recipe NAME`).
 
 `tiny` runs in seconds on the standard-library corpus (tests, smoke runs). `cpu-small` trains the
-default model on this project's 2-core CPU machine in about two hours; `gpu-small` is the same model
+default model on this project's 2-core CPU machine in about an hour; `gpu-small` is the same model
 for 20 minutes of one H100. The last three carry the published shapes and optimisation settings of
 the models they are named after (see docs/train.md for sources, caveats and expected cost); they are
 not run here.
@@ -22,15 +22,17 @@ def tiny() -> TrainConfig:
 
 
 def cpu_small() -> TrainConfig:
-    """The default model: the `small` preset (15.7M parameters), 512-token context, ~2 hours on 2 cores.
+    """The default model: the `small` preset (15.7M parameters), 512-token context, ~1 hour on 2 cores.
 
     Needs `--data DIR` (an `infill data build` corpus with `infill data tokenizer` output in DIR, or
-    `--set tokenizer=PATH`). Sized by `bench/train.py`: ~430 tokens/s for this model on the 2-core
-    machine, so 380 steps of 8,192 tokens (3.1M tokens) take about two hours."""
+    `--set tokenizer=PATH`). 380 steps of 4,096 tokens (1.56M tokens): one thread per run (set
+    OMP_NUM_THREADS=1) gave ~440 tokens/s here, so the model and its left-to-right ablation train side
+    by side in about an hour (scripts/default_model.sh). Smaller steps than the 8K first planned: at a
+    budget this small, more optimizer updates do more than larger batches."""
     return TrainConfig(
-        model="small", model_overrides={"max_seq_len": 512}, seq_len=512, steps=380, batch_tokens=8192,
+        model="small", model_overrides={"max_seq_len": 512}, seq_len=512, steps=380, batch_tokens=4096,
         micro_batch=8, lr=2e-3, min_lr_ratio=0.1, warmup_steps=20, schedule="wsd", decay_fraction=0.2,
-        eval_every=100, eval_rows=16, eval_bpb_docs=32, eval_infill=50, ckpt_every=50, keep_last=3)
+        eval_every=150, eval_rows=16, eval_bpb_docs=32, eval_infill=50, ckpt_every=50, keep_last=3)
 
 
 def gpu_small() -> TrainConfig:
