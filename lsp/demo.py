@@ -3,7 +3,8 @@
     infill demo [FILE:LINE:COL] [--model DIR] [--name-at LINE:COL]
 
 1. The completion at FILE:LINE:COL (default `examples/demo.py:7:16`, the README's example): the lines
-   around the hole, then the same lines with the model's middle filled in.
+   around the hole, then the same lines with the completion in, cut where the language server cuts
+   it (the rest of the line mid-line, a block body after an opener, ...).
 2. One inferred type: every unannotated slot of the file is inferred (as the language server's inlay
    hints are), and the most probable one is shown with its probability.
 3. Suggested names for one variable: the one at `--name-at`, else the file's first function-local
@@ -79,7 +80,9 @@ def run(args) -> int:
     from infill.cli import UserError, parse_location, split_at
     from infill.engine import InfillRequest, LocalEngine
     from infill.load import load_engine
-    from lsp import names, scopes, types
+    from lsp import names, scopes, syntax, types
+    from lsp.completion import complete
+    from lsp.options import ServerOptions
 
     path, line, col = parse_location(args.location)
     try:
@@ -98,13 +101,21 @@ def run(args) -> int:
     out.write(f"{path}:{line}:{col} with the model {engine.name} on {engine.device}\n\n")
     window, first = _window(prefix + HOLE + suffix, line)
     out.write("the hole:\n" + _numbered(window, first))
-    result = engine.infill(InfillRequest(prefix=prefix, suffix=suffix, max_tokens=args.max_tokens,
-                                         ext=path.suffix or None))
+    if isinstance(engine, LocalEngine):
+        # what an editor shows: the server's own rules (the rest of the line mid-line, a block body
+        # after an opener, ...), see lsp/completion.py
+        edit, result = complete(text, len(prefix), engine, ServerOptions(max_tokens=args.max_tokens),
+                                language=syntax.language_of(path.resolve().as_uri()), ext=path.suffix or None)
+        start, end, middle = (edit.start, edit.end, edit.text) if edit is not None else (len(prefix), len(prefix), "")
+    else:
+        result = engine.infill(InfillRequest(prefix=prefix, suffix=suffix, max_tokens=args.max_tokens,
+                                             ext=path.suffix or None))
+        start, end, middle = len(prefix), len(prefix), result.text
     tokens = result.candidates[0].tokens if result.candidates else 0
-    filled = prefix + result.text + suffix
+    filled = text[:start] + middle + text[end:]
     window, first = _window(filled, line)
-    last = min(first + len(window) - 1, line + result.text.count("\n") + CONTEXT_LINES)
-    out.write(f"\ninfilled ({tokens} tokens, {result.latency_ms:.0f} ms): {result.text!r}\n")
+    last = min(first + len(window) - 1, line + middle.count("\n") + CONTEXT_LINES)
+    out.write(f"\ninfilled ({tokens} tokens, {result.latency_ms:.0f} ms): {middle!r}\n")
     out.write(_numbered(filled.split("\n")[first - 1:last], first))
 
     if not isinstance(engine, LocalEngine):

@@ -2,8 +2,10 @@
 from pathlib import Path
 
 from infill import cli
-from infill.engine import InfillRequest, LocalEngine
+from infill.engine import LocalEngine
 from lsp import demo, names, types
+from lsp.completion import complete
+from lsp.options import ServerOptions
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "demo.py"
 
@@ -15,7 +17,8 @@ def test_demo_prints_the_hole_the_infill_a_type_and_names(tiny_checkpoint, capsy
     text = EXAMPLE.read_text()
     prefix, suffix = cli.split_at(text, 7, 16)
     engine = LocalEngine.from_dir(tiny_checkpoint)
-    middle = engine.infill(InfillRequest(prefix=prefix, suffix=suffix, max_tokens=12, ext=".py")).text
+    edit, _ = complete(text, len(prefix), engine, ServerOptions(max_tokens=12), language="python", ext=".py")
+    middle = edit.text if edit is not None else ""  # what the server would show
     assert f"    7 |         return {demo.HOLE}\n" in out
     assert f": {middle!r}\n" in out
     assert "inferred type" in out

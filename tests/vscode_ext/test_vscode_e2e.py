@@ -6,7 +6,8 @@ server calls, so a wrong wire or a dropped setting shows): ghost text appears af
 accepts it; "Infill: Suggest Variable Names" offers the server's ranked names and renames every
 occurrence; "Infill: Add Inferred Type Annotations" inserts the inferred types; a click on the status
 bar item turns completion off and on; a killed server comes back. A screenshot of the ghost text and
-the phases' timings go to vscode-ext/e2e/artifacts/ (or $INFILL_E2E_ARTIFACTS).
+the phases' timings go to vscode-ext/e2e/artifacts/ (or $INFILL_E2E_ARTIFACTS). $INFILL_E2E_MODEL
+runs it with another checkpoint than the tiny one.
 
 Needs what scripts/vscode-setup.sh installs; without it the test skips, but fails when CI=true.
 """
@@ -165,6 +166,9 @@ def test_vscode_ghost_text_and_names(tools, tmp_path, tiny_checkpoint):
     from infill.engine import LocalEngine
     from playwright.sync_api import expect, sync_playwright
 
+    # $INFILL_E2E_MODEL swaps the tiny checkpoint for another one (e.g. infill/default_model, for the
+    # README's screenshot); every expectation below is still computed from the model in use.
+    tiny_checkpoint = Path(os.environ.get("INFILL_E2E_MODEL") or tiny_checkpoint)
     # What the server will answer, computed with the functions it calls.
     engine = LocalEngine.from_dir(tiny_checkpoint, device="cpu")
     typed = BEFORE + TYPED
