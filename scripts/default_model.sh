@@ -19,8 +19,8 @@ if [ "${1:-all}" = all ]; then
     OMP_NUM_THREADS=1 $INFILL train --recipe cpu-small --data corpus --out runs/small --quiet &
     OMP_NUM_THREADS=1 $INFILL train --recipe cpu-small --data corpus --out runs/l2r --quiet "${L2R[@]}" &
     wait
-    $INFILL train plot runs/small
-    $INFILL train plot runs/l2r
+    $INFILL train plot runs/small --out docs/default_model/loss.png
+    $INFILL train plot runs/l2r --out docs/default_model/loss-l2r.png
     $INFILL export --checkpoint infill/default_model --dtype bfloat16 --model runs/small/model
     $INFILL export --checkpoint runs/l2r/l2r-ablation --dtype bfloat16 --model runs/l2r/model
 fi
