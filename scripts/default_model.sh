@@ -38,14 +38,16 @@ $INFILL eval humaneval-infilling --split multi-line --limit 500 --max-tokens 128
 (
 $INFILL eval humaneval-infilling --split single-line --model $M --out $E/single-line --quiet --workers 1
 $INFILL eval humaneval-infilling --split single-line --format l2r --model $A --out $E/single-line-l2r --quiet --workers 1
+$INFILL eval middle-bpb --split single-line --model $M --out $E/middle-bpb --quiet
+$INFILL eval middle-bpb --split single-line --format l2r --model $A --out $E/middle-bpb-l2r --quiet
 $INFILL eval perplexity --data corpus --limit 40 --model $M --out $E/bpb --quiet
 $INFILL eval perplexity --data corpus --limit 40 --model $A --out $E/bpb-l2r --quiet
 $INFILL eval types --data corpus --model $M --out $E/types --quiet
 $INFILL eval names --data corpus --model $M --out $E/names --quiet
 ) &
 wait
-$INFILL eval report $E/single-line $E/multi-line $E/single-line-l2r $E/bpb $E/bpb-l2r $E/types $E/names \
-    --out $E/report
+$INFILL eval report $E/single-line $E/multi-line $E/single-line-l2r $E/middle-bpb $E/middle-bpb-l2r $E/bpb \
+    $E/bpb-l2r $E/types $E/names --out $E/report
 unset OMP_NUM_THREADS
 $PY bench/lsp_latency.py --json --lines 10 --model $M
 $PY bench/decode.py --json --model $M

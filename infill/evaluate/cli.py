@@ -12,6 +12,7 @@ EXAMPLES = """examples:
   infill eval humaneval-infilling --split single-line --model ckpt/ --out runs/sl
   infill eval humaneval-infilling --split multi-line --limit 500 --samples 10 --temperature 0.8 --model M --out D
   infill eval humaneval-infilling --format l2r --model runs/l2r/model --out runs/sl-l2r   # prefix only
+  infill eval middle-bpb --split single-line --model ckpt/ --out runs/mid   # likelihood of the true middles
   infill eval score --samples runs/sl/samples.jsonl --out runs/rescored
   infill eval perplexity --model ckpt/ --data held-out/ --out runs/ppl
   infill eval types --model ckpt/ --out runs/types
@@ -82,6 +83,30 @@ def cmd_score(args) -> int:
     meta = {"eval": "humaneval-infilling", "split": split, "model": f"samples:{path.name}", "engine": "none"}
     summary = humaneval.score(pairs, Path(args.out) if args.out else None, sandbox=_sandbox(args),
                               workers=args.workers, total=len(pairs), meta=meta, progress=not args.quiet)
+    _print_summary(summary)
+    return 0
+
+
+def cmd_middle_bpb(args) -> int:
+    import torch
+
+    from infill.engine import LocalEngine
+    from infill.evaluate import humaneval
+
+    tasks = humaneval.load_tasks(args.split, args.limit)
+    engine = _engine(args)
+    if not isinstance(engine, LocalEngine):
+        raise ValueError("middle-bpb needs an infill checkpoint (it scores with the model's own logits)")
+    with torch.no_grad():
+        result = humaneval.middle_bits(engine, tasks, progress=not args.quiet)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "tasks.jsonl", "w", encoding="utf-8") as f:
+        for row in result.pop("per_task"):
+            f.write(json.dumps(row) + "\n")
+    summary = {"eval": "middle-bpb", "split": args.split, "model": engine.name, "format": engine.format,
+               "limit": args.limit, **result}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _print_summary(summary)
     return 0
 
@@ -160,6 +185,13 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, help="output directory (default: print only)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_score)
+
+    p = ev.add_parser("middle-bpb", help="bits per byte of HumanEval-infilling's canonical middles (teacher-forced)")
+    _model_options(p)
+    p.add_argument("--split", choices=list(SPLITS), default="single-line")
+    p.add_argument("--format", choices=["spm", "psm", "incoder", "l2r"], default=None,
+                   help="prompt format (default: the model's own); l2r scores the middle after the prefix alone")
+    p.set_defaults(func=cmd_middle_bpb)
 
     p = ev.add_parser("perplexity", help="bits per byte and token perplexity per language on held-out files")
     _model_options(p)

@@ -13,6 +13,7 @@ Rules:
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections import defaultdict
@@ -165,3 +166,33 @@ def split_of(task_id: str) -> str | None:
     names = {"SingleLineInfilling": "single-line", "MultiLineInfilling": "multi-line",
              "RandomSpanInfilling": "random-span", "RandomSpanInfillingLight": "random-span-light"}
     return names.get(head)
+
+
+def middle_bits(engine, tasks: list[dict], *, progress: bool = True) -> dict:
+    """Bits per byte of each task's canonical middle under `engine`'s prompt format, teacher-forced.
+
+    The likelihood form of the benchmark: it still separates models whose greedy middles all fail
+    (pass@1 at its floor). The middle is scored as its own tokens after the prompt (no token healing,
+    no end token, so every format scores the same tokens); the prompt is fitted to the context as for
+    generation. Needs an engine with a local model (`LocalEngine`)."""
+    from tqdm import tqdm
+
+    from infill.engine import InfillRequest
+    from infill.generation import score
+
+    tok = engine.tokenizer
+    bits = total_bytes = 0.0
+    per_task = []
+    for task in tqdm(tasks, desc="middles", unit="task", file=sys.stderr, disable=not progress):
+        middle = task["canonical_solution"]
+        ids = tok.encode(middle)
+        req = InfillRequest(prefix=task["prompt"], suffix=task["suffix"], max_tokens=len(ids), ext=".py", heal=False)
+        prompt, _ = engine.build_prompt(req)
+        [logprob] = score(engine.model, prompt, [ids])
+        n = len(middle.encode("utf-8"))
+        task_bits = -logprob / math.log(2)
+        bits += task_bits
+        total_bytes += n
+        per_task.append({"task_id": task["task_id"], "bits": round(task_bits, 4), "bytes": n,
+                         "prompt_tokens": len(prompt)})
+    return {"bits_per_byte": round(bits / max(total_bytes, 1), 4), "tasks": len(tasks), "per_task": per_task}

@@ -34,6 +34,7 @@ PUBLISHED: tuple[Row, ...] = (
 )
 
 HEADLINES = {"humaneval-infilling": ("pass@1", "pass@10", "pass@100"), "perplexity": ("bits_per_byte",),
+             "middle-bpb": ("bits_per_byte",),
              "types": ("exact_return", "exact_param", "exact"), "names": ("exact",)}
 
 

@@ -158,3 +158,31 @@ def test_splits_are_the_four_standard_files():
 def test_eval_without_a_command_prints_help(capsys):
     assert cli.main(["eval"]) == 2
     assert "humaneval-infilling" in capsys.readouterr().out
+
+
+def test_middle_bpb_scores_the_canonical_middle(tmp_path, tiny_checkpoint, capsys):
+    import torch
+
+    from infill import formats
+    from infill.engine import LocalEngine
+    from infill.generation import score
+
+    code = cli.main(["eval", "middle-bpb", "--model", str(tiny_checkpoint), "--limit", "3", "--out", str(tmp_path / "m"),
+                     "--quiet"])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and summary["eval"] == "middle-bpb" and summary["tasks"] == 3 and summary["format"] == "spm"
+    rows = [json.loads(x) for x in (tmp_path / "m" / "tasks.jsonl").read_text().splitlines()]
+    # by hand for the first task: the SPM prompt, then the middle's own tokens
+    task = load_humaneval_infilling("single-line")[0]
+    engine = LocalEngine.from_dir(tiny_checkpoint)
+    prompt = formats.infill_prompt(engine.tokenizer, "spm", task["prompt"], task["suffix"], ext=".py")
+    with torch.no_grad():
+        [lp] = score(engine.model, prompt, [engine.tokenizer.encode(task["canonical_solution"])])
+    assert rows[0]["bits"] == pytest.approx(-lp / math.log(2), rel=1e-4)
+    assert summary["bits_per_byte"] == pytest.approx(sum(r["bits"] for r in rows) / sum(r["bytes"] for r in rows),
+                                                     rel=1e-3)
+    # the prefix-only format never sees the suffix, and gives another figure
+    code = cli.main(["eval", "middle-bpb", "--format", "l2r", "--model", str(tiny_checkpoint), "--limit", "3",
+                     "--out", str(tmp_path / "l"), "--quiet"])
+    l2r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and l2r["format"] == "l2r" and l2r["bits_per_byte"] != summary["bits_per_byte"]
