@@ -46,8 +46,13 @@ $INFILL eval types --data corpus --model $M --out $E/types --quiet
 $INFILL eval names --data corpus --model $M --out $E/names --quiet
 ) &
 wait
-$INFILL eval report $E/single-line $E/multi-line $E/single-line-l2r $E/middle-bpb $E/middle-bpb-l2r $E/bpb \
+# the floor: an empty line in every single-line hole
+$PY -c "import json; from infill.benchmarks import load_humaneval_infilling as tasks
+for t in tasks('single-line'): print(json.dumps({'task_id': t['task_id'], 'completion': '\\n'}))" > $E/noop-single-line.jsonl
+$INFILL eval score --samples $E/noop-single-line.jsonl --out $E/noop-single-line --quiet
+$INFILL eval report $E/single-line $E/multi-line $E/single-line-l2r $E/noop-single-line $E/middle-bpb $E/middle-bpb-l2r $E/bpb \
     $E/bpb-l2r $E/types $E/names --out $E/report
+cp $E/report/report.md $E/report/report.png docs/default_model/
 unset OMP_NUM_THREADS
 $PY bench/lsp_latency.py --json --lines 10 --model $M
 $PY bench/decode.py --json --model $M
