@@ -53,18 +53,22 @@ def split_at(text: str, line: int, col: int) -> tuple[str, str]:
     return text[:offset], text[offset:]
 
 
+def read_source(path: Path) -> str:
+    """The UTF-8 text of the file at `path`; UserError when it is missing or not text."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a UTF-8 text file") from None
+
+
 def cmd_complete(args) -> int:
     from infill.engine import InfillRequest
     from infill.load import load_engine
 
     path, line, col = parse_location(args.location)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a UTF-8 text file") from None
-    prefix, suffix = split_at(text, line, col)
+    prefix, suffix = split_at(read_source(path), line, col)
     engine = load_engine(args.model, device=args.device, template=args.template)
     req = InfillRequest(prefix=prefix, suffix=suffix, max_tokens=args.max_tokens, temperature=args.temperature,
                         seed=args.seed, ext=path.suffix or None)

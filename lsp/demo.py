@@ -77,7 +77,7 @@ def pick_variable(text: str):
 
 
 def run(args) -> int:
-    from infill.cli import UserError, parse_location, split_at
+    from infill.cli import UserError, parse_location, read_source, split_at
     from infill.engine import InfillRequest, LocalEngine
     from infill.load import load_engine
     from lsp import names, scopes, syntax, types
@@ -85,12 +85,7 @@ def run(args) -> int:
     from lsp.options import ServerOptions
 
     path, line, col = parse_location(args.location)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a UTF-8 text file") from None
+    text = read_source(path)
     if args.max_tokens < 1:
         raise UserError(f"--max-tokens must be >= 1, got {args.max_tokens}")
     prefix, suffix = split_at(text, line, col)

@@ -8,6 +8,11 @@ import argparse
 import json
 from pathlib import Path
 
+from infill.config import PROMPT_FORMATS
+
+FORMATS = (*PROMPT_FORMATS, "l2r")
+"""What --format takes: the model formats, and the prefix alone (left-to-right)."""
+
 EXAMPLES = """examples:
   infill eval humaneval-infilling --split single-line --model ckpt/ --out runs/sl
   infill eval humaneval-infilling --split multi-line --limit 500 --samples 10 --temperature 0.8 --model M --out D
@@ -88,8 +93,6 @@ def cmd_score(args) -> int:
 
 
 def cmd_middle_bpb(args) -> int:
-    import torch
-
     from infill.engine import LocalEngine
     from infill.evaluate import humaneval
 
@@ -97,16 +100,9 @@ def cmd_middle_bpb(args) -> int:
     engine = _engine(args)
     if not isinstance(engine, LocalEngine):
         raise ValueError("middle-bpb needs an infill checkpoint (it scores with the model's own logits)")
-    with torch.no_grad():
-        result = humaneval.middle_bits(engine, tasks, progress=not args.quiet)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "tasks.jsonl", "w", encoding="utf-8") as f:
-        for row in result.pop("per_task"):
-            f.write(json.dumps(row) + "\n")
-    summary = {"eval": "middle-bpb", "split": args.split, "model": engine.name, "format": engine.format,
-               "limit": args.limit, **result}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    meta = {"eval": "middle-bpb", "split": args.split, "model": engine.name, "format": engine.format,
+            "limit": args.limit}
+    summary = humaneval.middle_bits(engine, tasks, Path(args.out), meta=meta, progress=not args.quiet)
     _print_summary(summary)
     return 0
 
@@ -173,7 +169,7 @@ def register(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default 0)")
     p.add_argument("--max-tokens", type=int, default=None, help="per middle (default 64 single-line, else 256)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--format", choices=["spm", "psm", "incoder", "l2r"], default=None,
+    p.add_argument("--format", choices=FORMATS, default=None,
                    help="prompt format of an infill checkpoint (default: the model's own); l2r is the prefix "
                         "alone, the left-to-right baseline that never sees the suffix")
     p.set_defaults(func=cmd_humaneval)
@@ -189,7 +185,7 @@ def register(sub) -> None:
     p = ev.add_parser("middle-bpb", help="bits per byte of HumanEval-infilling's canonical middles (teacher-forced)")
     _model_options(p)
     p.add_argument("--split", choices=list(SPLITS), default="single-line")
-    p.add_argument("--format", choices=["spm", "psm", "incoder", "l2r"], default=None,
+    p.add_argument("--format", choices=FORMATS, default=None,
                    help="prompt format (default: the model's own); l2r scores the middle after the prefix alone")
     p.set_defaults(func=cmd_middle_bpb)
 

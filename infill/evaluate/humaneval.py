@@ -168,13 +168,16 @@ def split_of(task_id: str) -> str | None:
     return names.get(head)
 
 
-def middle_bits(engine, tasks: list[dict], *, progress: bool = True) -> dict:
-    """Bits per byte of each task's canonical middle under `engine`'s prompt format, teacher-forced.
+def middle_bits(engine, tasks: list[dict], out_dir: Path | None, *, meta: dict | None = None,
+                progress: bool = True) -> dict:
+    """Bits per byte of each task's canonical middle under `engine`'s prompt format, teacher-forced;
+    writes `tasks.jsonl` (per task) and `summary.json` to `out_dir` (if given), returns the summary.
 
     The likelihood form of the benchmark: it still separates models whose greedy middles all fail
     (pass@1 at its floor). The middle is scored as its own tokens after the prompt (no token healing,
     no end token, so every format scores the same tokens); the prompt is fitted to the context as for
     generation. Needs an engine with a local model (`LocalEngine`)."""
+    import torch
     from tqdm import tqdm
 
     from infill.engine import InfillRequest
@@ -188,11 +191,19 @@ def middle_bits(engine, tasks: list[dict], *, progress: bool = True) -> dict:
         ids = tok.encode(middle)
         req = InfillRequest(prefix=task["prompt"], suffix=task["suffix"], max_tokens=len(ids), ext=".py", heal=False)
         prompt, _ = engine.build_prompt(req)
-        [logprob] = score(engine.model, prompt, [ids])
+        with torch.no_grad():
+            [logprob] = score(engine.model, prompt, [ids])
         n = len(middle.encode("utf-8"))
         task_bits = -logprob / math.log(2)
         bits += task_bits
         total_bytes += n
         per_task.append({"task_id": task["task_id"], "bits": round(task_bits, 4), "bytes": n,
                          "prompt_tokens": len(prompt)})
-    return {"bits_per_byte": round(bits / max(total_bytes, 1), 4), "tasks": len(tasks), "per_task": per_task}
+    summary = {**(meta or {}), "bits_per_byte": round(bits / max(total_bytes, 1), 4), "tasks": len(tasks)}
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(out_dir / "tasks.jsonl", "w", encoding="utf-8") as f:
+            for row in per_task:
+                f.write(json.dumps(row) + "\n")
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
