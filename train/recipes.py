@@ -1,7 +1,8 @@
 """Named training runs: functions returning a `TrainConfig` (`infill train --recipe NAME`).
 
 `tiny` runs in seconds on the standard-library corpus (tests, smoke runs). `cpu-small` trains the
-default model on this project's 2-core CPU machine in about an hour; `gpu-small` is the same model
+default model on this project's 2-core CPU machine in about an hour; `cpu-2h` is the compute-optimal
+size for a 2-hour budget of that machine; `gpu-small` is the same model
 for 20 minutes of one H100. The last three carry the published shapes and optimisation settings of
 the models they are named after (see docs/train.md for sources, caveats and expected cost); they are
 not run here.
@@ -33,6 +34,23 @@ def cpu_small() -> TrainConfig:
         model="small", model_overrides={"max_seq_len": 512}, seq_len=512, steps=380, batch_tokens=4096,
         micro_batch=8, lr=2e-3, min_lr_ratio=0.1, warmup_steps=20, schedule="wsd", decay_fraction=0.2,
         eval_every=150, eval_rows=16, eval_bpb_docs=32, eval_infill=50, ckpt_every=50, keep_last=3)
+
+
+def cpu_2h() -> TrainConfig:
+    """The compute-optimal model for two hours of this 2-core CPU (`--time-budget` of 2 h, both cores).
+
+    Two hours at the ~60 GFLOP/s that `bench/train.py` measures here are ~4e14-5e14 FLOPs, which
+    Chinchilla's ~20 tokens per parameter put near 2M parameters and ~25-40M tokens: 2.0M parameters
+    here (a 4,096-token vocabulary, so the embedding is 0.8M of them and the LM head is not most of the
+    FLOPs), 1,024-token context, repository-level packing, WSD ending on time. The IsoFLOP sweep
+    (`python -m train.isoflop`, docs/train.md) is what confirms or moves the size. Needs `--data DIR`
+    and a 4,096-token tokenizer (`infill data tokenizer --vocab-size 4096`; scripts/cpu_model.sh)."""
+    return TrainConfig(
+        model="small", model_overrides={"vocab_size": 4096, "dim": 192, "n_layer": 3, "n_head": 4, "n_kv_head": 2,
+                                        "intermediate_size": 512, "max_seq_len": 1024},
+        seq_len=1024, pack_by="repo", time_budget="2h", steps=1_000_000, batch_tokens=16384, micro_batch=8,
+        lr=3e-3, min_lr_ratio=0.1, warmup_steps=50, schedule="wsd", decay_fraction=0.2, eval_every=200,
+        eval_rows=16, eval_bpb_docs=32, eval_infill=32, ckpt_every=200, keep_last=3)
 
 
 def gpu_small() -> TrainConfig:
@@ -81,6 +99,7 @@ def opencoder_1_5b() -> TrainConfig:
 RECIPES: dict[str, Callable[[], TrainConfig]] = {
     "tiny": tiny,
     "cpu-small": cpu_small,
+    "cpu-2h": cpu_2h,
     "gpu-small": gpu_small,
     "incoder-1.3b": incoder_1_3b,
     "polycoder-2.7b": polycoder_2_7b,

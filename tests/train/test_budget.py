@@ -2,6 +2,7 @@
 import time
 
 import pytest
+import torch
 
 from train.budget import BudgetPlan, parse_duration
 from train.config import apply_overrides
@@ -9,6 +10,15 @@ from train.logs import read_log
 from train.recipes import recipe
 from train.state import list_checkpoints
 from train.trainer import get_lr, train
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models on shared, busy cores: one thread is several times faster than a contended pool."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _quick(*items):

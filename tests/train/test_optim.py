@@ -13,6 +13,15 @@ from train.recipes import recipe
 from train.trainer import train
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models on shared, busy cores: one thread is several times faster than a contended pool."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _config(*items):
     base = ["eval_every=0", "tensorboard=false", "progress=false", "ckpt_every=0", "steps=12",
             "batch_tokens=512", "micro_batch=2", "stdlib_modules=8", "model.max_seq_len=128", "seq_len=128"]
