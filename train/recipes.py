@@ -62,6 +62,21 @@ def gpu_small() -> TrainConfig:
         eval_infill=200, ckpt_every=500, keep_last=3)
 
 
+def gpu_oneshot() -> TrainConfig:
+    """`scripts/gpu_oneshot.sh`: about 6 minutes of one H200 (the script sets the time budget).
+
+    ~6 min at 40% of 989 TFLOP/s is ~1.4e17 FLOPs, compute-optimal near 35M parameters; the export
+    limit (50 MB in bf16) caps it at 24M: width 512, 6 layers, a 12,288-token vocabulary (tied),
+    2,048-token context, repository-level packing, bf16, compiled, the Triton attention."""
+    return TrainConfig(
+        model="small", model_overrides={"vocab_size": 12288, "dim": 512, "n_layer": 6, "n_head": 8, "n_kv_head": 4,
+                                        "intermediate_size": 1408, "max_seq_len": 2048},
+        seq_len=2048, pack_by="repo", time_budget="6m", steps=1_000_000, batch_tokens=262144, micro_batch=32,
+        lr=3e-3, min_lr_ratio=0.1, warmup_steps=50, schedule="wsd", decay_fraction=0.2, compile=True,
+        dtype="bfloat16", attention_backend="auto", num_workers=14, eval_every=1_000_000, eval_rows=32,
+        eval_bpb_docs=64, eval_infill=64, ckpt_every=0, keep_last=1)
+
+
 def incoder_1_3b() -> TrainConfig:
     """InCoder-1.3B (Fried et al. 2022): 24 layers, width 2048, 32 heads, 2048 context, causal masking
     only with a metadata header. Shape from the released config; the optimisation values are
@@ -101,6 +116,7 @@ RECIPES: dict[str, Callable[[], TrainConfig]] = {
     "cpu-small": cpu_small,
     "cpu-2h": cpu_2h,
     "gpu-small": gpu_small,
+    "gpu-oneshot": gpu_oneshot,
     "incoder-1.3b": incoder_1_3b,
     "polycoder-2.7b": polycoder_2_7b,
     "opencoder-1.5b": opencoder_1_5b,
