@@ -91,6 +91,19 @@ class Run:
         os.replace(tmp, self.out / "oneshot.json")
 
 
+NEEDED = ("numpy", "tokenizers", "safetensors", "tqdm", "datasketch", "tree_sitter", "tree_sitter_python", "pytest")
+
+
+def preflight() -> None:
+    """Every package the stages import is there, before anything runs (the GPU machine has no network:
+    a missing one is carried as a wheel, docs/train.md)."""
+    import importlib.util
+
+    missing = [name for name in NEEDED if importlib.util.find_spec(name) is None]
+    if missing:
+        raise OneshotError(f"missing Python package(s) {', '.join(missing)}: carry them as wheels (docs/train.md)")
+
+
 def environment() -> dict:
     import torch
 
@@ -275,6 +288,7 @@ def join_export(src: str | Path, dst: str | Path) -> Path:
 # the whole run -----------------------------------------------------------------------------------
 
 def oneshot(out: Path, work: Path, *, rehearse: bool, total_s: float, train_budget_s: float, workers: int) -> dict:
+    preflight()
     out.mkdir(parents=True, exist_ok=True)
     stray = [p.name for p in out.iterdir() if p.name not in ("oneshot.json", "oneshot.log")]
     if stray:

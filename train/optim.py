@@ -12,6 +12,8 @@ Rules:
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from train.config import TrainConfig
@@ -59,8 +61,9 @@ def configure_optimizer(model: torch.nn.Module, config: TrainConfig, device: tor
         groups = [{"params": hidden + head, "weight_decay": config.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, **adamw)
-    if not hasattr(torch.optim, "Muon"):
-        raise ValueError(f"optimizer=muon needs torch.optim.Muon (torch >= 2.9); this is torch {torch.__version__}")
+    if "adjust_lr_fn" not in inspect.signature(getattr(torch.optim, "Muon", lambda: None)).parameters:
+        raise ValueError(f"optimizer=muon needs torch.optim.Muon with adjust_lr_fn (torch >= 2.9); "
+                         f"this is torch {torch.__version__}")
     muon = torch.optim.Muon(hidden, lr=config.lr, weight_decay=config.weight_decay,
                             momentum=config.muon_momentum, nesterov=True, adjust_lr_fn="match_rms_adamw")
     groups = [{"params": head, "weight_decay": config.weight_decay}] if head else []
