@@ -127,7 +127,7 @@ def main() -> int:
     total = args.steps + args.warmup
     config = apply_overrides(recipe(args.recipe), [
         "eval_every=0", "ckpt_every=0", "tensorboard=false", "progress=false", "device=cpu",
-        f"steps={total}", *args.overrides])
+        f"steps={total}", "time_budget=", *args.overrides])
     train_corpus, _ = corpora(config)
     tok = resolve_tokenizer(config, train_corpus, config.model_config().vocab_size)
     with tempfile.TemporaryDirectory() as tmp:
