@@ -7,7 +7,8 @@ Rules:
   of target tokens, whatever the split into ranks and micro-batches: N processes, or N micro-batches,
   compute the same step as one.
 - Learning rate is a pure function of the step (warm-up, then cosine or WSD), so the scheduler's
-  state is the step number.
+  state is the step number. With a time budget (`train.budget`) the run ends when its WSD decay,
+  placed from the measured throughput, is done; the placement is stored in each checkpoint.
 - Resuming from a checkpoint restores model, optimizer, RNG and loader position: the resumed run is
   the same computation as an uninterrupted one.
 - SIGINT/SIGTERM finish the current step, write a checkpoint and return (0 for SIGTERM, 130 for
@@ -360,7 +361,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, sto
     """Run (or resume) training into `run_dir`; returns the process exit status.
 
     `stop_after`: stop with a checkpoint after this step in this invocation (the schedule still
-    runs to `config.steps`); 0 runs to the end. With `resume`, the config stored in the latest
+    runs to `config.steps`, or to the time budget); 0 runs to the end. With `resume`, the config stored in the latest
     checkpoint is used, with `overrides` (`key=value`) applied on top; with no checkpoint yet, the
     run starts fresh.
     """

@@ -92,3 +92,17 @@ def test_time_budget_resumes(tmp_path):
     assert [r["step"] for r in records] == list(range(1, len(records) + 1))
     assert records[3]["elapsed_s"] >= records[2]["elapsed_s"]  # time spent before the stop is counted
     _check_run(records, config, 5.0)
+
+
+def test_cli_bad_time_budget_is_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    p = subprocess.run([sys.executable, "-m", "infill.cli", "train", "--recipe", "tiny", "--out", str(tmp_path / "r"),
+                        "--time-budget", "soon"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(root)})
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "bad duration" in p.stderr, p.stderr
+    assert not (tmp_path / "r").exists()

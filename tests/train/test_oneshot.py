@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from infill.checkpoint import load_checkpoint
-from train.oneshot import EXPORT_FILES, OUT_FILES, SHARD_BYTES, OneshotError, export, join_export
+from train.oneshot import EXPORT_FILES, OUT_FILES, SHARD_BYTES, OneshotError, export, join_export, main
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ["gpu_tests", "corpus", "tokenizer", "train", "export"]
@@ -48,9 +48,13 @@ def test_rehearsal_runs_every_stage(tmp_path):
     ids = torch.tensor([tok.encode("def add(a, b):\n    return a + b\n")])
     with torch.no_grad():
         torch.testing.assert_close(model(ids), ref.float()(ids), rtol=0, atol=0)
-    # an OUT that is already used is refused in one line
-    p = _run(out, "--rehearse")
-    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "not empty" in p.stderr
+
+def test_used_out_is_refused_in_one_line(tmp_path, capsys):
+    (tmp_path / "model.safetensors").write_text("x")
+    assert main([str(tmp_path), "--rehearse"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not empty" in err
+    assert (tmp_path / "model.safetensors").read_text() == "x"  # nothing touched
 
 
 def test_export_shards_and_limits(tmp_path, tiny_checkpoint):
