@@ -150,7 +150,7 @@ def _source_bytes(source) -> int:
     return sum(os.path.getsize(path) for path, _, _ in source.files if os.path.exists(path))
 
 
-def corpus(run: Run, rehearse: bool, workers: int) -> dict:
+def corpus(run: Run, rehearse: bool, workers: int, sources_mb: float = 0) -> dict:
     from train.data.config import PERMISSIVE_LICENSES, DataConfig
     from train.data.harvest import site_packages_sources
     from train.data.pipeline import build
@@ -160,6 +160,15 @@ def corpus(run: Run, rehearse: bool, workers: int) -> dict:
         small = [s for s in sources if s.kind == "package" and s.license in PERMISSIVE_LICENSES
                  and sum(rel.endswith(".py") for _, rel, _ in s.files) >= 3]
         sources = sorted(small, key=_source_bytes)[:3]
+    elif sources_mb > 0:  # the standard library first, then packages by name, up to the cap
+        kept, total = [], 0
+        for source in sources:
+            size = _source_bytes(source) if source.files else 0
+            if kept and total + size > sources_mb * 1e6:
+                continue
+            kept.append(source)
+            total += size
+        sources = kept
     report = build(sources, str(run.work / "corpus"), DataConfig(), workers=workers, progress=not rehearse,
                    overwrite=True)
     totals = report["totals"]
@@ -287,7 +296,8 @@ def join_export(src: str | Path, dst: str | Path) -> Path:
 
 # the whole run -----------------------------------------------------------------------------------
 
-def oneshot(out: Path, work: Path, *, rehearse: bool, total_s: float, train_budget_s: float, workers: int) -> dict:
+def oneshot(out: Path, work: Path, *, rehearse: bool, total_s: float, train_budget_s: float, workers: int,
+            sources_mb: float = 0) -> dict:
     preflight()
     out.mkdir(parents=True, exist_ok=True)
     stray = [p.name for p in out.iterdir() if p.name not in ("oneshot.json", "oneshot.log")]
@@ -300,7 +310,7 @@ def oneshot(out: Path, work: Path, *, rehearse: bool, total_s: float, train_budg
     try:
         r["gpu"] = run.stage("gpu_tests", gpu_tests, run, rehearse)
         gpu_ok = r["gpu"]["tests"]["exit"] == 0 and r["gpu"]["tests"].get("passed", 0) > 0
-        r["corpus"] = run.stage("corpus", corpus, run, rehearse, workers)
+        r["corpus"] = run.stage("corpus", corpus, run, rehearse, workers, sources_mb)
         vocab = 1024 if rehearse else train_config(False, 1, "sdpa", 0).model_config().vocab_size
         r["tokenizer"] = run.stage("tokenizer", tokenizer, run, vocab, rehearse)
         budget = min(train_budget_s, total_s - run.elapsed() - EXPORT_RESERVE_S * (0.1 if rehearse else 1))
@@ -328,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--total", default="9m", help="wall time of the whole command (default 9m)")
     parser.add_argument("--train-budget", default="6m", help="most training time (default 6m)")
     parser.add_argument("--workers", type=int, default=None, help="corpus workers (default 16, 2 rehearsing)")
+    parser.add_argument("--sources-mb", type=float, default=0,
+                        help="cap the harvested packages at about this many MB (default 0: all of them)")
     parser.add_argument("--join", nargs=2, metavar=("OUT", "MODEL"),
                         help="write the sharded export in OUT as the model directory MODEL, then exit")
     args = parser.parse_args(argv)
@@ -344,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             work = Path(args.work) if args.work else Path(tmp)
             work.mkdir(parents=True, exist_ok=True)
             result = oneshot(Path(args.out), work, rehearse=args.rehearse, total_s=total, train_budget_s=budget,
-                             workers=workers)
+                             workers=workers, sources_mb=args.sources_mb)
     except (OneshotError, ValueError, OSError) as exc:
         print(f"gpu_oneshot: error: {exc}", file=sys.stderr)
         return USAGE_ERROR
