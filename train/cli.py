@@ -3,6 +3,7 @@
 Registered on the `infill` console script through the `infill.commands` entry point (`register`):
 
     infill train --recipe NAME [--data DIR] [--set key=value ...] --out DIR [--resume] [--stop-after N]
+                 [--time-budget DURATION]
     infill train plot RUN_DIR [--out PNG]
 
 `plot` is a sub-command of `train`; without it, `train` trains. User errors (an unknown recipe or
@@ -36,6 +37,7 @@ def register(subparsers) -> None:
                "  infill train --recipe tiny --out runs/tiny\n"
                "  infill train --recipe cpu-small --data corpus/ --out runs/small --set steps=800\n"
                "  infill train --recipe tiny --out runs/tiny --resume        # continue after a stop\n"
+               "  infill train --recipe cpu-2h --data corpus/ --out runs/cpu  # ends after 2 h, decayed\n"
                "  torchrun --nproc_per_node 2 -m infill.cli train --recipe tiny --out runs/ddp\n"
                "  infill train plot runs/tiny                              # runs/tiny/loss.png",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,6 +52,9 @@ def register(subparsers) -> None:
                         "starts fresh when there is none")
     t.add_argument("--stop-after", type=int, default=0, metavar="N",
                    help="stop with a checkpoint after step N of this invocation (the schedule is unchanged)")
+    t.add_argument("--time-budget", metavar="DURATION",
+                   help="train for this wall time (300s, 90m, 2h, 1h30m) instead of a step count; the "
+                        "learning rate ends decayed (WSD, decay placed from the measured throughput)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=train_command)
     sub = t.add_subparsers(dest="train_command", metavar="{plot}")
@@ -81,6 +86,8 @@ def train_command(args: argparse.Namespace) -> int:
             items.insert(0, f"data={args.data}")
         if args.quiet:
             items.append("progress=false")
+        if args.time_budget:
+            items.append(f"time_budget={args.time_budget}")
         config = apply_overrides(config, items)
         return train(config, args.out, resume=args.resume, stop_after=args.stop_after, overrides=items)
     except (ValueError, CheckpointError, TokenizerError) as exc:

@@ -11,8 +11,10 @@ import json
 from dataclasses import dataclass, field
 
 from infill.config import ATTENTION_BACKENDS, PRESETS, ModelConfig
+from train.budget import parse_duration
 
 SCHEDULES = ("cosine", "wsd")
+OPTIMIZERS = ("adamw", "muon")
 DTYPES = ("auto", "float32", "bfloat16")
 PARALLEL = ("ddp", "fsdp")
 
@@ -84,13 +86,19 @@ class TrainConfig:
     """Without `data`: how many standard-library modules form the corpus (a sixth held out)."""
     seq_len: int = 256
     """Tokens per packed row (the training context)."""
+    pack_by: str = "file"
+    """file: every file is its own attention segment; repo: the files of one package (record
+    `source`) follow each other and share one segment, each behind its `<|file|>` header."""
     num_workers: int = 0
     """Loader worker processes that mask documents (0: in the training process)."""
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     """The causal-masking objective mix."""
     # optimisation -----------------------------------------------------------------------------
     steps: int = 100
-    """Optimizer steps."""
+    """Optimizer steps (ignored when `time_budget` is set: then time decides)."""
+    time_budget: str = ""
+    """Wall time of the run, e.g. 90m, 2h, 300s (train.budget): WSD whose decay starts at
+    `1 - decay_fraction` of the budget, its length placed from the measured throughput. "" = `steps`."""
     batch_tokens: int = 4096
     """Global tokens per optimizer step (all ranks and accumulation micro-batches together)."""
     micro_batch: int = 8
@@ -105,8 +113,12 @@ class TrainConfig:
     """After warm-up: cosine decay, or wsd (warmup-stable-decay: flat, then linear decay)."""
     decay_fraction: float = 0.2
     """wsd: share of the steps spent in the final decay."""
+    optimizer: str = "adamw"
+    """adamw, or muon (torch.optim.Muon on the hidden weight matrices, AdamW on embeddings and norms)."""
+    muon_momentum: float = 0.95
+    """Muon: Nesterov momentum of the matrix updates."""
     weight_decay: float = 0.1
-    """AdamW decoupled weight decay, on matrices only (not norms, biases or embeddings)."""
+    """Decoupled weight decay, on matrices only (not norms, biases or embeddings)."""
     beta1: float = 0.9
     """AdamW beta1."""
     beta2: float = 0.95
@@ -176,7 +188,14 @@ class TrainConfig:
             raise ValueError(f"decay_fraction must be in (0, 1], got {self.decay_fraction}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ValueError(f"betas must be in [0, 1), got {self.beta1}, {self.beta2}")
-        checks = (("schedule", SCHEDULES), ("dtype", DTYPES), ("parallel", PARALLEL),
+        if self.time_budget:
+            parse_duration(self.time_budget)
+            if self.schedule != "wsd":
+                raise ValueError("time_budget needs schedule=wsd (a cosine needs the step count in advance)")
+        if not 0 <= self.muon_momentum < 1:
+            raise ValueError(f"muon_momentum must be in [0, 1), got {self.muon_momentum}")
+        checks = (("schedule", SCHEDULES), ("optimizer", OPTIMIZERS), ("pack_by", ("file", "repo")),
+                  ("dtype", DTYPES), ("parallel", PARALLEL),
                   ("device", ("auto", "cpu", "cuda")), ("attention_backend", ("auto",) + ATTENTION_BACKENDS))
         for name, allowed in checks:
             if getattr(self, name) not in allowed:

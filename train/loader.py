@@ -2,7 +2,10 @@
 
 Rules:
 - Order: every epoch visits the shards in a seeded random order, and the records of each shard in a
-  seeded random order (a shard is held in memory while it is read). The corpus is the `train` split
+  seeded random order (a shard is held in memory while it is read). With `pack_by="repo"` the unit
+  of that order is the package (record `source`): packages in a seeded random order, the files of
+  each in path order, one after the other, every file behind its `<|file|>` header, packed into
+  shared attention segments (`train.packing`): repository-level packing. The corpus is the `train` split
   of an `infill data build` directory, or, without one, a few standard-library modules.
 - Masking runs on the fly (`train.masking.document_examples`), a pure function of
   (seed, epoch, position), so every epoch sees new spans and `num_workers` processes can mask in
@@ -15,6 +18,7 @@ Rules:
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import multiprocessing
@@ -111,8 +115,26 @@ def _work(job):
 
 def _examples(tok: CodeTokenizer, config: TrainConfig, record: dict, epoch: int, key: str):
     budget = chunk_budget(config.seq_len, min(config.objective.max_spans, tok.n_masks - 1))
-    return [(e.ids, e.loss) for e in document_examples(tok, record, config.objective, seed=config.seed,
+    objective = config.objective
+    if config.pack_by == "repo":  # every file of a package row says where it starts
+        objective = dataclasses.replace(objective, header_rate=1.0)
+    return [(e.ids, e.loss) for e in document_examples(tok, record, objective, seed=config.seed,
                                                        epoch=epoch, key=key, budget=budget)]
+
+
+def record_order(records: list[dict], pack_by: str, seed: int, *salt) -> list[int]:
+    """The visiting order of a shard's records: seeded random, or (`repo`) packages in seeded random
+    order with the files of each in path order."""
+    if pack_by != "repo":
+        return _order(len(records), seed, *salt)
+    groups: dict[str, list[int]] = {}
+    for i, record in enumerate(records):
+        groups.setdefault(record.get("source", ""), []).append(i)
+    names = sorted(groups)
+    order = []
+    for g in _order(len(names), seed, *salt):
+        order.extend(sorted(groups[names[g]], key=lambda i: records[i].get("path", "")))
+    return order
 
 
 class Loader:
@@ -141,28 +163,30 @@ class Loader:
             shard_order = _order(len(self.corpus.shards), seed, epoch)
             for s in range(first_shard, len(shard_order)):
                 records = self.corpus.records(shard_order[s])
-                record_order = _order(len(records), seed, epoch, s)
-                for r in range(first_record, len(record_order)):
-                    yield records[record_order[r]], epoch, (s, r)
+                order = record_order(records, self.config.pack_by, seed, epoch, s)
+                for r in range(first_record, len(order)):
+                    yield records[order[r]], epoch, (s, r)
                 first_record = 0
             first_shard, epoch = 0, epoch + 1
 
     def _example_stream(self, start: dict) -> Iterator[tuple[dict, list[int], list[bool]]]:
-        jobs = ((record, epoch, f"{s}:{r}", (epoch, s, r)) for record, epoch, (s, r) in self._jobs(start))
+        by_repo = self.config.pack_by == "repo"
+        jobs = ((record, epoch, f"{s}:{r}", (epoch, s, r, record.get("source", "") if by_repo else None))
+                for record, epoch, (s, r) in self._jobs(start))
         if self.config.num_workers > 0:
             outputs = self._parallel(jobs)
         else:
             outputs = ((where, _examples(self.tok, self.config, record, epoch, key))
                        for record, epoch, key, where in jobs)
         first = True
-        for (epoch, s, r), examples in outputs:
+        for (epoch, s, r, group), examples in outputs:
             for c, (ids, loss) in enumerate(examples):
                 key = {"epoch": epoch, "shard": s, "record": r, "chunk": c}
                 if first:  # resuming inside a document: skip the chunks and tokens already used
                     if c < start["chunk"]:
                         continue
                     key["offset"] = start["offset"] if c == start["chunk"] else 0
-                yield key, ids, loss
+                yield key, ids, loss, group
             first = False
 
     def _parallel(self, jobs):

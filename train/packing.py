@@ -5,7 +5,9 @@ Rules:
   start of the next row as a new segment (never padded on a stream that does not end).
 - Each segment (a document, or the part of one in this row) has its own document id: attention
   stays inside it (`doc_ids`, which the triton backend turns into `cu_seqlens`), and RoPE positions
-  restart at 0 where it starts.
+  restart at 0 where it starts. Repository-level packing: consecutive examples with the same
+  `group` (a package) continue one segment, so a file attends to the files of its package before it
+  in the row; a new group, or `group=None`, starts a new segment.
 - Targets: position i predicts token i+1 when both are in the same segment and token i+1 is a
   training target of its example (`Encoded.loss`); every other position is `IGNORE`. A segment's
   first token is therefore never predicted, and the row's last position predicts nothing.
@@ -34,9 +36,8 @@ class Row:
     """Stream position after this row: the example being consumed and how many of its tokens are used."""
 
 
-def pack(examples: Iterable[tuple[dict, list[int], list[bool]]], seq_len: int, *, pad_id: int = 0,
-         pad_last: bool = False) -> Iterator[Row]:
-    """Rows of `seq_len` tokens from (position key, ids, loss) examples.
+def pack(examples: Iterable[tuple], seq_len: int, *, pad_id: int = 0, pad_last: bool = False) -> Iterator[Row]:
+    """Rows of `seq_len` tokens from (position key, ids, loss) or (position key, ids, loss, group) examples.
 
     `key` identifies an example for resuming; each row's `after` is `{**key, "offset": n}` of the
     example in progress when the row closed (n of its tokens consumed). With `pad_last`, a final
@@ -45,23 +46,26 @@ def pack(examples: Iterable[tuple[dict, list[int], list[bool]]], seq_len: int, *
     tokens = np.empty(seq_len, dtype=np.int64)
     loss = np.empty(seq_len, dtype=bool)
     segment = np.empty(seq_len, dtype=np.int32)
-    fill, seg = 0, 0
-    for key, ids, flags in examples:
+    fill, seg, open_group = 0, 0, None  # open_group: the group of the segment being filled
+    for key, ids, flags, *rest in examples:
+        group = rest[0] if rest else None
         offset = key.get("offset", 0)
         n = len(ids)
         while offset < n:
+            if fill and (group is None or group != open_group):
+                seg += 1
             take = min(n - offset, seq_len - fill)
             tokens[fill:fill + take] = ids[offset:offset + take]
             loss[fill:fill + take] = flags[offset:offset + take]
             segment[fill:fill + take] = seg
-            fill, offset, seg = fill + take, offset + take, seg + 1
+            fill, offset, open_group = fill + take, offset + take, group
             if fill == seq_len:
                 yield Row(tokens.copy(), loss.copy(), segment.copy(), {**key, "offset": offset})
-                fill, seg = 0, 0
+                fill, seg, open_group = 0, 0, None
     if pad_last and fill:
         tokens[fill:] = pad_id
         loss[fill:] = False
-        segment[fill:] = seg
+        segment[fill:] = seg + 1
         yield Row(tokens.copy(), loss.copy(), segment.copy(), None)
 
 

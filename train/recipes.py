@@ -1,7 +1,8 @@
 """Named training runs: functions returning a `TrainConfig` (`infill train --recipe NAME`).
 
 `tiny` runs in seconds on the standard-library corpus (tests, smoke runs). `cpu-small` trains the
-default model on this project's 2-core CPU machine in about an hour; `gpu-small` is the same model
+default model on this project's 2-core CPU machine in about an hour; `cpu-2h` is the compute-optimal
+size for a 2-hour budget of that machine; `gpu-small` is the same model
 for 20 minutes of one H100. The last three carry the published shapes and optimisation settings of
 the models they are named after (see docs/train.md for sources, caveats and expected cost); they are
 not run here.
@@ -35,6 +36,23 @@ def cpu_small() -> TrainConfig:
         eval_every=150, eval_rows=16, eval_bpb_docs=32, eval_infill=50, ckpt_every=50, keep_last=3)
 
 
+def cpu_2h() -> TrainConfig:
+    """The compute-optimal model for two hours of this 2-core CPU (`--time-budget` of 2 h, both cores).
+
+    Two hours at the ~60 GFLOP/s that `bench/train.py` measures here are ~4e14-5e14 FLOPs, which
+    Chinchilla's ~20 tokens per parameter put near 2M parameters and ~25-40M tokens: 2.0M parameters
+    here (a 4,096-token vocabulary, so the embedding is 0.8M of them and the LM head is not most of the
+    FLOPs), 1,024-token context, repository-level packing, WSD ending on time. The IsoFLOP sweep
+    (`python -m train.isoflop`, docs/train.md) is what confirms or moves the size. Needs `--data DIR`
+    and a 4,096-token tokenizer (`infill data tokenizer --vocab-size 4096`; scripts/cpu_model.sh)."""
+    return TrainConfig(
+        model="small", model_overrides={"vocab_size": 4096, "dim": 192, "n_layer": 3, "n_head": 4, "n_kv_head": 2,
+                                        "intermediate_size": 512, "max_seq_len": 1024},
+        seq_len=1024, pack_by="repo", time_budget="2h", steps=1_000_000, batch_tokens=16384, micro_batch=8,
+        lr=3e-3, min_lr_ratio=0.1, warmup_steps=50, schedule="wsd", decay_fraction=0.2, eval_every=200,
+        eval_rows=16, eval_bpb_docs=32, eval_infill=32, ckpt_every=200, keep_last=3)
+
+
 def gpu_small() -> TrainConfig:
     """The same `small` model for 20 minutes of one H100: 2048-token context, bf16, compiled, triton."""
     return TrainConfig(
@@ -42,6 +60,21 @@ def gpu_small() -> TrainConfig:
         min_lr_ratio=0.1, warmup_steps=200, schedule="wsd", decay_fraction=0.2, compile=True,
         attention_backend="auto", num_workers=12, eval_every=500, eval_rows=32, eval_bpb_docs=64,
         eval_infill=200, ckpt_every=500, keep_last=3)
+
+
+def gpu_oneshot() -> TrainConfig:
+    """`scripts/gpu_oneshot.sh`: about 6 minutes of one H200 (the script sets the time budget).
+
+    ~6 min at 40% of 989 TFLOP/s is ~1.4e17 FLOPs, compute-optimal near 35M parameters; the export
+    limit (50 MB in bf16) caps it at 24M: width 512, 6 layers, a 12,288-token vocabulary (tied),
+    2,048-token context, repository-level packing, bf16, compiled, the Triton attention."""
+    return TrainConfig(
+        model="small", model_overrides={"vocab_size": 12288, "dim": 512, "n_layer": 6, "n_head": 8, "n_kv_head": 4,
+                                        "intermediate_size": 1408, "max_seq_len": 2048},
+        seq_len=2048, pack_by="repo", time_budget="6m", steps=1_000_000, batch_tokens=262144, micro_batch=32,
+        lr=3e-3, min_lr_ratio=0.1, warmup_steps=50, schedule="wsd", decay_fraction=0.2, compile=True,
+        dtype="bfloat16", attention_backend="auto", num_workers=14, eval_every=1_000_000, eval_rows=32,
+        eval_bpb_docs=64, eval_infill=64, ckpt_every=0, keep_last=1)
 
 
 def incoder_1_3b() -> TrainConfig:
@@ -81,7 +114,9 @@ def opencoder_1_5b() -> TrainConfig:
 RECIPES: dict[str, Callable[[], TrainConfig]] = {
     "tiny": tiny,
     "cpu-small": cpu_small,
+    "cpu-2h": cpu_2h,
     "gpu-small": gpu_small,
+    "gpu-oneshot": gpu_oneshot,
     "incoder-1.3b": incoder_1_3b,
     "polycoder-2.7b": polycoder_2_7b,
     "opencoder-1.5b": opencoder_1_5b,

@@ -7,7 +7,8 @@ Rules:
   of target tokens, whatever the split into ranks and micro-batches: N processes, or N micro-batches,
   compute the same step as one.
 - Learning rate is a pure function of the step (warm-up, then cosine or WSD), so the scheduler's
-  state is the step number.
+  state is the step number. With a time budget (`train.budget`) the run ends when its WSD decay,
+  placed from the measured throughput, is done; the placement is stored in each checkpoint.
 - Resuming from a checkpoint restores model, optimizer, RNG and loader position: the resumed run is
   the same computation as an uninterrupted one.
 - SIGINT/SIGTERM finish the current step, write a checkpoint and return (0 for SIGTERM, 130 for
@@ -36,21 +37,31 @@ from infill.generation import GenerationConfig, generate
 from infill.model import Transformer
 from infill.tokenizer import CodeTokenizer
 from train import parallel
+from train.budget import BudgetPlan, parse_duration
 from train.config import TrainConfig
 from train.loader import START, Corpus, Loader, corpora
 from train.logs import RunLog
 from train.masking import chunk_document
+from train.optim import configure_optimizer
 from train.packing import IGNORE, Batch, Row, collate, pack
 from train.state import latest_checkpoint, read_checkpoint, remove_partial, write_checkpoint
 
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
 
 
-def get_lr(step: int, config: TrainConfig) -> float:
-    """Learning rate of step `step` (0-based): linear warm-up, then cosine or warmup-stable-decay."""
+def get_lr(step: int, config: TrainConfig, plan: BudgetPlan | None = None) -> float:
+    """Learning rate of step `step` (0-based): linear warm-up, then cosine or warmup-stable-decay.
+
+    With a time budget (`plan`), WSD's decay runs from `plan.decay_start` to `plan.end_step` once
+    placed (`train.budget`), and the learning rate is flat until then."""
     peak, low = config.lr, config.lr * config.min_lr_ratio
+    if plan is not None and plan.decay_start is not None and step >= plan.decay_start:
+        span = plan.end_step - plan.decay_start
+        return peak + (low - peak) * min(1.0, (step - plan.decay_start + 1) / span)
     if step < config.warmup_steps:
         return peak * (step + 1) / config.warmup_steps
+    if plan is not None:
+        return peak
     if config.schedule == "cosine":
         progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
         return low + (peak - low) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
@@ -58,21 +69,6 @@ def get_lr(step: int, config: TrainConfig) -> float:
     if step < decay_start:
         return peak
     return peak + (low - peak) * min(1.0, (step - decay_start + 1) / (config.steps - decay_start))
-
-
-def configure_optimizer(model: Transformer, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; weight decay on weight matrices only, not on norms, biases or embeddings."""
-    decay, no_decay = [], []
-    seen = set()
-    for name, p in model.named_parameters():
-        if id(p) in seen or not p.requires_grad:
-            continue
-        seen.add(id(p))
-        (no_decay if p.ndim < 2 or "embed_tokens" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = device.type == "cuda"
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps,
-                             fused=fused)
 
 
 def resolve_tokenizer(config: TrainConfig, train_corpus: Corpus, vocab_size: int) -> CodeTokenizer:
@@ -282,6 +278,50 @@ class _Stop:
             signal.signal(s, h)
 
 
+def _budget_plan(config: TrainConfig, trainer_state: dict) -> BudgetPlan | None:
+    """The time-budget plan of a run (None without a budget), continued from a checkpoint's."""
+    if not config.time_budget:
+        return None
+    plan = BudgetPlan(parse_duration(config.time_budget), config.decay_fraction, config.warmup_steps)
+    saved = trainer_state.get("budget") or {}
+    for name in ("elapsed_s", "decay_start", "end_step"):
+        if name in saved:
+            setattr(plan, name, saved[name])
+    return plan
+
+
+def _planned_steps(config: TrainConfig, plan: BudgetPlan | None) -> int | None:
+    """Steps of the whole run: `config.steps`, or with a time budget the last step once placed."""
+    return config.steps if plan is None else plan.end_step
+
+
+def _finished(step: int, config: TrainConfig, plan: BudgetPlan | None) -> bool:
+    return plan.done(step) if plan is not None else step >= config.steps
+
+
+class _Clock:
+    """A time-budgeted run's wall clock: seconds spent in all (earlier invocations included) and the
+    steps/s since this invocation's first step, the same on every rank (mean over ranks)."""
+
+    def __init__(self, plan: BudgetPlan | None, step: int):
+        self.plan, self.t_start = plan, time.perf_counter()
+        self.first: tuple[int, float] | None = None  # (step, elapsed) after this invocation's first step
+        self.elapsed = plan.elapsed_s if plan is not None else 0.0
+
+    def now(self, d: parallel.Dist, device) -> float:
+        local = self.plan.elapsed_s + time.perf_counter() - self.t_start
+        return parallel.all_reduce_sum(local, d, device) / d.world_size
+
+    def tick(self, step: int, d: parallel.Dist, device) -> None:
+        """After `step`: update the elapsed time and let the plan place the decay."""
+        self.elapsed = self.now(d, device)
+        if self.first is None:
+            self.first = (step, self.elapsed)
+        done_steps, spent = step - self.first[0], self.elapsed - self.first[1]
+        rate = done_steps / spent if done_steps > 0 and spent > 0 else None
+        self.plan.update(step, self.elapsed, rate)
+
+
 def _save(run_dir: Path, step: int, raw: Transformer, optimizer, tok, config: TrainConfig, loader: Loader,
           d: parallel.Dist, extra: dict) -> Path | None:
     model_state, optim_state = parallel.full_state(raw, optimizer, d)
@@ -321,7 +361,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, sto
     """Run (or resume) training into `run_dir`; returns the process exit status.
 
     `stop_after`: stop with a checkpoint after this step in this invocation (the schedule still
-    runs to `config.steps`); 0 runs to the end. With `resume`, the config stored in the latest
+    runs to `config.steps`, or to the time budget); 0 runs to the end. With `resume`, the config stored in the latest
     checkpoint is used, with `overrides` (`key=value`) applied on top; with no checkpoint yet, the
     run starts fresh.
     """
@@ -377,6 +417,7 @@ def _train(config: TrainConfig, run_dir: Path, checkpoint: Path | None, stop_aft
         model_state, optim_state, trainer_state = read_checkpoint(checkpoint)
         parallel.load_full_state(raw, optimizer, model_state, optim_state, d)
         step, position = trainer_state["step"], trainer_state["loader"]
+    plan = _budget_plan(config, trainer_state if checkpoint is not None else {})
     if config.compile:
         module = torch.compile(module)
     flatten = backend in ("triton", "flash_attn") and device.type == "cuda"
@@ -393,13 +434,14 @@ def _train(config: TrainConfig, run_dir: Path, checkpoint: Path | None, stop_aft
     if config.progress and d.is_main:
         from tqdm import tqdm
 
-        bar = tqdm(total=config.steps, initial=step, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(total=_planned_steps(config, plan), initial=step, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
     amp = _autocast(device, amp_dtype)
     status, last_saved = 0, None
     module.train()
     try:
         with _Stop() as stop:
-            while step < config.steps:
+            clock = _Clock(plan, step)
+            while not _finished(step, config, plan):
                 t0 = time.perf_counter()
                 rows = loader.take(config.rows_per_step)
                 mine = rows[d.rank * rows_per_rank:(d.rank + 1) * rows_per_rank]
@@ -407,19 +449,26 @@ def _train(config: TrainConfig, run_dir: Path, checkpoint: Path | None, stop_aft
                 # the global batch's target count, known on every rank without communication
                 n_targets = collate(rows).n_targets if d.enabled else sum(b.n_targets for b in cpu)
                 batches = [b.to(device) for b in cpu]
-                lr = get_lr(step, config)
+                lr = get_lr(step, config, plan)
                 loss, gnorm = train_step(module, optimizer, batches, n_targets, lr, config, d, amp, flatten)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 step += 1
                 dt = time.perf_counter() - t0
+                if plan is not None:
+                    clock.tick(step, d, device)
+                    if bar is not None and bar.total != _planned_steps(config, plan):
+                        bar.total = _planned_steps(config, plan)
+                final = _finished(step, config, plan)
                 tps = config.batch_tokens / dt
-                if d.is_main and (step % config.log_every == 0 or step == config.steps):
+                if d.is_main and (step % config.log_every == 0 or final):
                     record = {"kind": "train", "step": step, "loss": loss, "lr": lr, "grad_norm": gnorm,
                               "tokens": step * config.batch_tokens, "tokens_per_s": tps,
                               "loader_tokens_per_s": loader.tokens / max(loader.busy_s, 1e-9)}
                     if peak:
                         record["mfu"] = fpt * tps / (peak * d.world_size)
+                    if plan is not None:
+                        record["elapsed_s"] = clock.elapsed
                     log.write(record)
                 if bar is not None:
                     post = {"loss": f"{loss:.3f}", "tok/s": f"{tps:,.0f}"}
@@ -427,15 +476,17 @@ def _train(config: TrainConfig, run_dir: Path, checkpoint: Path | None, stop_aft
                         post["mfu"] = f"{fpt * tps / (peak * d.world_size):.1%}"
                     bar.set_postfix(post)
                     bar.update(1)
-                if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
+                if config.eval_every and (step % config.eval_every == 0 or final):
                     result = evaluate(raw, module, evalset, tok, config, device, amp_dtype, flatten)
                     if d.is_main and result:
                         log.write({"kind": "eval", "step": step, **result})
                 signalled = parallel.all_reduce_sum(1 if stop.signum is not None else 0, d, device) > 0
-                done = step == config.steps or (stop_after and step >= stop_after) or signalled
+                done = final or (stop_after and step >= stop_after) or signalled
                 if done or (config.ckpt_every and step % config.ckpt_every == 0):
-                    last_saved = _save(run_dir, step, raw, optimizer, tok, config, loader, d,
-                                       {"loss": loss})
+                    extra = {"loss": loss}
+                    if plan is not None:
+                        extra["budget"] = {**plan.to_dict(), "elapsed_s": clock.now(d, device)}
+                    last_saved = _save(run_dir, step, raw, optimizer, tok, config, loader, d, extra)
                 if signalled:
                     status = 130 if stop.signum == signal.SIGINT else 0
                     if d.is_main:

@@ -47,3 +47,33 @@ def test_loader_throughput_is_well_above_the_trainer(tiny_tokenizer):
     rows = loader.take(60)
     rate = len(rows) * config.seq_len / (time.perf_counter() - t0)
     assert rate > 5000, rate  # tokens/s; cpu-small trains at ~1-2K tokens/s on this machine
+
+
+def test_repo_packing_puts_a_package_in_one_segment_file_after_file(tiny_tokenizer):
+    from train.loader import Corpus, record_order
+
+    def rec(source, path, text):
+        return {"text": text, "path": path, "source": source, "language": "python"}
+
+    records = [rec("pkg_b", "pkg_b/z.py", "import os\nB_Z = 1\n"), rec("pkg_a", "pkg_a/y.py", "A_Y = 2\n"),
+               rec("pkg_b", "pkg_b/a.py", "B_A = 3\n"), rec("pkg_a", "pkg_a/x.py", "A_X = 4\n")]
+    order = record_order(records, "repo", 7, 0, 0)
+    paths = [records[i]["path"] for i in order]
+    assert sorted(paths[:2]) == paths[:2] and sorted(paths[2:]) == paths[2:]  # path order in a package
+    assert {p.split("/")[0] for p in paths[:2]} != {p.split("/")[0] for p in paths[2:]}  # one package, then the other
+    assert sorted(record_order(records, "file", 7, 0, 0)) == [0, 1, 2, 3]
+    config = apply_overrides(recipe("tiny"), ["seq_len=256", "model.max_seq_len=256", "pack_by=repo",
+                                              "objective.l2r_rate=1", "objective.causal_rate=0",
+                                              "objective.spm_rate=0", "objective.psm_rate=0"])
+    row = Loader(Corpus([records]), tiny_tokenizer, config).take(1)[0]
+    tokens, segment = row.tokens.tolist(), row.segment.tolist()
+    starts = [i for i, t in enumerate(tokens) if t == tiny_tokenizer.file_meta_id]
+    assert len(starts) >= 4 and starts[0] == 0  # a header per file
+    seg_of = [segment[i] for i in starts[:4]]
+    assert seg_of[0] == seg_of[1] and seg_of[2] == seg_of[3] and seg_of[1] != seg_of[2]
+    text = tiny_tokenizer.decode(tokens[:starts[2]])
+    first, second = (records[i]["text"] for i in order[:2])
+    assert text.index(first) < text.index(second)
+    # file packing: every file its own segment
+    plain = Loader(Corpus([records]), tiny_tokenizer, apply_overrides(config, ["pack_by=file"])).take(1)[0]
+    assert len(set(plain.segment.tolist())) >= 4

@@ -115,3 +115,19 @@ def test_flash_attention_with_packer_cu_seqlens_equals_reference_mask():
     for a, b in zip(grads, grads_ref):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     assert rng is not None
+
+
+def test_examples_of_one_group_share_a_segment():
+    """Repository-level packing: same-group examples continue one segment; a new group or a new row
+    starts another."""
+    ex = [({"i": 0}, [1, 2, 3], [True] * 3, "a"), ({"i": 1}, [4, 5], [True] * 2, "a"),
+          ({"i": 2}, [6, 7, 8], [True] * 3, "b"), ({"i": 3}, [9, 10, 11, 12], [True] * 4, "b"),
+          ({"i": 4}, [13], [True], None), ({"i": 5}, [14], [True], None)]
+    rows = list(pack(ex, 8, pad_last=True))
+    assert rows[0].tokens.tolist() == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert rows[0].segment.tolist() == [0, 0, 0, 0, 0, 1, 1, 1]
+    assert rows[1].tokens.tolist()[:6] == [9, 10, 11, 12, 13, 14]
+    assert rows[1].segment.tolist() == [0, 0, 0, 0, 1, 2, 3, 3]  # None never continues; pad on its own
+    batch = collate(rows[:1])
+    assert batch.positions[0].tolist() == [0, 1, 2, 3, 4, 0, 1, 2]
+    assert batch.targets[0].tolist()[:5] == [2, 3, 4, 5, IGNORE]  # file 2 is predicted from file 1

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The compute-optimal CPU model (issue 18), one stage per command, each resumable (docs/train.md):
+#
+#   scripts/cpu_model.sh corpus   # corpus/ from the installed packages (if missing) + a 4,096-token tokenizer
+#   scripts/cpu_model.sh sweep    # IsoFLOP sweep: 4 sizes x 3 budgets (~80 min) -> docs/images/isoflop.png
+#   scripts/cpu_model.sh optim    # AdamW against Muon, 20 minutes of wall time each
+#   scripts/cpu_model.sh train    # the 2-hour run (recipe cpu-2h) -> runs/cpu-2h/model
+#
+# Every training uses both cores (one run at a time). Interrupted? Run the same command again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+TOK=corpus/tok4096
+SET_TOK=(--set "tokenizer=$TOK/tokenizer.json")
+final_eval() {  # the last evaluation of a run: validation loss and bits per byte
+    "$PY" -c "import sys, json; from train.logs import read_log; e = read_log(sys.argv[1])['eval'][-1]; \
+print(sys.argv[1], json.dumps({k: e[k] for k in ('step', 'val_loss', 'bpb') if k in e}))" "$1"
+}
+case "${1:-}" in
+    corpus)
+        [ -f corpus/report.json ] || "$PY" -m infill.cli data build --site-packages --workers 2 --out corpus
+        [ -f $TOK/tokenizer.json ] || "$PY" -m infill.cli data tokenizer --data corpus --vocab-size 4096 --out $TOK
+        ;;
+    sweep)
+        "$PY" -m train.isoflop --recipe cpu-2h --data corpus "${SET_TOK[@]}" --budgets 5e12,1.5e13,5e13 \
+            --shapes 128x2,160x3,192x3,256x4 --out runs/isoflop --quiet
+        cp runs/isoflop/isoflop.png docs/images/isoflop.png
+        ;;
+    optim)
+        for opt in adamw muon; do
+            "$PY" -m infill.cli train --recipe cpu-2h --data corpus "${SET_TOK[@]}" --time-budget 20m --quiet \
+                --set optimizer=$opt --set eval_every=100000 --out runs/optim-$opt --resume
+            final_eval runs/optim-$opt
+        done
+        ;;
+    train)
+        "$PY" -m infill.cli train --recipe cpu-2h --data corpus "${SET_TOK[@]}" --out runs/cpu-2h --resume
+        "$PY" -m infill.cli train plot runs/cpu-2h --out runs/cpu-2h/loss.png
+        final_eval runs/cpu-2h
+        ;;
+    *)
+        sed -n '2,9p' "$0" >&2
+        exit 2
+        ;;
+esac
