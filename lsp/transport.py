@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -50,6 +51,8 @@ EXIT_FRAMING = 3
 """Exit status after a framing error (2 is the command line's, 1 pygls' exit without shutdown)."""
 AUTH_TIMEOUT_S = 10.0
 """How long a new TCP connection may take to send its `initialize` with the token."""
+AUTH_MAX_BYTES = 2**20
+"""Largest first message of a connection not yet authenticated."""
 TOKEN_KEY = "token"
 _TOKEN_CHARS = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -58,9 +61,9 @@ class FramingError(Exception):
     """The input is not a sequence of LSP base-protocol messages; the message says where it broke."""
 
 
-def read_message(stream: BinaryIO) -> bytes | None:
+def read_message(stream: BinaryIO, limit: int = MAX_CONTENT_LENGTH) -> bytes | None:
     """The next message body from `stream`, None at end of input between messages; `FramingError` on
-    anything else (see the module rules)."""
+    anything else (see the module rules), a body over `limit` bytes included."""
     length: int | None = None
     lines = 0
     while True:
@@ -88,8 +91,8 @@ def read_message(stream: BinaryIO) -> bytes | None:
             if not value.isdigit():
                 raise FramingError(f"Content-Length is not a number: {_shown(value)}")
             n = int(value)
-            if n > MAX_CONTENT_LENGTH:
-                raise FramingError(f"Content-Length {n} exceeds the limit of {MAX_CONTENT_LENGTH} bytes")
+            if n > limit:
+                raise FramingError(f"Content-Length {n} exceeds the limit of {limit} bytes")
             if length is not None and n != length:
                 raise FramingError(f"two Content-Length headers ({length} and {n})")
             length = n
@@ -133,12 +136,10 @@ def serve(server, reader: BinaryIO, writer, first: bytes | None = None) -> int:
 
     def deliver(body: bytes) -> None:
         try:
-            message = json.loads(body, object_hook=protocol.structure_message)
+            protocol.handle_message(json.loads(body, object_hook=protocol.structure_message))
         except Exception as exc:  # pygls' own loop drops such a message too (after a traceback)
-            log.warning("dropped a message that is not JSON-RPC: %s", " ".join(str(exc).split()) or type(exc).__name__)
+            log.warning("dropped a message: %s: %s", type(exc).__name__, " ".join(str(exc).split()))
             server._report_server_error(exc, JsonRpcException)
-            return
-        protocol.handle_message(message)
 
     async def run() -> int:
         loop = asyncio.get_running_loop()
@@ -213,6 +214,13 @@ def read_token(path: str | Path) -> str:
 def listen_tcp(host: str, port: int) -> socket.socket:
     """A listening TCP socket on (host, port); OSError when it cannot bind."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        loopback = ipaddress.ip_address(socket.getaddrinfo(host, port, family)[0][4][0]).is_loopback
+    except (OSError, ValueError):
+        loopback = False
+    if not loopback:
+        log.warning("listening on %s, which is not loopback: anyone who can reach it and has the token "
+                    "can read and edit what the editor sends", host)
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
@@ -269,7 +277,7 @@ def _first_session(listener: socket.socket, token: str | None) -> tuple[socket.s
             return sock, reader, None
         sock.settimeout(AUTH_TIMEOUT_S)
         try:
-            body = read_message(reader)
+            body = read_message(reader, AUTH_MAX_BYTES)
             first = _authenticated(body, token)
         except (FramingError, OSError) as exc:
             first, why = None, str(exc) or type(exc).__name__
