@@ -209,11 +209,11 @@ def test_input_is_read_and_answered_while_a_request_runs(raw):
     server = raw()
     server.initialize(options={"variableNames": False, "typeConfidence": 0.0, "timeBudgetMs": 60000})
     busy, other = "file:///busy.py", "file:///other.py"
-    for uri, text in ((busy, _busy_text(40)), (other, "value = 1\nprint(value)\n")):
+    for uri, text in ((busy, _busy_text(12)), (other, "value = 1\nprint(value)\n")):
         server.send(method="textDocument/didOpen", params={"textDocument": {
             "uri": uri, "languageId": "python", "version": 1, "text": text}})
     server.wait_ready()
-    whole = {"start": {"line": 0, "character": 0}, "end": {"line": 160, "character": 0}}
+    whole = {"start": {"line": 0, "character": 0}, "end": {"line": 48, "character": 0}}
     server.send(id=2, method="textDocument/codeAction", params={
         "textDocument": {"uri": busy}, "range": whole,
         "context": {"diagnostics": [], "triggerKind": 1, "only": ["refactor.rewrite"]}})
