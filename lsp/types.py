@@ -57,8 +57,6 @@ class InferredType:
     probability: float
 
 
-
-
 def type_slots(text: str) -> list[Slot]:
     """Every missing parameter and return annotation of every function in `text`, in document order."""
     return list(_type_slots(text))

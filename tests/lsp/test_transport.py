@@ -23,7 +23,8 @@ def frame(body: bytes, header: bytes = b"Content-Length") -> bytes:
 # --- read_message against hand-written byte strings ---------------------------------------------------
 
 def test_header_names_are_case_insensitive_and_other_headers_pass():
-    data = b"content-length: 2\r\n\r\n{}" + b"CONTENT-LENGTH:3\r\nContent-Type: application/vscode-jsonrpc; charset=utf-8\r\n\r\n[1]"
+    data = (b"content-length: 2\r\n\r\n{}"
+            b"CONTENT-LENGTH:3\r\nContent-Type: application/vscode-jsonrpc; charset=utf-8\r\n\r\n[1]")
     stream = io.BytesIO(data)
     assert read_message(stream) == b"{}"
     assert read_message(stream) == b"[1]"
