@@ -1,7 +1,9 @@
 """Checkpoint directories: `config.json`, `model.safetensors`, `tokenizer.json`. Never pickle.
 
 A checkpoint is the one thing that travels from the trainer to the language server. Loading checks
-every file and reports a problem as one `CheckpointError` line that names the file. `export_hf`
+every file and reports a problem as one `CheckpointError` line that names the file; the config's sizes
+are checked against `infill.config.LIMITS` and the memory they will take against the machine's
+(`check_memory`, also for Hugging Face directories) before any tensor is read or allocated. `export_hf`
 writes the same weights as a Hugging Face Llama directory (names already match, see `infill.model`).
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from infill.config import ModelConfig
+from infill.config import ModelConfig, available_bytes, check_fits, hf_load_bytes
 from infill.model import Transformer
 from infill.tokenizer import CodeTokenizer, TokenizerError
 
@@ -78,6 +80,31 @@ def load_config(directory: str | Path) -> ModelConfig:
         raise CheckpointError(f"{path}: not an infill model config ({kind}: {str(exc).splitlines()[0]})") from None
 
 
+def check_memory(directory: str | Path, needed: int, device: str | torch.device = "cpu") -> None:
+    """`CheckpointError` when the model in `directory` needs more than `device` has available."""
+    try:
+        check_fits(needed, available_bytes(str(device)), f"{Path(directory) / CONFIG_FILE}: the model")
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
+def check_hf_dir(directory: str | Path, device: str = "cpu", dtype_bytes: int = 4) -> None:
+    """The same checks for a Hugging Face model directory, before transformers reads it (a directory
+    without a readable config.json is left to transformers, which names the problem)."""
+    path = Path(directory) / CONFIG_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(data, dict):
+        return
+    try:
+        needed = hf_load_bytes(data, dtype_bytes)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    check_memory(directory, needed, device)
+
+
 def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu",
                     dtype: torch.dtype = torch.float32) -> tuple[Transformer, CodeTokenizer]:
     """(model in eval mode, tokenizer) from a checkpoint directory."""
@@ -85,6 +112,8 @@ def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu"
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: not a directory")
     config = load_config(directory)
+    dtype_bytes = torch.empty((), dtype=dtype).element_size()
+    check_memory(directory, config.load_bytes(dtype_bytes), device)
     try:
         tokenizer = CodeTokenizer.load(directory / TOKENIZER_FILE)
     except TokenizerError as exc:

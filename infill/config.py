@@ -2,14 +2,28 @@
 
 The field names describe a Llama-style decoder; `to_hf_config` maps them one to one onto
 Hugging Face's `LlamaConfig`, which is what makes `infill export --hf` a pure renaming-free copy.
+
+A model directory is untrusted input: its config decides how much memory loading allocates (a
+`max_seq_len` of 2**22 alone took the language server from 0.5 to 4.1 GB, in RoPE tables). So every
+size has an upper bound (`LIMITS`, each above any released open model's), and `check_fits` compares
+what loading and one full context will take (`load_bytes`, `hf_load_bytes`) with the memory the
+machine has, before anything is allocated.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 
 ATTENTION_BACKENDS = ("sdpa", "ref", "triton", "flash_attn")
 PROMPT_FORMATS = ("spm", "psm", "incoder")
+LIMITS: dict[str, int] = {
+    "vocab_size": 2**20, "dim": 2**16, "n_layer": 1024, "n_head": 1024, "n_kv_head": 1024,
+    "intermediate_size": 2**19, "max_seq_len": 2**20,
+}
+"""Largest accepted value of each size field (Qwen2.5-1M's 1,010,000-token context is below 2**20)."""
+ROPE_PEAK = 3.5
+"""float32 (L, head_dim) arrays alive at once while `infill.model.rope_table` builds cos and sin."""
 
 
 def _swiglu_hidden(dim: int, multiple_of: int = 256) -> int:
@@ -54,9 +68,10 @@ class ModelConfig:
             self.n_kv_head = self.n_head
         if self.intermediate_size is None:
             self.intermediate_size = _swiglu_hidden(self.dim)
-        for name in ("vocab_size", "dim", "n_layer", "n_head", "n_kv_head", "intermediate_size", "max_seq_len"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"ModelConfig.{name} must be positive, got {getattr(self, name)}")
+        for name, limit in LIMITS.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= limit:
+                raise ValueError(f"ModelConfig.{name} must be an integer in 1..{limit}, got {value!r}")
         if self.dim % self.n_head:
             raise ValueError(f"dim {self.dim} is not a multiple of n_head {self.n_head}")
         if self.n_head % self.n_kv_head:
@@ -95,6 +110,14 @@ class ModelConfig:
         per_layer = attn + mlp + 2 * d
         emb = self.vocab_size * d * (1 if self.tie_embeddings else 2)
         return self.n_layer * per_layer + emb + d
+
+    def load_bytes(self, dtype_bytes: int = 4) -> int:
+        """Bytes that loading this model and filling its whole context once take: the weights, the
+        RoPE tables while they are built, and one KV cache of `max_seq_len` tokens."""
+        weights = self.num_params() * dtype_bytes
+        rope = int(ROPE_PEAK * self.max_seq_len * self.head_dim * 4)
+        kv = 2 * self.n_layer * self.max_seq_len * self.n_kv_head * self.head_dim * dtype_bytes
+        return weights + rope + kv
 
     def to_hf_config(self, *, bos_token_id: int, eos_token_id: int, pad_token_id: int | None = None) -> dict:
         """The equivalent Hugging Face `LlamaConfig` as a dict (config.json of an exported model)."""
@@ -139,3 +162,71 @@ PRESETS: dict[str, dict] = {
     "polycoder-2.7b": dict(vocab_size=50304, dim=2560, n_layer=32, n_head=32, n_kv_head=32,
                            intermediate_size=6912, max_seq_len=2048),
 }
+
+
+_HF_KEYS: dict[str, tuple[str, ...]] = {
+    "vocab_size": ("vocab_size",),
+    "dim": ("hidden_size", "n_embd", "d_model"),
+    "n_layer": ("num_hidden_layers", "n_layer", "num_layers"),
+    "n_head": ("num_attention_heads", "n_head"),
+    "n_kv_head": ("num_key_value_heads", "multi_query_group_num"),
+    "intermediate_size": ("intermediate_size", "n_inner", "ffn_dim"),
+    "max_seq_len": ("max_position_embeddings", "n_positions", "seq_length", "max_sequence_length"),
+}
+
+
+def hf_load_bytes(data: dict, dtype_bytes: int = 4) -> int:
+    """What `ModelConfig.load_bytes` says, for a Hugging Face config.json (`data`, its text part for a
+    multimodal one); `ValueError` naming the key when a size is not an integer within `LIMITS`. Keys
+    it does not know count as the smallest value, so the estimate is a lower bound."""
+    if isinstance(data.get("text_config"), dict):
+        data = {**data, **data["text_config"]}
+    sizes: dict[str, int] = {}
+    for name, keys in _HF_KEYS.items():
+        for key in keys:
+            value = data.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= LIMITS[name]:
+                raise ValueError(f"{key} must be an integer in 1..{LIMITS[name]}, got {value!r}")
+            sizes[name] = value
+            break
+    dim, layers = sizes.get("dim", 1), sizes.get("n_layer", 1)
+    heads = sizes.get("n_head", 1)
+    head_dim = data.get("head_dim") if isinstance(data.get("head_dim"), int) and 0 < data["head_dim"] <= 2**14 \
+        else max(dim // heads, 1)
+    kv = sizes.get("n_kv_head", heads) * head_dim
+    per_layer = dim * heads * head_dim * 2 + dim * kv * 2 + 3 * dim * sizes.get("intermediate_size", 4 * dim)
+    emb = sizes.get("vocab_size", 1) * dim * (1 if data.get("tie_word_embeddings", True) else 2)
+    context = sizes.get("max_seq_len", 1)
+    return (layers * per_layer + emb) * dtype_bytes + 2 * layers * context * kv * dtype_bytes
+
+
+def available_bytes(device: str = "cpu") -> int | None:
+    """Memory a load can use now: free memory of a CUDA device, else the machine's available RAM
+    (MemAvailable, else physical pages); None when it cannot be told."""
+    if str(device).startswith("cuda"):
+        try:
+            import torch
+
+            return int(torch.cuda.mem_get_info(torch.device(device))[0])
+        except Exception:
+            return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits(needed: int, available: int | None, what: str) -> None:
+    """`ValueError` (one line) when `needed` bytes exceed `available` (None: unknown, no check)."""
+    if available is not None and needed > available:
+        raise ValueError(f"{what} needs about {needed / 2**30:.1f} GiB (weights and one full context) "
+                         f"but only {available / 2**30:.1f} GiB is available")

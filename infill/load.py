@@ -68,7 +68,13 @@ def load_engine(name: str | None = None, *, device: str = "auto", cache_mb: floa
 
         return OpenAIEngine(model[len("openai:"):], template=template)
     if kind == "hf":
+        from infill.checkpoint import check_hf_dir
+        from infill.engine import resolve_device
         from infill.engines.hf import HFEngine
+
+        if Path(model).expanduser().is_dir():  # sizes and memory checked before transformers allocates
+            device = resolve_device(device)
+            check_hf_dir(Path(model).expanduser(), device, 2 if device.startswith("cuda") else 4)
 
         return HFEngine.from_pretrained(model, device=device, template=template, cache_mb=cache_mb)
     return LocalEngine.from_dir(model, device=device, cache_mb=cache_mb)

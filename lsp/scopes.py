@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from lsp import syntax
+from lsp import positions, syntax
 
 _COMPREHENSIONS = ("list_comprehension", "set_comprehension", "dictionary_comprehension", "generator_expression")
 _PATTERNS = ("pattern_list", "tuple_pattern", "list_pattern", "list_splat_pattern", "tuple", "list",
@@ -87,17 +87,8 @@ class _Walker:
         self.data, self.text = data, text
         self.occurrences: list[Occurrence] = []
         self.scopes: list[Scope] = []
-        self._chars = None
-
-    def offset(self, byte: int) -> int:
-        if self._chars is None:
-            if len(self.data) == len(self.text):  # ASCII: bytes are characters
-                self._chars = False
-            else:
-                self._chars = True
-        if not self._chars:
-            return byte
-        return len(self.data[:byte].decode("utf-8", "surrogatepass"))
+        self.offset = positions.char_offsets(data)
+        """Byte offset -> string offset, one pass over the file (`lsp.positions.char_offsets`)."""
 
     def scope(self, kind: str, parent: Scope | None, node) -> Scope:
         s = Scope(kind, parent, node.start_byte, node.end_byte)

@@ -28,7 +28,7 @@ from functools import lru_cache
 from infill.engine import InfillRequest, LocalEngine
 from infill.evaluate.identifiers import cut_annotation, normalise
 from infill.generation import score
-from lsp import syntax
+from lsp import positions, syntax
 
 MAX_TOKENS = 16
 WINDOW_CHARS = 16384
@@ -57,10 +57,6 @@ class InferredType:
     probability: float
 
 
-def _offset(data: bytes, text: str, byte: int) -> int:
-    return byte if len(data) == len(text) else len(data[:byte].decode("utf-8", "surrogatepass"))
-
-
 def type_slots(text: str) -> list[Slot]:
     """Every missing parameter and return annotation of every function in `text`, in document order."""
     return list(_type_slots(text))
@@ -74,8 +70,7 @@ def _type_slots(text: str) -> tuple[Slot, ...]:
     data = text.encode("utf-8", "surrogatepass")
     out: list[Slot] = []
 
-    def off(b: int) -> int:
-        return _offset(data, text, b)
+    off = positions.char_offsets(data)  # byte -> string offset, built once per parse
 
     def walk(node) -> None:
         if node.type == "function_definition":

@@ -102,3 +102,78 @@ def test_copy_checkpoint_in_bfloat16_halves_the_weights_and_keeps_the_model(tmp_
         copy_checkpoint(out, out, dtype="float32")
     with pytest.raises(CheckpointError, match="floating-point"):
         copy_checkpoint(tiny_checkpoint, tmp_path / "x", dtype="int8")
+
+
+# --- a model directory is untrusted: its sizes and their memory are checked before loading -------------
+
+def _with_config(tmp_path, tiny_checkpoint, name, **changes):
+    d = _copy(tiny_checkpoint, tmp_path / name)
+    data = json.loads((d / "config.json").read_text())
+    data["model"].update(changes)
+    (d / "config.json").write_text(json.dumps(data))
+    (d / "model.safetensors").unlink()  # the check must come before any weight is read
+    return d
+
+
+def test_an_oversized_context_is_refused_before_loading(tmp_path, tiny_checkpoint):
+    d = _with_config(tmp_path, tiny_checkpoint, "long", max_seq_len=2**22)  # 0.5 -> 4.1 GB before the fix
+    with pytest.raises(CheckpointError, match=r"config.json: .*max_seq_len must be an integer in 1\.\.1048576, "
+                                              r"got 4194304") as info:
+        load_checkpoint(d)
+    assert "\n" not in str(info.value)
+
+
+def test_a_model_larger_than_the_machine_is_refused_before_loading(tmp_path, tiny_checkpoint):
+    # Within every bound, but 1024 layers of width 65536: about 200 TB of weights.
+    d = _with_config(tmp_path, tiny_checkpoint, "huge", dim=65536, n_head=512, n_kv_head=512, n_layer=1024,
+                     intermediate_size=2**18)
+    with pytest.raises(CheckpointError, match=r"config.json: the model needs about \d+\.\d GiB .* but only "
+                                              r"\d+\.\d GiB is available") as info:
+        load_checkpoint(d)
+    assert "\n" not in str(info.value)
+
+
+def test_load_bytes_counts_what_loading_and_a_full_context_allocate():
+    from infill.config import ROPE_PEAK
+    from infill.model import KVCache, rope_table
+
+    config = ModelConfig.from_preset("test-tiny")
+    model = Transformer(config)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())  # tied weights counted once
+    cos, sin = rope_table(config.max_seq_len, config.head_dim, config.rope_theta, "cpu", torch.float32)
+    cache = KVCache(config, 1, config.max_seq_len)
+    kv = sum(t.numel() * t.element_size() for t in (cache.k, cache.v))
+    rope = ROPE_PEAK / 2 * (cos.numel() + sin.numel()) * 4
+    assert config.load_bytes(4) == weights + rope + kv
+
+
+def test_check_fits():
+    from infill.config import check_fits
+
+    check_fits(2**30, 2**31, "m")
+    check_fits(2**40, None, "m")  # unknown memory: no check
+    with pytest.raises(ValueError, match="m needs about 2.0 GiB .* but only 1.0 GiB is available"):
+        check_fits(2**31, 2**30, "m")
+
+
+def test_hugging_face_directories_are_checked_too(tmp_path):
+    from infill.config import hf_load_bytes
+    from infill.load import load_engine
+
+    llama = {"model_type": "llama", "vocab_size": 1000, "hidden_size": 64, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 160,
+             "max_position_embeddings": 512, "tie_word_embeddings": False}
+    config = ModelConfig(vocab_size=1000, dim=64, n_layer=2, n_head=4, n_kv_head=2, intermediate_size=160,
+                         max_seq_len=512)
+    rope = int(3.5 * 512 * 16 * 4)  # infill builds RoPE tables, transformers computes them per call
+    norms = 2 * 2 * 64 + 64
+    assert hf_load_bytes(llama) == config.load_bytes(4) - rope - 4 * norms
+    for changes, message in [({"max_position_embeddings": 2**22}, "max_position_embeddings must be an integer"),
+                             ({"hidden_size": 65536, "num_hidden_layers": 1024, "intermediate_size": 2**18},
+                              "the model needs about")]:
+        d = tmp_path / next(iter(changes))
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({**llama, **changes}))
+        with pytest.raises(CheckpointError, match=message) as info:
+            load_engine(str(d), device="cpu")
+        assert "\n" not in str(info.value) and str(d) in str(info.value)

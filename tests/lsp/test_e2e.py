@@ -158,3 +158,22 @@ async def test_a_model_that_fails_to_load(lsp, tmp_path):
         await lsp.stop_client(c)
 
 
+
+
+async def test_an_oversized_model_config_fails_before_it_allocates(lsp, tmp_path, tiny_checkpoint):
+    import json
+    import shutil
+
+    d = shutil.copytree(tiny_checkpoint, tmp_path / "long")
+    data = json.loads((d / "config.json").read_text())
+    data["model"]["max_seq_len"] = 2**22  # its RoPE tables took the server from 0.5 to 4.1 GB
+    (d / "config.json").write_text(json.dumps(data))
+    c = await lsp.start_client("--model", str(d), "--device", "cpu")
+    try:
+        status = c.statuses[-1]
+        assert status.state == "failed" and "max_seq_len" in status.message and "\n" not in status.message
+        with open(f"/proc/{c._server.pid}/status") as f:
+            peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+        assert peak < 2048  # MiB, as for the working server (test_memory_stays_bounded)
+    finally:
+        await lsp.stop_client(c)

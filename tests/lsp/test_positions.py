@@ -1,7 +1,7 @@
 """Position conversion against an independent count: the text encoded with Python's codecs."""
 import pytest
 
-from lsp.positions import UTF8, UTF16, UTF32, to_offset, to_position
+from lsp.positions import UTF8, UTF16, UTF32, char_offsets, to_offset, to_position
 
 TEXT = "a = 1\r\nb = '😀é'\rc\n\nlast 😀"
 
@@ -35,3 +35,16 @@ def test_out_of_range_positions_clamp():
     assert to_offset("", 5, 5) == 0
     assert to_position(TEXT, 10**9) == (4, units_ref("last 😀", UTF16))
     assert to_position(TEXT, -1) == (0, 0)
+
+
+
+@pytest.mark.parametrize("text", ["plain ascii", TEXT, "\ud800 lone surrogate é", "日本語 = '😀'\n"])
+def test_char_offsets_match_decoding_every_prefix(text):
+    data = text.encode("utf-8", "surrogatepass")
+    offset = char_offsets(data)
+    boundaries = [0]
+    for ch in text:
+        boundaries.append(boundaries[-1] + len(ch.encode("utf-8", "surrogatepass")))
+    for byte in range(len(data) + 1):
+        end = next(b for b in boundaries if b >= byte)  # inside a character: the place after it
+        assert offset(byte) == len(data[:end].decode("utf-8", "surrogatepass")), byte

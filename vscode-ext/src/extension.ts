@@ -18,10 +18,14 @@ import {
 } from "vscode-languageclient/node";
 import { annotateAction, nameChoices } from "./actions";
 import { Backoff, LANGUAGES, resolveCommand } from "./server";
-import { decidingScope, effective, serverOptions, type ServerKey } from "./settings";
+import {
+    decidingScope, effective, isRestricted, serverOptions, withApprovedModel, type ServerKey,
+} from "./settings";
 import { statusView, type ServerStatus } from "./status";
 
 const SECTION = "infill";
+/** globalState key: the origins the user allowed an `openai:` model to send code to. */
+const ALLOWED_ORIGINS = "infill.allowedOrigins";
 
 let infill: Infill | undefined;
 
@@ -50,8 +54,10 @@ class Infill {
     private readonly backoff = new Backoff();
     private client: LanguageClient | undefined;
     private stopping = false;
+    private settings: Record<ServerKey, unknown> | undefined;
+    private readonly asking = new Map<string, Promise<boolean>>();
 
-    constructor(context: vscode.ExtensionContext) {
+    constructor(private readonly context: vscode.ExtensionContext) {
         this.item.name = "Infill";
         this.item.command = "infill.toggleCompletions";
         this.showStatus(undefined);
@@ -68,9 +74,34 @@ class Infill {
         return effective(this.config().inspect<T>(key), vscode.workspace.isTrusted);
     }
 
-    private serverSettings(): Record<ServerKey, unknown> {
+    /** The server's options, restricted ones under the trust rules, a remote model only once allowed. */
+    private async serverSettings(): Promise<Record<ServerKey, unknown>> {
         const config = this.config();
-        return serverOptions((key) => config.get(key));
+        const settings = serverOptions((key) => (isRestricted(key) ? this.restricted(key) : config.get(key)));
+        const approved = this.context.globalState.get<string[]>(ALLOWED_ORIGINS, []);
+        const gated = await withApprovedModel(settings, approved, (origin) => this.ask(origin));
+        if (gated.allowed !== undefined) {
+            const now = this.context.globalState.get<string[]>(ALLOWED_ORIGINS, []);
+            await this.context.globalState.update(ALLOWED_ORIGINS, [...new Set([...now, gated.allowed])]);
+        } else if (gated.refused !== undefined) {
+            void vscode.window.showWarningMessage(
+                `Infill: not sending code to ${gated.refused}; the server uses its default model.`);
+        }
+        return gated.settings;
+    }
+
+    /** Whether the user lets an `openai:` model send code to `origin` (one question at a time per origin). */
+    private ask(origin: string): Promise<boolean> {
+        let pending = this.asking.get(origin);
+        if (pending === undefined) {
+            pending = Promise.resolve(vscode.window.showWarningMessage(
+                `Infill: the model setting sends the code around your cursor to ${origin} with every request. Allow it?`,
+                { modal: true, detail: "Your answer is remembered. Restricted Mode workspaces cannot set the model." },
+                "Allow")).then((answer) => answer === "Allow");
+            this.asking.set(origin, pending);
+            void pending.finally(() => this.asking.delete(origin));
+        }
+        return pending;
     }
 
     private command(): { command: string; args: string[] } {
@@ -100,6 +131,7 @@ class Infill {
 
     async start(): Promise<void> {
         const { command, args } = this.command();
+        this.settings = await this.serverSettings();
         this.log.info(`starting ${command} ${args.join(" ")}`.trim());
         const selector = LANGUAGES.flatMap((language) => [
             { scheme: "file", language }, { scheme: "untitled", language },
@@ -107,7 +139,7 @@ class Infill {
         const options: LanguageClientOptions = {
             documentSelector: selector,
             outputChannel: this.log,
-            initializationOptions: () => this.serverSettings(),
+            initializationOptions: () => this.settings,
             errorHandler: {
                 error: () => ({ action: ErrorAction.Continue }),
                 closed: async () => {
@@ -177,8 +209,10 @@ class Infill {
         if (e.affectsConfiguration(`${SECTION}.server`)) {
             void this.restart();
         } else if (e.affectsConfiguration(SECTION) && this.client?.isRunning()) {
-            void this.client.sendNotification(DidChangeConfigurationNotification.type,
-                { settings: this.serverSettings() });
+            void this.serverSettings().then((settings) => {
+                this.settings = settings;
+                return this.client?.sendNotification(DidChangeConfigurationNotification.type, { settings });
+            });
         }
     }
 

@@ -5,8 +5,12 @@
  * - Each server option is one `infill.*` setting of the same camelCase name (docs/lsp.md); nothing
  *   else is sent, since the server reports unknown keys to the user.
  * - `infill.server.*` and `infill.completionItems` belong to the extension alone.
- * - The server command is code the editor runs: in an untrusted workspace only the user's own
- *   (global) value of a restricted setting counts, never the workspace's.
+ * - The server command is code the editor runs, and the model decides where the user's code goes: in an
+ *   untrusted workspace only the user's own (global) value of a restricted setting counts, never the
+ *   workspace's. Every setting that names a model, a URL or a program is restricted (package.json).
+ * - An `openai:` model on a host that is not this machine receives the code around the cursor with
+ *   every request: the user is asked once per origin (scheme, host, port) before the server gets the
+ *   setting; the answer "allow" is remembered, anything else sends no model (the server's default).
  * No `vscode` import here, so the rules are unit-tested without an editor.
  */
 
@@ -19,7 +23,12 @@ export const SERVER_KEYS = [
 export type ServerKey = (typeof SERVER_KEYS)[number];
 
 /** Settings a workspace must not choose in Restricted Mode (package.json restrictedConfigurations). */
-export const RESTRICTED = ["server.command", "server.args", "server.logLevel"] as const;
+export const RESTRICTED = ["server.command", "server.args", "server.logLevel", "model"] as const;
+
+/** Whether `key` (without the `infill.` section) is read under the workspace-trust rules. */
+export function isRestricted(key: string): boolean {
+    return (RESTRICTED as readonly string[]).includes(key);
+}
 
 /** What `WorkspaceConfiguration.inspect` returns, reduced to what is used here. */
 export interface Inspected<T> {
@@ -67,4 +76,38 @@ export function decidingScope(inspected: Inspected<unknown> | undefined): Scope 
         return "workspace";
     }
     return "global";
+}
+
+/** The origin an `openai:` model sends code to, when that is not this machine (loopback); else undefined.
+ * A URL that does not parse is returned whole, so it is asked about rather than trusted. */
+export function remoteOrigin(model: unknown): string | undefined {
+    if (typeof model !== "string" || !model.startsWith("openai:")) {
+        return undefined;
+    }
+    const raw = model.slice("openai:".length).trim();
+    let url: URL;
+    try {
+        url = new URL(raw);
+    } catch {
+        return raw;
+    }
+    const host = url.hostname.replace(/^\[|\]$/g, "").toLowerCase();
+    const loopback = host === "localhost" || host.endsWith(".localhost") || host === "::1" ||
+        /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+    return loopback ? undefined : url.origin;
+}
+
+/** The settings the server may get: an `openai:` model on another machine only once the user allowed
+ * its origin (`approved`, or `ask`, which is called at most once per origin and call). */
+export async function withApprovedModel(
+    settings: Record<ServerKey, unknown>, approved: readonly string[], ask: (origin: string) => Promise<boolean>,
+): Promise<{ settings: Record<ServerKey, unknown>; allowed?: string; refused?: string }> {
+    const origin = remoteOrigin(settings.model);
+    if (origin === undefined || approved.includes(origin)) {
+        return { settings };
+    }
+    if (await ask(origin)) {
+        return { settings, allowed: origin };
+    }
+    return { settings: { ...settings, model: null }, refused: origin };
 }

@@ -2,10 +2,13 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import { test } from "node:test";
-import { RESTRICTED, SERVER_KEYS, decidingScope, effective, serverOptions } from "../src/settings";
+import {
+    RESTRICTED, SERVER_KEYS, decidingScope, effective, isRestricted, remoteOrigin, serverOptions, withApprovedModel,
+} from "../src/settings";
 
 const manifest = JSON.parse(readFileSync(path.join(__dirname, "..", "..", "package.json"), "utf8"));
-const properties: Record<string, { default: unknown }> = manifest.contributes.configuration.properties;
+const properties: Record<string, { default: unknown; scope?: string; description?: string; markdownDescription?: string }> =
+    manifest.contributes.configuration.properties;
 
 test("each server option is one setting, and the settings hold nothing else but the extension's own", () => {
     const own = ["server.command", "server.args", "server.logLevel", "completionItems"];
@@ -53,4 +56,54 @@ test("a toggle writes where the value is decided", () => {
     assert.equal(decidingScope({ globalValue: false, workspaceValue: true }), "workspace");
     assert.equal(decidingScope({ workspaceValue: true, workspaceFolderValue: false }), "workspaceFolder");
     assert.equal(decidingScope(undefined), "global");
+});
+
+test("every setting that names a model, a URL or a program is machine-scoped or restricted", () => {
+    const restricted: string[] = manifest.capabilities.untrustedWorkspaces.restrictedConfigurations;
+    const naming = Object.entries(properties).filter(([key, p]) =>
+        /model|command|args|url|path|program/i.test(key) ||
+        /director|program|URL|executable|command/.test(`${p.description ?? ""} ${p.markdownDescription ?? ""}`));
+    assert.deepEqual(naming.map(([key]) => key).sort(),
+        ["infill.model", "infill.server.args", "infill.server.command"]);
+    for (const [key, p] of naming) {
+        assert.ok(p.scope === "machine" || restricted.includes(key), key);
+    }
+    assert.ok(restricted.includes("infill.model") && isRestricted("model"));
+    assert.ok(!isRestricted("maxTokens"));
+});
+
+test("an untrusted workspace cannot choose the model", () => {
+    const inspected = { defaultValue: null, globalValue: "/models/mine", workspaceValue: "openai:http://anyone/" };
+    const sent = serverOptions((key) => (isRestricted(key) ? effective<unknown>(inspected, false) : undefined));
+    assert.equal(sent.model, "/models/mine");
+});
+
+test("the origin an openai: model sends code to, unless it is this machine", () => {
+    assert.equal(remoteOrigin("openai:http://anyone/v1"), "http://anyone");
+    assert.equal(remoteOrigin("openai:https://api.example.com:8443/v1/"), "https://api.example.com:8443");
+    assert.equal(remoteOrigin("openai:http://10.0.0.2:8000"), "http://10.0.0.2:8000");
+    assert.equal(remoteOrigin("openai:not a url"), "not a url");
+    for (const local of ["openai:http://127.0.0.1:8000/v1", "openai:http://localhost:1234", "openai:http://[::1]:80/",
+        "openai:http://127.1.2.3", "/models/mine", null, undefined, 3]) {
+        assert.equal(remoteOrigin(local), undefined, String(local));
+    }
+    assert.equal(remoteOrigin("openai:http://127.0.0.1.evil.com/"), "http://127.0.0.1.evil.com");
+});
+
+test("a remote model is asked about once; allowed it is kept, refused it is not sent", async () => {
+    const settings = serverOptions((key) => (key === "model" ? "openai:http://anyone:8000/v1" : undefined));
+    const asked: string[] = [];
+    const ask = (answer: boolean) => async (origin: string) => {
+        asked.push(origin);
+        return answer;
+    };
+    const refused = await withApprovedModel(settings, [], ask(false));
+    assert.deepEqual(refused, { settings: { model: null }, refused: "http://anyone:8000" });
+    const allowed = await withApprovedModel(settings, [], ask(true));
+    assert.deepEqual(allowed, { settings, allowed: "http://anyone:8000" });
+    assert.deepEqual(await withApprovedModel(settings, ["http://anyone:8000"], ask(false)), { settings });
+    assert.deepEqual(asked, ["http://anyone:8000", "http://anyone:8000"]);
+    const local = serverOptions((key) => (key === "model" ? "openai:http://127.0.0.1:8000/v1" : undefined));
+    assert.deepEqual(await withApprovedModel(local, [], ask(false)), { settings: local });
+    assert.equal(asked.length, 2);
 });

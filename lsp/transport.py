@@ -1,0 +1,319 @@
+"""How bytes reach pygls: a reader thread per connection, strict framing, and the TCP / Unix-socket doors.
+
+pygls (2.1.1) stays the protocol layer: its `JsonRPCProtocol` parses, dispatches and writes every
+message. What it does not do well is read: its own loop reads one header or body line per turn of the
+event loop, so while a handler computes between awaits, input waits (100 notifications took 30 s
+during type inference), and its header match (`^Content-Length: (\\d+)\\r\\n$`, case-sensitive,
+unbounded) silently skips a message it cannot frame and waits for good, or allocates whatever a
+Content-Length asks for. So this module replaces only that loop.
+
+Rules:
+- One reader thread per connection reads whole messages, blocking, as fast as they come, and hands each
+  body to the event loop (`call_soon_threadsafe`), where pygls handles it. Input is therefore always
+  read and queued, whatever a handler does; a handler that awaits sees every queued message handled at
+  its next await.
+- Framing (LSP base protocol): header lines end in CRLF, a header name is an RFC 9110 token matched
+  case-insensitively, `Content-Length` is required, digits only, at most `MAX_CONTENT_LENGTH`. A
+  framing error is fatal: once framing is lost no later byte can be trusted, and a server that stays up
+  answering nothing is never restarted by its editor. The server logs one line and exits with status
+  `EXIT_FRAMING` at once, from the reader thread (`os._exit`): the event loop may be busy in a forward
+  pass. A body that frames well but is not JSON-RPC is only logged (one line) and dropped.
+- End of input between messages is a clean stop: the event loop ends and the server exits 0.
+- `--tcp` and `--socket` serve one client at a time: while a session is connected, every other
+  connection is closed at once, unread. A TCP client proves itself with its first message, which must
+  be `initialize` with `initializationOptions.token` equal to the token file's content; the token is
+  removed before pygls sees the options. A Unix socket is created with mode 0700 (no token: the file
+  permissions are the check). As with pygls' own TCP server, the server exits when its session ends.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import re
+import socket
+import stat
+import sys
+import threading
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+log = logging.getLogger(__name__)
+
+MAX_CONTENT_LENGTH = 64 * 2**20
+"""Largest message body accepted (64 MiB): an 880 KiB file is 1.3% of it."""
+MAX_HEADER_LINE = 8192
+MAX_HEADERS = 32
+EXIT_FRAMING = 3
+"""Exit status after a framing error (2 is the command line's, 1 pygls' exit without shutdown)."""
+AUTH_TIMEOUT_S = 10.0
+"""How long a new TCP connection may take to send its `initialize` with the token."""
+AUTH_MAX_BYTES = 2**20
+"""Largest first message of a connection not yet authenticated."""
+TOKEN_KEY = "token"
+_TOKEN_CHARS = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+class FramingError(Exception):
+    """The input is not a sequence of LSP base-protocol messages; the message says where it broke."""
+
+
+def read_message(stream: BinaryIO, limit: int = MAX_CONTENT_LENGTH) -> bytes | None:
+    """The next message body from `stream`, None at end of input between messages; `FramingError` on
+    anything else (see the module rules), a body over `limit` bytes included."""
+    length: int | None = None
+    lines = 0
+    while True:
+        line = stream.readline(MAX_HEADER_LINE + 1)
+        if not line:
+            if lines == 0:
+                return None
+            raise FramingError("input ended inside a message header")
+        lines += 1
+        if not line.endswith(b"\r\n"):
+            if len(line) > MAX_HEADER_LINE:
+                raise FramingError(f"a header line longer than {MAX_HEADER_LINE} bytes")
+            raise FramingError(f"a header line that does not end in CRLF: {_shown(line)}")
+        if line == b"\r\n":
+            if length is None:
+                raise FramingError("a message without a Content-Length header")
+            break
+        if lines > MAX_HEADERS:
+            raise FramingError(f"more than {MAX_HEADERS} header lines")
+        name, colon, value = line[:-2].partition(b":")
+        if not colon or not _TOKEN_CHARS.fullmatch(name):
+            raise FramingError(f"an unparsable header line: {_shown(line)}")
+        if name.lower() == b"content-length":
+            value = value.strip(b" \t")
+            if not value.isdigit():
+                raise FramingError(f"Content-Length is not a number: {_shown(value)}")
+            n = int(value)
+            if n > limit:
+                raise FramingError(f"Content-Length {n} exceeds the limit of {limit} bytes")
+            if length is not None and n != length:
+                raise FramingError(f"two Content-Length headers ({length} and {n})")
+            length = n
+    body = stream.read(length)
+    if len(body) < length:
+        raise FramingError(f"input ended inside a message body ({len(body)} of {length} bytes)")
+    return body
+
+
+def _shown(data: bytes) -> str:
+    return repr(data[:60]) + ("..." if len(data) > 60 else "")
+
+
+class SocketWriter:
+    """pygls' writer interface over a connected socket (pygls' `StdoutWriter` is its stdio twin)."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+        self._lock = threading.Lock()
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            self._sock.sendall(data)
+
+    def close(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+
+
+def serve(server, reader: BinaryIO, writer, first: bytes | None = None) -> int:
+    """Run `server` (a pygls server) on one connection until its input ends or the client sends `exit`;
+    the exit status. `first`: a message body already read from `reader` (the TCP handshake's)."""
+    from pygls.exceptions import JsonRpcException
+
+    protocol = server.protocol
+    server._stop_event = threading.Event()  # what pygls' own loops keep; its shutdown() sets it
+    protocol.set_writer(writer)
+
+    def deliver(body: bytes) -> None:
+        try:
+            protocol.handle_message(json.loads(body, object_hook=protocol.structure_message))
+        except Exception as exc:  # pygls' own loop drops such a message too (after a traceback)
+            log.warning("dropped a message: %s: %s", type(exc).__name__, " ".join(str(exc).split()))
+            server._report_server_error(exc, JsonRpcException)
+
+    async def run() -> int:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[int] = loop.create_future()
+
+        def finish(status: int) -> None:
+            if not done.done():
+                done.set_result(status)
+
+        if first is not None:
+            deliver(first)
+        threading.Thread(target=_pump, args=(reader, loop, deliver, finish), name="lsp-reader",
+                         daemon=True).start()
+        return await done
+
+    try:
+        return asyncio.run(run())
+    except SystemExit as exc:  # pygls' `exit` handler
+        return exc.code if isinstance(exc.code, int) else 0
+    except BrokenPipeError:
+        log.error("the connection to the client is lost; shutting down")
+        return 1
+    finally:
+        server.shutdown()
+
+
+def _pump(reader: BinaryIO, loop: asyncio.AbstractEventLoop, deliver: Callable[[bytes], None],
+          finish: Callable[[int], None]) -> None:
+    """The reader thread: every message to the loop as soon as it is read; see the module rules."""
+    try:
+        while (body := read_message(reader)) is not None:
+            loop.call_soon_threadsafe(deliver, body)
+    except FramingError as exc:
+        fatal(f"infill-lsp: framing error, exiting: {exc}")
+    except (OSError, ValueError) as exc:  # the connection broke (ValueError: read from a closed file)
+        log.warning("input closed: %s", exc)
+    except RuntimeError:  # the loop is already closed: the server is stopping anyway
+        return
+    try:
+        loop.call_soon_threadsafe(finish, 0)
+    except RuntimeError:
+        pass
+
+
+def fatal(line: str) -> None:
+    """Log one line and end the process now, whatever the other threads are doing."""
+    log.error("%s", line)
+    for handler in logging.getLogger().handlers:
+        try:
+            handler.flush()
+        except Exception:
+            pass
+    if not logging.getLogger().handlers:
+        print(line, file=sys.stderr, flush=True)
+    os._exit(EXIT_FRAMING)
+
+
+# --- TCP and Unix sockets ---------------------------------------------------------------------------
+
+def read_token(path: str | Path) -> str:
+    """The token in `path` (surrounding whitespace removed); `ValueError` with a one-line reason."""
+    path = Path(path).expanduser()
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--token-file {path}: cannot read it ({exc.__class__.__name__}: {exc})") from None
+    if len(token) < 16:
+        raise ValueError(f"--token-file {path}: the token must be at least 16 characters, got {len(token)}")
+    return token
+
+
+def listen_tcp(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on (host, port); OSError when it cannot bind."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        loopback = ipaddress.ip_address(socket.getaddrinfo(host, port, family)[0][4][0]).is_loopback
+    except (OSError, ValueError):
+        loopback = False
+    if not loopback:
+        log.warning("listening on %s, which is not loopback: anyone who can reach it and has the token "
+                    "can read and edit what the editor sends", host)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(8)
+    return sock
+
+
+def listen_unix(path: str | Path) -> socket.socket:
+    """A listening Unix socket at `path` with mode 0700; a stale socket file there is replaced, any
+    other file is an error (`ValueError`)."""
+    path = Path(path).expanduser()
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise ValueError(f"--socket {path}: exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # nobody listens: left behind by a server that died
+        else:
+            raise ValueError(f"--socket {path}: another server is listening there")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o077)  # created without group/other bits, so there is no moment it is open to them
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o700)
+    sock.listen(8)
+    return sock
+
+
+def serve_socket(server, listener: socket.socket, token: str | None) -> int:
+    """Serve one session on `listener` (see the module rules); the exit status."""
+    sock, reader, first = _first_session(listener, token)
+    refuser = threading.Thread(target=_refuse_all, args=(listener,), name="lsp-refuser", daemon=True)
+    refuser.start()
+    try:
+        return serve(server, reader, SocketWriter(sock), first)
+    finally:
+        listener.close()
+        SocketWriter(sock).close()  # also wakes the reader thread, if it still waits
+
+
+def _first_session(listener: socket.socket, token: str | None) -> tuple[socket.socket, BinaryIO, bytes | None]:
+    """Accept connections until one authenticates: (its socket, its reader, its first message with the
+    token removed; None without a token)."""
+    while True:
+        sock, address = listener.accept()
+        reader = sock.makefile("rb")
+        if token is None:
+            return sock, reader, None
+        sock.settimeout(AUTH_TIMEOUT_S)
+        try:
+            body = read_message(reader, AUTH_MAX_BYTES)
+            first = _authenticated(body, token)
+        except (FramingError, OSError) as exc:
+            first, why = None, str(exc) or type(exc).__name__
+        else:
+            why = "no initialize request with the right token"
+        if first is None:
+            log.warning("refused a connection from %s: %s", address, why)
+            reader.close()
+            SocketWriter(sock).close()
+            continue
+        sock.settimeout(None)
+        return sock, reader, first
+
+
+def _authenticated(body: bytes | None, token: str) -> bytes | None:
+    """`body` without its token when it is an `initialize` request carrying `token`, else None."""
+    if body is None:
+        return None
+    try:
+        message = json.loads(body)
+        options = message["params"].get("initializationOptions")
+        given = options.pop(TOKEN_KEY) if isinstance(options, dict) else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if message.get("method") != "initialize" or not isinstance(given, str) or \
+            not hmac.compare_digest(given.encode(), token.encode()):
+        return None
+    return json.dumps(message).encode()
+
+
+def _refuse_all(listener: socket.socket) -> None:
+    """Close every further connection unread, while the session runs (the listener closes with it)."""
+    while True:
+        try:
+            sock, address = listener.accept()
+        except OSError:
+            return
+        log.warning("refused a connection from %s: a client is already connected", address)
+        SocketWriter(sock).close()
