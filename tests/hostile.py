@@ -39,7 +39,7 @@ def _claim(found):
     for tok in found[:1]:
         for fd in range(3, 64):
             try:
-                os.write(fd, b"R" + tok)
+                os.write(fd, tok)  # after the wrapper's ready byte, the secret is all a pass needs
             except OSError:
                 pass
 '''
@@ -88,10 +88,11 @@ ATTACKS: dict[str, str] = {
         "                except ValueError: pass\n"
         "        found.extend(_tokens(vals))\n"
         "        f = f.f_back\n"
-        "for get in (lambda: sys._getframe(), lambda: __import__('inspect').currentframe(),\n"
-        "            lambda: (lambda e: e.__traceback__.tb_frame)(_raise()),\n"
-        "            lambda: list(sys._current_frames().values())[0]):\n"
-        "    try: _walk(get())\n"
+        "for get in (lambda: [sys._getframe()], lambda: [__import__('inspect').currentframe()],\n"
+        "            lambda: [(lambda e: e.__traceback__.tb_frame)(_raise())],\n"
+        "            lambda: list(sys._current_frames().values())):\n"
+        "    try:\n"
+        "        for f in get(): _walk(f)\n"
         "    except BaseException: pass\n"
         "def _raise():\n"
         "    try: 1 / 0\n"
