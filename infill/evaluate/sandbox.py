@@ -408,21 +408,28 @@ def _bwrap_args(file_mb: int, program: str) -> list[str]:
             made.add(top)
         elif os.path.isdir(top):
             binds.append(top)
-    for target in binds + [prefix, os.path.dirname(PROGRAM)]:
+
+    def under(path: str, dirs: list[str]) -> bool:
+        return any(path == d or path.startswith(d.rstrip("/") + "/") for d in dirs)
+
+    # The runtime: its prefix (pyenv, /usr/local, a conda env), or for a system Python in /usr, whose
+    # library is already in /usr/lib, the interpreter's own directory (/usr/bin) only.
+    runtime = os.path.dirname(_interpreter()) if prefix == "/usr" else prefix
+    if not under(runtime, binds):
+        binds.append(runtime)
+    for target in binds + [os.path.dirname(PROGRAM)]:
         parts = Path(target).parts
         for i in range(2, len(parts)):  # parents that bwrap would otherwise make 0700 (nobody could not pass)
             parent = str(Path(*parts[:i]))
-            if parent not in made and not any(parent == b or parent.startswith(b + "/") for b in binds + [prefix]):
+            if parent not in made and not under(parent, binds):
                 args += ["--perms", "0755", "--dir", parent]
                 made.add(parent)
     for d in binds:
         args += ["--ro-bind", d, d]
-    if not any(prefix == b or prefix.startswith(b + "/") for b in binds):
-        args += ["--ro-bind", prefix, prefix]
     vers = f"python{sys.version_info.major}.{sys.version_info.minor}"
     for packages in (Path(prefix, "lib", vers, "site-packages"), Path(prefix, "lib", vers, "dist-packages"),
-                     Path(prefix, "local", "lib", vers, "dist-packages")):
-        if packages.is_dir():  # hide whatever is installed into the base interpreter (maybe this package)
+                     Path(prefix, "lib", "python3", "dist-packages")):
+        if packages.is_dir() and under(str(packages), binds):  # hide what is installed into the base interpreter
             args += ["--tmpfs", str(packages), "--remount-ro", str(packages)]
     args += ["--perms", "0755", "--dir", os.path.dirname(PROGRAM), "--ro-bind", program, PROGRAM,
              "--proc", "/proc", "--remount-ro", "/proc",
