@@ -35,7 +35,7 @@ Rules (what a program can never do, whatever it contains):
   PID namespace dies with bwrap (`--die-with-parent`) and whatever is left in its cgroup is killed.
 
 Without bwrap or a usable cgroup nothing is scored (`SandboxUnavailable`) unless the caller sets
-`SandboxConfig.unsafe_no_sandbox`: then the same wrapper and verdict run directly on the host, with
+`SandboxConfig.unsafe_no_sandbox`: then the same wrapper and verdict run on the host as the calling user, with
 rlimits and the timeout only, and every result says `sandboxed: False`.
 """
 from __future__ import annotations
@@ -58,17 +58,15 @@ NOBODY = 65534
 READY = b"R"
 """Written by the wrapper once the sandbox is set up, before the program runs: its absence means the
 sandbox failed, not the program."""
-SETUP_FAILED = 97
-"""The wrapper's exit status when a check of the sandbox fails."""
 PROGRAM = "/sandbox/program.py"
 
-# The trusted wrapper, run as `python -I -S -B -c _BOOT TOKEN_FD RESULT_FD MEM CPU FSIZE CHECK_MOUNTS`.
+# The trusted wrapper, run as `python -I -S -B -c _BOOT TOKEN_FD RESULT_FD MEM CPU FSIZE SANDBOXED PROGRAM`.
 # Everything it needs after the program starts is bound to a local first: the program shares
 # `builtins` and every module with it.
 _BOOT = r'''
 def _main():
     import os, sys, resource, builtins, _thread
-    token_fd, result_fd, mem, cpu, fsize, check_mounts = (int(x) for x in sys.argv[1:7])
+    token_fd, result_fd, mem, cpu, fsize, sandboxed = (int(x) for x in sys.argv[1:7])
     token = os.read(token_fd, 256)
     os.close(token_fd)
 
@@ -76,7 +74,7 @@ def _main():
         os.write(2, ("sandbox: " + why + "\n").encode())
         os._exit(97)
 
-    if check_mounts:
+    if sandboxed:
         with open("/proc/self/mountinfo") as f:
             for line in f:
                 fields = line.split()
@@ -90,7 +88,7 @@ def _main():
     lim(resource.RLIMIT_FSIZE, (fsize, fsize))
     lim(resource.RLIMIT_NOFILE, (64, 64))
     lim(resource.RLIMIT_CORE, (0, 0))
-    if os.getuid() == 0:
+    if sandboxed and os.getuid() == 0:  # unsafe mode keeps the user: nobody could not reach the runtime
         os.setgroups([])
         os.setresgid(65534, 65534, 65534)
         os.setresuid(65534, 65534, 65534)
@@ -100,7 +98,7 @@ def _main():
         import ctypes
         ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
     except Exception:
-        if check_mounts:
+        if sandboxed:
             refuse_setup("could not make the process non-dumpable")
     for name in [m for m in sys.modules if m.split(".")[0] in ("ctypes", "_ctypes")]:
         del sys.modules[name]
