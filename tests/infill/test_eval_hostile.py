@@ -229,3 +229,12 @@ def test_every_canonical_solution_scores_100(split):
     summary = humaneval.score([(t, [t["canonical_solution"]]) for t in tasks], None, workers=os.cpu_count() or 2,
                               progress=False)
     assert summary["pass@1"] == 1.0 and summary["tasks"] == len(tasks), summary["statuses"]
+
+
+def test_ci_fails_rather_than_skips_without_a_sandbox(no_sandbox, monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="forced by the test"):
+        require_sandbox()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        require_sandbox()
