@@ -238,3 +238,18 @@ def test_ci_fails_rather_than_skips_without_a_sandbox(no_sandbox, monkeypatch):
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception):
         require_sandbox()
+
+
+def test_the_main_thread_signal_block_is_what_stops_the_gc_callback_attack(task, monkeypatch):
+    """A gc callback that the main thread runs (woken by SIGINT, it collects while raising) reaches
+    the wrapper's frame through a signal handler; with the main thread's signals left alone it passes."""
+    require_sandbox()
+    block = ("    sigmask, unblocked = signal.pthread_sigmask, "
+             "signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())\n")
+    ignore = "    signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    assert block in sandbox._BOOT and ignore in sandbox._BOOT
+    weak = sandbox._BOOT.replace(block, "    sigmask, unblocked = (lambda *a: None), None\n").replace(ignore, "")
+    attack = completion(ATTACKS["a gc callback run on the wrapper's main thread, then a signal-handler frame"])
+    assert not run_program(humaneval.program(task, attack), FAST).passed
+    monkeypatch.setattr(sandbox, "_BOOT", weak)
+    assert run_program(humaneval.program(task, attack), FAST).passed
