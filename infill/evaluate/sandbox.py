@@ -109,7 +109,7 @@ def _main():
         "sys._getframe", "sys._current_frames", "sys._current_exceptions", "sys.settrace", "sys.setprofile",
         "gc.get_objects", "gc.get_referrers", "gc.get_referents", "os.exec", "os.posix_spawn", "os.spawn",
         "os.system", "os.forkpty", "subprocess.Popen", "os.symlink", "os.link", "os.rename", "os.chroot",
-        "sys.remote_exec", "cpython.remote_debugger_script"))
+        "code.__new__", "sys.remote_exec", "cpython.remote_debugger_script"))
     frame_attrs = frozenset(("tb_frame", "gi_frame", "cr_frame", "ag_frame"))
     unsafe_modules = frozenset(("ctypes", "_ctypes", "_testcapi", "_testinternalcapi", "_testbuffer",
                                 "_testmultiphase", "_testimportmultiple", "_testclinic", "_ctypes_test",
