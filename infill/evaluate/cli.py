@@ -164,7 +164,8 @@ def _sandbox_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per program (default 3)")
     p.add_argument("--memory-mb", type=int, default=1024,
                    help="memory of one sample, all its processes together (cgroup; default 1024)")
-    p.add_argument("--pids", type=int, default=32, help="processes and threads of one sample at once (default 32)")
+    p.add_argument("--pids", type=int, default=32,
+                   help="processes and threads of one sample at once, the sandbox's own 4 included (default 32)")
     p.add_argument("--workers", type=int, default=2, help="programs run in parallel (default 2)")
     p.add_argument("--unsafe-no-sandbox", action="store_true",
                    help="where no sandbox can be had (bwrap and a cgroup), run the generated programs on the host "

@@ -13,8 +13,8 @@ Rules (what a program can never do, whatever it contains):
   cannot be removed) that refuses frame access (`sys._getframe`, `sys._current_frames`, `tb_frame`,
   `gi_frame`, `cr_frame`, tracing and profiling), `gc` object walks, `ctypes` and the C test modules,
   opening anything on `/proc` or any directory (so no `dir_fd` route to `/proc/self/mem`), creating
-  links and renames, and starting other programs; the names it calls are bound before the program
-  runs, so monkeypatching `os` or `builtins` cannot reach it. The processes are not dumpable, so a
+  links and renames, building code objects, and starting other programs; the names it calls are bound
+  before the program runs, so monkeypatching `os` or `builtins` cannot reach it. The processes are not dumpable, so a
   program started some other way (it has no shell, only the interpreter) cannot read their memory.
   Audit hooks are not a kernel boundary (PEP 578): a program that finds an unaudited way to its own
   memory could forge a pass, but it still cannot leave the sandbox below.
@@ -36,8 +36,8 @@ Rules (what a program can never do, whatever it contains):
   PID namespace dies with bwrap (`--die-with-parent`) and whatever is left in its cgroup is killed.
 
 Without bwrap or a usable cgroup nothing is scored (`SandboxUnavailable`) unless the caller sets
-`SandboxConfig.unsafe_no_sandbox`: then the same wrapper and verdict run on the host as the calling user, with
-rlimits and the timeout only, and every result says `sandboxed: False`.
+`SandboxConfig.unsafe_no_sandbox`: then the same wrapper and verdict run on the host as the calling
+user, with rlimits and the timeout only, and every result says `sandboxed: False`.
 """
 from __future__ import annotations
 
@@ -200,7 +200,8 @@ class SandboxConfig:
     file_mb: int = 16
     """Size of its private /tmp, and the largest file it may write."""
     pids: int = 32
-    """Most processes and threads of the whole sample at once (cgroup pids.max)."""
+    """Most processes and threads of the whole sample at once (cgroup pids.max), counting the sandbox's
+    own four (bwrap twice, the interpreter and the program's thread)."""
     unsafe_no_sandbox: bool = False
     """Where the sandbox is unavailable, run on the host anyway (results say `sandboxed: False`)."""
 
@@ -211,8 +212,8 @@ class SandboxConfig:
             raise ValueError(f"memory limit must be at least 64 MB, got {self.memory_mb}")
         if self.file_mb < 1:
             raise ValueError(f"file limit must be at least 1 MB, got {self.file_mb}")
-        if self.pids < 4:
-            raise ValueError(f"process limit must be at least 4, got {self.pids}")
+        if self.pids < 8:
+            raise ValueError(f"process limit must be at least 8 (the sandbox itself takes 4), got {self.pids}")
 
 
 @dataclass(frozen=True)

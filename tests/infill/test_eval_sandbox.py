@@ -91,11 +91,18 @@ def test_parallel_runs_keep_their_own_verdicts():
     assert [r.passed for r in results] == [bool(i % 2) for i in range(8)]
 
 
-def test_cgroups_are_removed_after_the_run():
-    root = sandbox._cgroup_root()
+def test_cgroups_are_removed_after_the_run(monkeypatch):
+    made = []
+    init = sandbox._SampleCgroup.__init__
+
+    def recording_init(self, *args):
+        init(self, *args)
+        made.append(list(self.dirs))
+
+    monkeypatch.setattr(sandbox._SampleCgroup, "__init__", recording_init)
     run_program("import os\nif os.fork() == 0:\n    import time; time.sleep(30)\n", FAST)
-    for d in root.dirs:
-        assert not [n for n in os.listdir(d) if n.startswith("infill-sample-")]
+    assert len(made) == 1 and len(made[0]) == len(sandbox._cgroup_root().dirs)
+    assert all(not os.path.exists(d) for d in made[0])
 
 
 def test_malicious_program_changes_nothing(tmp_path, monkeypatch):
@@ -153,7 +160,7 @@ def test_protections_are_reported():
     assert p["read_only_fs"] and p["private_proc"] and p["secret_verdict"]
 
 
-@pytest.mark.parametrize("kwargs", [{"timeout_s": 0}, {"memory_mb": 10}, {"file_mb": 0}, {"pids": 1}])
+@pytest.mark.parametrize("kwargs", [{"timeout_s": 0}, {"memory_mb": 10}, {"file_mb": 0}, {"pids": 4}])
 def test_bad_limits_are_value_errors(kwargs):
     with pytest.raises(ValueError):
         SandboxConfig(**kwargs)
