@@ -49,10 +49,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from infill.evaluate.cgroups import SampleCgroup, cgroup_root
 
 OUTPUT_BYTES = 4096
 NOBODY = 65534
@@ -240,164 +241,6 @@ def _interpreter() -> str:
     return os.path.realpath(sys.executable)
 
 
-# ---------------------------------------------------------------------------------------------- cgroups
-
-@dataclass(frozen=True)
-class _CgroupRoot:
-    version: int
-    """2: one directory with memory.max and pids.max; 1: a memory and a pids directory."""
-    dirs: tuple[str, ...]
-    """Where per-sample cgroups are made: (unified,) or (memory, pids)."""
-
-
-def _own_cgroup(controller: str) -> str | None:
-    """This process's cgroup path in the hierarchy of `controller` ("" for the v2 unified one)."""
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        _, names, path = line.split(":", 2)
-        if names.split(",") == [controller] or (controller == "" and names == ""):
-            return path
-    return None
-
-
-def _mounts(fstype: str) -> list[tuple[str, str]]:
-    """(mount point, super options) of every mount of `fstype`."""
-    found = []
-    try:
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            left, _, right = line.partition(" - ")
-            kind, _, opts = (right.split() + ["", "", ""])[:3]
-            if kind == fstype:
-                found.append((left.split()[4], opts))
-    except OSError:
-        pass
-    return found
-
-
-def _writable_cgroup(parent: str, files: tuple[str, ...]) -> bool:
-    """Whether a child cgroup can be made under `parent` and has `files` (then it is removed again)."""
-    probe = os.path.join(parent, f"infill-probe-{uuid.uuid4().hex[:12]}")
-    try:
-        os.mkdir(probe)
-    except OSError:
-        return False
-    try:
-        return all(os.path.exists(os.path.join(probe, f)) for f in files)
-    finally:
-        try:
-            os.rmdir(probe)
-        except OSError:
-            pass
-
-
-@lru_cache(maxsize=1)
-def _cgroup_root() -> _CgroupRoot | None:
-    """Where this machine lets us make per-sample cgroups: v2 when its memory and pids controllers can
-    be delegated below our own cgroup, else the v1 memory and pids hierarchies, else None."""
-    for mount, _ in _mounts("cgroup2"):
-        own = _own_cgroup("")
-        if own is None:
-            continue
-        base = os.path.join(mount, own.lstrip("/"))
-        try:
-            control = Path(base, "cgroup.subtree_control").read_text().split()
-            if not {"memory", "pids"} <= set(control):
-                Path(base, "cgroup.subtree_control").write_text("+memory +pids")
-        except OSError:
-            continue
-        if _writable_cgroup(base, ("memory.max", "pids.max")):
-            return _CgroupRoot(2, (base,))
-    v1 = {}
-    for mount, opts in _mounts("cgroup"):
-        for controller in ("memory", "pids"):
-            if controller in opts.split(",") and controller not in v1:
-                own = _own_cgroup(controller)
-                if own is not None:
-                    v1[controller] = os.path.join(mount, own.lstrip("/"))
-    if set(v1) == {"memory", "pids"} and _writable_cgroup(v1["memory"], ("memory.limit_in_bytes",)) \
-            and _writable_cgroup(v1["pids"], ("pids.max",)):
-        return _CgroupRoot(1, (v1["memory"], v1["pids"]))
-    return None
-
-
-class _SampleCgroup:
-    """The cgroup(s) of one sample: made with its limits, emptied and removed afterwards."""
-
-    def __init__(self, root: _CgroupRoot, config: SandboxConfig):
-        self.root = root
-        name = f"infill-sample-{uuid.uuid4().hex}"
-        self.dirs = [os.path.join(d, name) for d in root.dirs]
-        memory = str(config.memory_mb * 2**20)
-        try:
-            for d in self.dirs:
-                os.mkdir(d)
-            if root.version == 2:
-                self._write(self.dirs[0], "memory.max", memory)
-                self._write(self.dirs[0], "memory.swap.max", "0", optional=True)
-                self._write(self.dirs[0], "pids.max", str(config.pids))
-            else:
-                self._write(self.dirs[0], "memory.limit_in_bytes", memory)
-                self._write(self.dirs[0], "memory.memsw.limit_in_bytes", memory, optional=True)
-                self._write(self.dirs[1], "pids.max", str(config.pids))
-        except OSError as e:
-            self.remove()
-            raise SandboxError(f"cannot make the sample's cgroup: {e}") from None
-
-    @staticmethod
-    def _write(d: str, name: str, value: str, optional: bool = False) -> None:
-        try:
-            Path(d, name).write_text(value)
-        except OSError:
-            if not optional:
-                raise
-
-    @property
-    def procs_files(self) -> list[str]:
-        return [os.path.join(d, "cgroup.procs") for d in self.dirs]
-
-    def memory_peak(self) -> int | None:
-        name = "memory.peak" if self.root.version == 2 else "memory.max_usage_in_bytes"
-        try:
-            return int(Path(self.dirs[0], name).read_text())
-        except (OSError, ValueError):
-            return None
-
-    def kill(self) -> None:
-        """SIGKILL every process left in the sample's cgroups."""
-        if self.root.version == 2:
-            try:
-                Path(self.dirs[0], "cgroup.kill").write_text("1")
-            except OSError:
-                pass
-        for path in self.procs_files:
-            try:
-                pids = Path(path).read_text().split()
-            except OSError:
-                continue
-            for pid in pids:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
-
-    def remove(self) -> None:
-        """Kill what is left and remove the directories (a cgroup with processes cannot be removed,
-        so this waits for the kernel to reap them; generous bound, in case the machine is loaded)."""
-        deadline = time.monotonic() + 30
-        for d in self.dirs:
-            while os.path.isdir(d):
-                try:
-                    os.rmdir(d)
-                except OSError:
-                    if time.monotonic() > deadline:
-                        break
-                    self.kill()
-                    time.sleep(0.02)
-
-
 # ------------------------------------------------------------------------------------------ protections
 
 def _bwrap_args(file_mb: int, program: str) -> list[str]:
@@ -459,7 +302,7 @@ def protections() -> dict:
     elif shutil.which("bwrap") is None:
         reason = "bubblewrap (bwrap) is not installed (apt-get install bubblewrap)"
     else:
-        root = _cgroup_root()
+        root = cgroup_root()
         if root is None:
             reason = "no cgroup to limit a sample's memory and processes (needs root or a delegated cgroup v2)"
         else:
@@ -510,10 +353,13 @@ def _run(program: str, config: SandboxConfig, *, sandboxed: bool, tag: str = "")
                 str(config.memory_mb * 2**20), str(cpu), str(config.file_mb * 2**20), "1" if sandboxed else "0",
                 PROGRAM if sandboxed else program_path] + ([tag] if tag else [])
         if sandboxed:
-            root = _cgroup_root()
+            root = cgroup_root()
             if root is None:
                 raise SandboxError("no usable cgroup")
-            cgroup = _SampleCgroup(root, config)
+            try:
+                cgroup = SampleCgroup(root, config.memory_mb, config.pids)
+            except OSError as e:
+                raise SandboxError(str(e)) from None
             procs = cgroup.procs_files + cgroup.procs_files[:1]
             enter = 'echo $$ > "$1" && echo $$ > "$2" || { echo "sandbox: cannot enter the cgroup" >&2; exit 97; }; ' \
                     'shift 2; exec "$@"'

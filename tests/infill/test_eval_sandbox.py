@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from support import require_sandbox
 
-from infill.evaluate import sandbox
+from infill.evaluate import cgroups
 from infill.evaluate.sandbox import SandboxConfig, protections, run_program
 
 FAST = SandboxConfig(timeout_s=2.0)
@@ -93,15 +93,15 @@ def test_parallel_runs_keep_their_own_verdicts():
 
 def test_cgroups_are_removed_after_the_run(monkeypatch):
     made = []
-    init = sandbox._SampleCgroup.__init__
+    init = cgroups.SampleCgroup.__init__
 
     def recording_init(self, *args):
         init(self, *args)
         made.append(list(self.dirs))
 
-    monkeypatch.setattr(sandbox._SampleCgroup, "__init__", recording_init)
+    monkeypatch.setattr(cgroups.SampleCgroup, "__init__", recording_init)
     run_program("import os\nif os.fork() == 0:\n    import time; time.sleep(30)\n", FAST)
-    assert len(made) == 1 and len(made[0]) == len(sandbox._cgroup_root().dirs)
+    assert len(made) == 1 and len(made[0]) == len(cgroups.cgroup_root().dirs)
     assert all(not os.path.exists(d) for d in made[0])
 
 
