@@ -9,3 +9,19 @@ def stdlib_texts(limit: int = 40) -> list[str]:
     """Source of the first `limit` top-level standard-library modules (a local, PSF-licensed corpus)."""
     files = sorted(STDLIB.glob("*.py"))[:limit]
     return [f.read_text(encoding="utf-8", errors="replace") for f in files]
+
+
+def require_sandbox() -> None:
+    """Skip a test that needs the evaluation sandbox where the machine cannot give it, except under CI
+    (CI=true): there a missing sandbox (no bwrap, no cgroup) fails the test instead of hiding."""
+    import os
+
+    import pytest
+
+    from infill.evaluate.sandbox import protections
+
+    prot = protections()
+    if prot["mode"] != "sandbox":
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have the evaluation sandbox: {prot['reason']}")
+        pytest.skip(f"no evaluation sandbox here: {prot['reason']}")

@@ -25,7 +25,8 @@ EXAMPLES = """examples:
   infill eval report runs/sl runs/ppl --out report/
 
 --model: an infill checkpoint, a Hugging Face model directory or cached hub name (--template to set its
-FIM template), or openai:URL. Generated programs run in a sandbox (see docs/eval.md).
+FIM template), or openai:URL. Generated programs run in a sandbox (bubblewrap and a cgroup per sample;
+see docs/eval.md); without one nothing is scored unless --unsafe-no-sandbox.
 """
 
 
@@ -49,7 +50,18 @@ def _engine(args):
 def _sandbox(args):
     from infill.evaluate.sandbox import SandboxConfig
 
-    return SandboxConfig(timeout_s=args.timeout, memory_mb=args.memory_mb)
+    return SandboxConfig(timeout_s=args.timeout, memory_mb=args.memory_mb, pids=args.pids,
+                         unsafe_no_sandbox=args.unsafe_no_sandbox)
+
+
+def _scored(run):
+    """`run()`, with a sandbox that cannot be had or set up turned into the one-line error of `infill`."""
+    from infill.evaluate.sandbox import SandboxError
+
+    try:
+        return run()
+    except SandboxError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def cmd_humaneval(args) -> int:
@@ -64,8 +76,8 @@ def cmd_humaneval(args) -> int:
     meta = {"eval": "humaneval-infilling", "split": args.split, "model": engine.name,
             "engine": type(engine).__name__, "format": getattr(engine, "format", args.template), "temperature": args.temperature, "samples_per_task": args.samples,
             "limit": args.limit}
-    summary = humaneval.score(pairs, Path(args.out), sandbox=_sandbox(args), workers=args.workers,
-                              total=len(tasks), meta=meta, progress=not args.quiet)
+    summary = _scored(lambda: humaneval.score(pairs, Path(args.out), sandbox=_sandbox(args), workers=args.workers,
+                                              total=len(tasks), meta=meta, progress=not args.quiet))
     _print_summary(summary)
     return 0
 
@@ -77,17 +89,19 @@ def cmd_score(args) -> int:
     split = args.split
     if split is None:
         with open(path, encoding="utf-8") as f:
-            first = next((line for line in f if line.strip()), "{}")
+            n, first = next(((n, line) for n, line in enumerate(f, 1) if line.strip()), (1, "{}"))
         try:
-            split = humaneval.split_of(json.loads(first).get("task_id", ""))
+            task_id = json.loads(first).get("task_id", "")
         except (ValueError, AttributeError):
-            split = None
+            raise ValueError(f"{path}:{n}: expected a JSON object with task_id and completion") from None
+        split = humaneval.split_of(task_id) if isinstance(task_id, str) else None
         if split is None:
-            raise ValueError(f"{path}: cannot tell the split from its task ids; pass --split")
+            raise ValueError(f"{path}:{n}: cannot tell the split from task id {task_id!r}; pass --split")
     pairs = list(humaneval.read_samples(path, split))
     meta = {"eval": "humaneval-infilling", "split": split, "model": f"samples:{path.name}", "engine": "none"}
-    summary = humaneval.score(pairs, Path(args.out) if args.out else None, sandbox=_sandbox(args),
-                              workers=args.workers, total=len(pairs), meta=meta, progress=not args.quiet)
+    summary = _scored(lambda: humaneval.score(pairs, Path(args.out) if args.out else None, sandbox=_sandbox(args),
+                                              workers=args.workers, total=len(pairs), meta=meta,
+                                              progress=not args.quiet))
     _print_summary(summary)
     return 0
 
@@ -148,8 +162,15 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 
 def _sandbox_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per program (default 3)")
-    p.add_argument("--memory-mb", type=int, default=1024, help="address-space limit per program (default 1024)")
+    p.add_argument("--memory-mb", type=int, default=1024,
+                   help="memory of one sample, all its processes together (cgroup; default 1024)")
+    p.add_argument("--pids", type=int, default=32,
+                   help="processes and threads of one sample at once, the sandbox's own 4 included (default 32)")
     p.add_argument("--workers", type=int, default=2, help="programs run in parallel (default 2)")
+    p.add_argument("--unsafe-no-sandbox", action="store_true",
+                   help="where no sandbox can be had (bwrap and a cgroup), run the generated programs on the host "
+                        "anyway; the summary and report then mark every figure unsandboxed. Without it such a "
+                        "machine scores nothing")
 
 
 def register(sub) -> None:

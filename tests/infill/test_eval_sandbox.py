@@ -1,14 +1,24 @@
-"""The sandbox: verdicts, limits, and a malicious program that must change nothing outside it."""
+"""The sandbox: verdicts, limits, clean-up, and a malicious program that must change nothing outside it.
+(The hostile-sample suite is tests/infill/test_eval_hostile.py.)"""
 import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from support import require_sandbox
 
+from infill.evaluate import cgroups
 from infill.evaluate.sandbox import SandboxConfig, protections, run_program
 
 FAST = SandboxConfig(timeout_s=2.0)
+
+
+@pytest.fixture(autouse=True)
+def _sandboxed(request):
+    if request.node.originalname != "test_bad_limits_are_value_errors":
+        require_sandbox()
 
 
 def leftover(tag: str) -> list[int]:
@@ -26,8 +36,12 @@ def leftover(tag: str) -> list[int]:
 
 @pytest.mark.parametrize("source, status", [
     ("import math\nassert math.gcd(12, 18) == 6\n", "passed"),
+    ("from collections import namedtuple\nimport typing, re, fractions, heapq, statistics, random, hashlib\n"
+     "P = namedtuple('P', 'x y')\nassert P(1, 2).y == 2\n", "passed"),
     ("assert 1 == 2\n", "failed"),
     ("raise SystemExit(3)\n", "failed"),
+    ("raise SystemExit(0)\n", "failed"),
+    ("import os\nos._exit(0)\n", "failed"),
     ("def f(:\n", "failed"),
     ("while True:\n    pass\n", "timeout"),
 ])
@@ -35,14 +49,15 @@ def test_verdicts(source, status):
     assert run_program(source, FAST).status == status
 
 
-def test_failure_detail_is_the_last_stderr_line():
+def test_failure_detail_is_the_exception():
     result = run_program("raise KeyError('zz')\n", FAST)
     assert result.status == "failed" and result.detail == "KeyError: 'zz'"
 
 
 def test_environment_is_scrubbed(monkeypatch):
     monkeypatch.setenv("INFILL_SECRET_TOKEN", "hunter2")
-    src = "import os, sys\nassert 'INFILL_SECRET_TOKEN' not in os.environ, os.environ\nassert sys.flags.isolated\n"
+    src = ("import os, sys\nassert 'INFILL_SECRET_TOKEN' not in os.environ, os.environ\nassert sys.flags.isolated\n"
+           "assert os.getuid() == 65534 or os.geteuid() != 0\n")
     assert run_program(src, FAST).passed
 
 
@@ -54,27 +69,48 @@ def test_memory_limit():
 def test_file_size_limit():
     src = "f = open('big', 'wb')\nf.write(b'x' * (4 * 2**20))\nf.flush()\n"
     assert run_program(src, SandboxConfig(timeout_s=2.0, file_mb=1)).status == "failed"
+    assert run_program(src.replace("(4 * 2**20)", "2**18"), SandboxConfig(timeout_s=2.0, file_mb=1)).passed
+
+
+def test_process_limit_is_per_sample():
+    src = ("import os, time\nn = 0\ntry:\n    for _ in range(64):\n        if os.fork() == 0:\n"
+           "            time.sleep(3); os._exit(0)\n        n += 1\nexcept OSError:\n    pass\nassert n < 8, n\n")
+    assert run_program(src, SandboxConfig(timeout_s=10, pids=8)).passed
 
 
 def test_timeout_is_wall_clock_and_bounded():
     started = time.monotonic()
     result = run_program("import time\ntime.sleep(60)\n", SandboxConfig(timeout_s=1.0))
-    assert result.status == "timeout" and time.monotonic() - started < 6
+    assert result.status == "timeout" and time.monotonic() - started < 30
 
 
-@pytest.mark.skipif(protections()["mode"] != "namespaces", reason="needs Linux namespaces (unshare)")
-def test_no_network():
-    src = ("import socket\ns = socket.socket()\ns.settimeout(1)\n"
-           "try:\n    s.connect(('1.1.1.1', 80))\nexcept OSError:\n    raise SystemExit(0)\nraise SystemExit(1)\n")
-    assert run_program(src, FAST).passed
+def test_parallel_runs_keep_their_own_verdicts():
+    programs = ["pass\n" if i % 2 else "assert False\n" for i in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda p: run_program(p, FAST), programs))
+    assert [r.passed for r in results] == [bool(i % 2) for i in range(8)]
+
+
+def test_cgroups_are_removed_after_the_run(monkeypatch):
+    made = []
+    init = cgroups.SampleCgroup.__init__
+
+    def recording_init(self, *args):
+        init(self, *args)
+        made.append(list(self.dirs))
+
+    monkeypatch.setattr(cgroups.SampleCgroup, "__init__", recording_init)
+    run_program("import os\nif os.fork() == 0:\n    import time; time.sleep(30)\n", FAST)
+    assert len(made) == 1 and len(made[0]) == len(cgroups.cgroup_root().dirs)
+    assert all(not os.path.exists(d) for d in made[0])
 
 
 def test_malicious_program_changes_nothing(tmp_path, monkeypatch):
     """Fork bomb, a setsid'd infinite loop, writes to $HOME and elsewhere, signals to the harness."""
     home = tmp_path / "home"
-    home.mkdir()
+    home.mkdir(mode=0o777)
     outside = tmp_path / "outside"
-    outside.mkdir()
+    outside.mkdir(mode=0o777)
     monkeypatch.setenv("HOME", str(home))
     tag = f"infill-test-{uuid.uuid4().hex}"
     harness = os.getpid()
@@ -109,36 +145,22 @@ while True:
     started = time.monotonic()
     result = run_program(src, SandboxConfig(timeout_s=2.0), tag=tag)
     assert result.status in ("timeout", "failed")
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 60
     assert list(home.iterdir()) == [] and list(outside.iterdir()) == []
-    time.sleep(0.2)
+    deadline = time.monotonic() + 30
+    while leftover(tag) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert leftover(tag) == []
     assert run_program("pass\n", FAST).passed  # the harness and the sandbox still work
 
 
-def test_user_process_count_is_plausible():
-    from infill.evaluate import sandbox
-
-    assert 1 <= sandbox._user_processes() < 100_000
-
-
 def test_protections_are_reported():
     p = protections()
-    assert p["mode"] in ("namespaces", "fallback") and p["timeout"] and p["scrubbed_env"]
-    assert p["in_process_guard"] == (p["mode"] == "fallback")
+    assert p["mode"] == "sandbox" and p["reason"] == "" and p["cgroup"] in ("v1", "v2")
+    assert p["read_only_fs"] and p["private_proc"] and p["secret_verdict"]
 
 
-def test_fallback_mode_guards_writes_signals_and_forks(tmp_path, monkeypatch):
-    """Without namespaces: host temp dir, in-process guard; nothing outside changes, nothing is left."""
-    from infill.evaluate import sandbox
-
-    fallback = {**protections(), "mode": "fallback", "runs_as_nobody": False, "in_process_guard": True}
-    monkeypatch.setattr(sandbox, "protections", lambda: fallback)
-    target = tmp_path / "pwned"
-    assert run_program("open('inside.txt', 'w').write('ok')\nassert open('inside.txt').read() == 'ok'\n", FAST).passed
-    for src in (f"open({str(target)!r}, 'w')\n", "import os\nos.kill(os.getppid(), 9)\n", "import os\nos.fork()\n",
-                "import subprocess\nsubprocess.run(['true'])\n"):
-        result = run_program(src, FAST)
-        assert result.status == "failed" and "sandbox" in result.detail, (src, result)
-    assert not target.exists()
-    assert run_program("while True:\n    pass\n", SandboxConfig(timeout_s=1.0)).status == "timeout"
+@pytest.mark.parametrize("kwargs", [{"timeout_s": 0}, {"memory_mb": 10}, {"file_mb": 0}, {"pids": 4}])
+def test_bad_limits_are_value_errors(kwargs):
+    with pytest.raises(ValueError):
+        SandboxConfig(**kwargs)
