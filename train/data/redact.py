@@ -41,6 +41,7 @@ from collections.abc import Iterable, Iterator
 
 from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
 from detect_secrets.filters import heuristic
+from detect_secrets.plugins.keyword import DENYLIST as _KEYWORDS
 from detect_secrets.settings import get_settings
 
 from train.data.config import DataConfig
@@ -65,8 +66,8 @@ PLUGINS = (
     "TwilioKeyDetector",
 )
 WINDOW = 2000
-"""Longest piece of a line the library's plugins see at once (see the module docstring)."""
-_OVERLAP = 400  # a secret up to this long that straddles two windows is seen whole in one of them
+"""Longest piece of a line the library's plugins see at once (see the module docstring); pieces
+overlap by a fifth, so a secret up to 400 characters long is seen whole in one of them."""
 
 # Verification sends a found secret to its provider: never, whatever the settings say.
 get_settings().disable_filters("detect_secrets.filters.common.is_ignored_due_to_verification_policies")
@@ -74,6 +75,23 @@ _CLASSES = {cls.__name__: cls for cls in get_mapping_from_secret_type_to_class()
 _PLUGINS = [_CLASSES[name]() for name in PLUGINS]
 _KEY_PLUGINS = {"PrivateKeyDetector"}
 _MIN_KEYWORD_VALUE = 6  # `'PWD_STATE': 'yes'` is a setting, not a password
+# Plugins whose every pattern contains a literal (or one of the keyword plugin's names) run only
+# on the windows that contain it: the same findings, and no quadratic backtracking on a window of
+# slashes (npm), of `sk-` (OpenAI) or of keyword-free text (keywords).
+_GATES = {
+    "KeywordDetector": re.compile("|".join(_KEYWORDS), re.IGNORECASE),
+    "NpmDetector": re.compile(re.escape("_authToken")),
+    "OpenAIDetector": re.compile("T3BlbkFJ"),
+}
+# The keyword plugin's names are `\w*KEYWORD\w*` patterns, cubic in the length of a run of word
+# characters; it sees runs cut to `_MAX_WORD` characters (a space in place of every 48th of a run,
+# which no name or value this long needs: the finding is mapped back to the original text and
+# extended over the token there).
+_MAX_WORD = 48
+_LONG_WORD = re.compile(r"\w{%d}(?=\w)" % _MAX_WORD)
+# The npm plugin's pattern (`//.+/:_authToken=`) is quadratic in the length of its window; an
+# .npmrc line is short, so it sees windows of this size.
+_SMALL_WINDOWS = {"NpmDetector": 400}
 
 # Characters a token is made of: a finding is extended over them to the right (a plugin may report
 # only a token's prefix, e.g. `ghp` of a GitHub token).
@@ -109,7 +127,8 @@ _AUTH_HINT = re.compile(r"(?i)authoriz|bearer")
 # PEM (base64 and `Name: value` headers).
 _KEY_BEGIN = re.compile(r"-----BEGIN ([A-Z0-9]+ ){0,3}PRIVATE KEY( BLOCK)?-----")
 _KEY_END = re.compile(r"-----END ([A-Z0-9]+ ){0,3}PRIVATE KEY( BLOCK)?-----")
-_PEM_LINE = re.compile(r"[ \t]*(?:[A-Za-z0-9+/=]{8,}|[A-Za-z\-]{1,40}:[^\n]{0,200}|)[ \t\"',\\n]*")
+_PEM_LINE = re.compile(r"[ \t\"']*(?:[A-Za-z0-9+/=]{8,}|[A-Za-z0-9+/]{1,8}={1,2}|[A-Z][a-z]*(?:-[A-Za-z]+)+: [^\n]{1,200})"
+                       r"[ \t\"',\\n]*")
 _PUTTY_BEGIN = re.compile(r"PuTTY-User-Key-File-\d+:")
 _PUTTY_LINE = re.compile(r"[A-Za-z\-]{1,40}:[^\n]{0,200}|[A-Za-z0-9+/=]{4,}")
 _MAX_KEY_LINES = 400
@@ -123,6 +142,7 @@ _IPV4_HINT = re.compile(r"\.[0-9]{1,3}\.[0-9]{1,3}\.")  # starts with a literal:
 _EXAMPLE_HOST = re.compile(r"(?i)(?:^|\.)(?:example(?:\.(?:com|org|net))?|localhost|test|invalid)$")
 # `scheme://user:password@host`: found from "://", then read to the right by hand.
 _URL_USERINFO = re.compile(r"://([^\s:/@\"'`<>]{0,128}):([^\s/@\"'`<>]{1,256})@([A-Za-z0-9.\-\[\]:]{1,255})")
+_HOST_AFTER = re.compile(r"@([A-Za-z0-9.\-]{1,255})")
 _AWS_EXAMPLE = "EXAMPLE"
 
 
@@ -143,13 +163,15 @@ def _looks_random(value: str) -> bool:
     return has_alpha and has_digit and entropy >= 3.5
 
 
-def _windows(line: str) -> Iterator[tuple[int, str]]:
-    if len(line) <= WINDOW:
+def _windows(line: str, size: int = WINDOW) -> Iterator[tuple[int, str]]:
+    """(offset, piece) covering `line` in pieces of at most `size` characters, overlapping by a fifth."""
+    if len(line) <= size:
         yield 0, line
         return
-    for start in range(0, len(line), WINDOW - _OVERLAP):
-        yield start, line[start:start + WINDOW]
-        if start + WINDOW >= len(line):
+    step = size - size // 5
+    for start in range(0, len(line), step):
+        yield start, line[start:start + size]
+        if start + size >= len(line):
             break
 
 
@@ -167,30 +189,56 @@ def _extend(line: str, start: int, end: int) -> int:
     return end
 
 
+def _findings(plugin, filename: str, piece: str) -> Iterator[tuple[int, int]]:
+    """(start, end) in `piece` of each value `plugin` finds there and the filters keep."""
+    name = type(plugin).__name__
+    view = piece
+    if name == "KeywordDetector" and _LONG_WORD.search(piece):
+        view = _cut_words(piece)
+    for found in plugin.analyze_line(filename=filename, line=view, line_number=0):
+        value = found.secret_value or ""
+        if not value or _kept(value, view, plugin) or (
+                name == "KeywordDetector" and len(value) < _MIN_KEYWORD_VALUE):
+            continue
+        pos = view.find(value)
+        while pos >= 0:
+            host = _HOST_AFTER.match(view, pos + len(value))
+            if name == "BasicAuthDetector" and host and _EXAMPLE_HOST.search(host.group(1)):
+                pos = view.find(value, pos + len(value))  # documentation URL (RFC 2606 host)
+                continue
+            yield pos, pos + len(value)
+            pos = view.find(value, pos + len(value))
+
+
+def _cut_words(piece: str) -> str:
+    """`piece` with a space in place of every `_MAX_WORD`-th character of a run of word characters
+    (same length, so positions map one to one)."""
+    return _LONG_WORD.sub(lambda m: m.group(0)[:-1] + " ", piece)
+
+
 def _library_spans(text: str, path: str) -> Iterator[tuple[int, int, str]]:
-    """(start, end, kind) of every detect-secrets finding, line by line."""
-    keyword_name = _KEYWORD_FILETYPE.get(os.path.splitext(path)[1].lower(), path or "x")
+    """(start, end, kind) of every detect-secrets finding, line by line, window by window."""
+    ext = os.path.splitext(path)[1].lower()
+    filename = path or "x"
+    keyword_filename = _KEYWORD_FILETYPE.get(ext, filename)
     offset = 0
     for line in text.splitlines(keepends=True):
         body = line.rstrip("\r\n")
         if body.strip() and not heuristic.is_indirect_reference(body):
-            for base, piece in _windows(body):
-                for plugin in _PLUGINS:
-                    name = type(plugin).__name__
-                    filename = keyword_name if name == "KeywordDetector" else (path or "x")
-                    for found in plugin.analyze_line(filename=filename, line=piece, line_number=0):
-                        value = found.secret_value or ""
-                        if not value or _kept(value, piece, plugin) or (
-                                name == "KeywordDetector" and len(value) < _MIN_KEYWORD_VALUE):
-                            continue
-                        kind = "private_key" if name in _KEY_PLUGINS else "secret"
-                        pos = piece.find(value)
-                        while pos >= 0:
-                            end = pos + len(value)
-                            if kind == "secret":
-                                end = _extend(piece, pos, end)
-                            yield offset + base + pos, offset + base + end, kind
-                            pos = piece.find(value, end)
+            for plugin in _PLUGINS:
+                name = type(plugin).__name__
+                gate = _GATES.get(name)
+                if gate is not None and not gate.search(body):
+                    continue
+                kind = "private_key" if name in _KEY_PLUGINS else "secret"
+                for base, piece in _windows(body, _SMALL_WINDOWS.get(name, WINDOW)):
+                    if gate is not None and not gate.search(piece):
+                        continue
+                    fname = keyword_filename if name == "KeywordDetector" else filename
+                    for start, end in _findings(plugin, fname, piece):
+                        if kind == "secret":
+                            end = _extend(piece, start, end)
+                        yield offset + base + start, offset + base + end, kind
         offset += len(line)
 
 
