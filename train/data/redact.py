@@ -189,24 +189,28 @@ def _extend(line: str, start: int, end: int) -> int:
     return end
 
 
+def _line_at(piece: str, pos: int) -> str:
+    start = piece.rfind("\n", 0, pos) + 1
+    end = piece.find("\n", pos)
+    return piece[start:end if end >= 0 else len(piece)]
+
+
 def _findings(plugin, filename: str, piece: str) -> Iterator[tuple[int, int]]:
-    """(start, end) in `piece` of each value `plugin` finds there and the filters keep."""
+    """(start, end) in `piece` of each value `plugin` finds there and the filters keep; the
+    filters that look at the line (`*_id` names, indirect references) see the finding's line."""
     name = type(plugin).__name__
-    view = piece
-    if name == "KeywordDetector" and _LONG_WORD.search(piece):
-        view = _cut_words(piece)
+    view = _cut_words(piece) if name == "KeywordDetector" and _LONG_WORD.search(piece) else piece
     for found in plugin.analyze_line(filename=filename, line=view, line_number=0):
         value = found.secret_value or ""
-        if not value or _kept(value, view, plugin) or (
-                name == "KeywordDetector" and len(value) < _MIN_KEYWORD_VALUE):
+        if not value or (name == "KeywordDetector" and len(value) < _MIN_KEYWORD_VALUE):
             continue
         pos = view.find(value)
         while pos >= 0:
+            line = _line_at(view, pos)
             host = _HOST_AFTER.match(view, pos + len(value))
-            if name == "BasicAuthDetector" and host and _EXAMPLE_HOST.search(host.group(1)):
-                pos = view.find(value, pos + len(value))  # documentation URL (RFC 2606 host)
-                continue
-            yield pos, pos + len(value)
+            if not (_kept(value, line, plugin) or heuristic.is_indirect_reference(line)
+                    or (name == "BasicAuthDetector" and host and _EXAMPLE_HOST.search(host.group(1)))):
+                yield pos, pos + len(value)
             pos = view.find(value, pos + len(value))
 
 
@@ -216,30 +220,61 @@ def _cut_words(piece: str) -> str:
     return _LONG_WORD.sub(lambda m: m.group(0)[:-1] + " ", piece)
 
 
+def _pieces(text: str, size: int, whole_lines: bool) -> Iterator[tuple[int, str]]:
+    """(offset, piece) covering `text`: one line at a time (`whole_lines` False), or as many
+    consecutive lines as fit in `size` characters; a line longer than `size` in overlapping windows."""
+    chunk = pos = 0
+    while pos < len(text):
+        nl = text.find("\n", pos)
+        end = len(text) if nl < 0 else nl + 1
+        if end - pos > size or not whole_lines:
+            if chunk < pos:
+                yield chunk, text[chunk:pos]
+            for off, piece in _windows(text[pos:end].rstrip("\r\n"), size):
+                yield pos + off, piece
+            chunk = end
+        elif end - chunk > size:
+            yield chunk, text[chunk:pos]
+            chunk = pos
+        pos = end
+    if chunk < len(text):
+        yield chunk, text[chunk:]
+
+
+def _gated_lines(text: str, gate: re.Pattern, size: int) -> Iterator[tuple[int, str]]:
+    """(offset, piece) of each line that `gate` matches in, once, in windows of `size`."""
+    pos = 0
+    while (m := gate.search(text, pos)) is not None:
+        start = text.rfind("\n", 0, m.start()) + 1
+        end = text.find("\n", m.end())
+        end = len(text) if end < 0 else end
+        for off, piece in _windows(text[start:end].rstrip("\r"), size):
+            yield start + off, piece
+        pos = end + 1
+
+
 def _library_spans(text: str, path: str) -> Iterator[tuple[int, int, str]]:
-    """(start, end, kind) of every detect-secrets finding, line by line, window by window."""
+    """(start, end, kind) of every detect-secrets finding. The keyword plugin sees one line at a
+    time (its values, `[^\\v'"]*`, would run on over line ends); the others, whose patterns stop at
+    a line end, see as many whole lines at once as fit in `WINDOW` (far fewer calls)."""
     ext = os.path.splitext(path)[1].lower()
     filename = path or "x"
-    keyword_filename = _KEYWORD_FILETYPE.get(ext, filename)
-    offset = 0
-    for line in text.splitlines(keepends=True):
-        body = line.rstrip("\r\n")
-        if body.strip() and not heuristic.is_indirect_reference(body):
-            for plugin in _PLUGINS:
-                name = type(plugin).__name__
-                gate = _GATES.get(name)
-                if gate is not None and not gate.search(body):
-                    continue
-                kind = "private_key" if name in _KEY_PLUGINS else "secret"
-                for base, piece in _windows(body, _SMALL_WINDOWS.get(name, WINDOW)):
-                    if gate is not None and not gate.search(piece):
-                        continue
-                    fname = keyword_filename if name == "KeywordDetector" else filename
-                    for start, end in _findings(plugin, fname, piece):
-                        if kind == "secret":
-                            end = _extend(piece, start, end)
-                        yield offset + base + start, offset + base + end, kind
-        offset += len(line)
+    for plugin in _PLUGINS:
+        name = type(plugin).__name__
+        gate = _GATES.get(name)
+        if gate is not None and not gate.search(text):
+            continue
+        kind = "private_key" if name in _KEY_PLUGINS else "secret"
+        fname = _KEYWORD_FILETYPE.get(ext, filename) if name == "KeywordDetector" else filename
+        size = _SMALL_WINDOWS.get(name, WINDOW)
+        pieces = _gated_lines(text, gate, size) if name == "KeywordDetector" else _pieces(text, size, True)
+        for base, piece in pieces:
+            if gate is not None and not gate.search(piece) or not piece.strip():
+                continue
+            for start, end in _findings(plugin, fname, piece):
+                if kind == "secret":
+                    end = _extend(piece, start, end)
+                yield base + start, base + end, kind
 
 
 def _key_blocks(text: str) -> Iterator[tuple[int, int, str]]:
