@@ -7,6 +7,7 @@ import random
 import select
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -162,7 +163,7 @@ def test_kill_9_during_pruning_or_at_random_moments_never_corrupts(tmp_path, tin
     delay. Each is chosen by the parent from the child's own announcements, so a loaded machine
     changes when things happen, not what is checked."""
     rng = random.Random(15)
-    newest = 0
+    newest = mid_deletion = 0
     kinds = ["prune", "random"] * 10
     for kind in kinds:
         to_parent, child_w = os.pipe()
@@ -179,14 +180,19 @@ def test_kill_9_during_pruning_or_at_random_moments_never_corrupts(tmp_path, tin
         os.close(child_r)
         announced, target = 0, rng.randint(1, 12)
         deadline_polls = rng.randint(0, 40)  # "random": polls of 10 ms each before the kill
-        polls = 0
+        polls, last_news = 0, time.monotonic()
         while True:
             ready, _, _ = select.select([to_parent], [], [], 0.01)
+            if not ready and time.monotonic() - last_news > 300:  # a stuck child, not a slow one
+                os.kill(pid, signal.SIGKILL)
+                pytest.fail("the checkpoint-writing child announced nothing for 300 s")
             if ready:
+                last_news = time.monotonic()
                 if not os.read(to_parent, 1):
                     break
                 announced += 1
                 if kind == "prune" and announced >= target:
+                    mid_deletion += 1
                     break  # the child is blocked half-way through deleting a checkpoint
                 os.write(from_parent, b"k")
             else:
@@ -207,7 +213,7 @@ def test_kill_9_during_pruning_or_at_random_moments_never_corrupts(tmp_path, tin
             step = int(intact[-1].name.split("-")[1])
             assert step >= newest
             newest = step
-    assert newest > 0
+    assert newest > 0 and mid_deletion == 10
     remove_partial(tmp_path)
     assert all(p.name.startswith("step-") for p in (tmp_path / "checkpoints").iterdir())
 
