@@ -47,8 +47,9 @@ from train.loader import START, Corpus, Loader, corpora
 from train.logs import RunLog
 from train.masking import chunk_document
 from train.packing import IGNORE, Batch, Row, collate, pack
-from train.state import (checkpoint_dirs, checkpoints_dir, file_digest, read_checkpoint, remove_partial, resume_point,
-                         verify_checkpoint, write_checkpoint)
+from train.state import (checkpoint_dirs, checkpoints_dir, file_digest, read_checkpoint, remove_partial,
+                         resume_point, verify_checkpoint, write_checkpoint)
+
 
 class TrainingDiverged(ValueError):
     """The loss, gradient norm or weights became NaN or infinite; the message is one line."""
@@ -309,10 +310,13 @@ def _diverged(what: str, last_good: Path | None) -> str:
 def _save(run_dir: Path, step: int, raw: Transformer, optimizer, tok, config: TrainConfig, loader: Loader,
           d: parallel.Dist, extra: dict, last_good: Path | None = None) -> Path | None:
     model_state, optim_state = parallel.full_state(raw, optimizer, d)
-    bad = next((k for k, v in model_state.items() if not bool(torch.isfinite(v).all())), None) if d.is_main else None
+    bad = None
+    if d.is_main:
+        bad = next((k for k, v in model_state.items() if not bool(torch.isfinite(v).all())), None)
     # every rank learns the main rank's verdict, so all stop together instead of waiting at a barrier
     if parallel.all_reduce_sum(1 if bad else 0, d, next(raw.parameters()).device) > 0:
-        raise TrainingDiverged(_diverged(f"non-finite weights ({bad or 'on rank 0'}) at step {step}", last_good))
+        where = bad or "on rank 0"
+        raise TrainingDiverged(_diverged(f"non-finite weights ({where}) at step {step}", last_good))
     path = None
     if d.is_main:
         model_config = config.model_config()
@@ -342,7 +346,8 @@ def _publish_model(run_dir: Path, checkpoint: Path) -> None:
         shutil.copy2(checkpoint / name, tmp / name)
         if file_digest(tmp / name) != manifest[name]:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise CheckpointError(f"{tmp / name}: the copy does not match {checkpoint}; the model was not published")
+            raise CheckpointError(f"{tmp / name}: the copy does not match {checkpoint}; "
+                                  f"the model was not published")
     final = run_dir / "model"
     old = run_dir / ".old-model"
     shutil.rmtree(old, ignore_errors=True)
