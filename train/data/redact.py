@@ -18,17 +18,22 @@ does not do, each rule in `redact_text`:
   documentation ranges);
 - passwords in URLs with the user and host kept (the library's rule stops at `!` and other
   sub-delimiters inside the password, and replacing the whole URL would lose the host);
-- HTTP `Authorization:` header credentials and a few token shapes no plugin knows (Hugging Face,
-  Google API keys, GitHub fine-grained tokens, current OpenAI keys, bare npm tokens).
+- HTTP `Authorization:` header credentials, a few token shapes no plugin knows (Hugging Face,
+  Google API keys, GitHub fine-grained tokens, current OpenAI keys, bare npm tokens), and
+  random-looking quoted values of token/auth names (the keyword plugin's names are password,
+  secret, api_key and the like).
 
 Documentation placeholders are kept as they are: RFC 2606 domains (example.com, .test, .invalid,
 localhost), AWS's published example keys (`...EXAMPLE...`) and obvious placeholders (`changeme`,
 `your_password_here`, `xxxx`).
 
 Every rule is linear in the length of the text: the own patterns have no nested or overlapping
-quantifiers and start at a literal, and the library's per-line plugins (some of which backtrack
-quadratically on a long line) see a line in windows of at most `WINDOW` characters, so their cost
-per window is bounded and the total grows with the number of windows.
+quantifiers and start at a literal, and the library's plugins (some of which backtrack
+quadratically, or worse, on a long line) see at most `WINDOW` characters at a time, so the cost
+of a window is bounded and the total grows with the number of windows. The plugins whose patterns
+need a literal run only where it occurs (`_GATES`), the keyword plugin sees runs of word
+characters cut at `_MAX_WORD` and the npm plugin smaller windows (`tests/train/test_data_redact.py`
+feeds each rule 1 MB of adversarial input).
 """
 from __future__ import annotations
 
@@ -130,8 +135,8 @@ _AUTH_HINT = re.compile(r"(?i)authoriz|bearer")
 # PEM (base64 and `Name: value` headers).
 _KEY_BEGIN = re.compile(r"-----BEGIN ([A-Z0-9]+ ){0,3}PRIVATE KEY( BLOCK)?-----")
 _KEY_END = re.compile(r"-----END ([A-Z0-9]+ ){0,3}PRIVATE KEY( BLOCK)?-----")
-_PEM_LINE = re.compile(r"[ \t\"']*(?:[A-Za-z0-9+/=]{8,}|[A-Za-z0-9+/]{1,8}={1,2}|[A-Z][a-z]*(?:-[A-Za-z]+)+: [^\n]{1,200})"
-                       r"[ \t\"',\\n]*")
+_PEM_LINE = re.compile(r"[ \t\"']*(?:[A-Za-z0-9+/=]{8,}|[A-Za-z0-9+/]{1,8}={1,2}"
+                       r"|[A-Z][a-z]*(?:-[A-Za-z]+)+: [^\n]{1,200})[ \t\"',\\n]*")
 _PUTTY_BEGIN = re.compile(r"PuTTY-User-Key-File-\d+:")
 _PUTTY_LINE = re.compile(r"[A-Za-z\-]{1,40}:[^\n]{0,200}|[A-Za-z0-9+/=]{4,}")
 _MAX_KEY_LINES = 400
@@ -143,7 +148,7 @@ _IPV4 = re.compile(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}")
 _IPV4_HINT = re.compile(r"\.[0-9]{1,3}\.[0-9]{1,3}\.")  # starts with a literal: a fast scan
 # Domains reserved for documentation (RFC 2606) are not personal data.
 _EXAMPLE_HOST = re.compile(r"(?i)(?:^|\.)(?:example(?:\.(?:com|org|net))?|localhost|test|invalid)$")
-# `scheme://user:password@host`: found from "://", then read to the right by hand.
+# `scheme://user:password@host`: each match starts at the literal "://", every part bounded.
 _URL_USERINFO = re.compile(r"://([^\s:/@\"'`<>]{0,128}):([^\s/@\"'`<>]{1,256})@([A-Za-z0-9.\-\[\]:]{1,255})")
 _HOST_AFTER = re.compile(r"@([A-Za-z0-9.\-]{1,255})")
 _AWS_EXAMPLE = "EXAMPLE"
