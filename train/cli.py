@@ -66,12 +66,13 @@ def register(subparsers) -> None:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    """`infill train`: 0 when done (or stopped by SIGTERM), 130 on SIGINT, 2 on a user error."""
+    """`infill train`: 0 when done (or stopped by SIGTERM), 130 on SIGINT, 1 when the loss or the
+    weights became NaN or infinite (no checkpoint written), 2 on a user error or a damaged run."""
     from infill.checkpoint import CheckpointError
     from infill.tokenizer import TokenizerError
     from train.config import apply_overrides
     from train.recipes import recipe
-    from train.trainer import train
+    from train.trainer import TrainingDiverged, train
 
     if not args.out:
         return _error("--out DIR is required")
@@ -90,6 +91,9 @@ def train_command(args: argparse.Namespace) -> int:
             items.append(f"time_budget={args.time_budget}")
         config = apply_overrides(config, items)
         return train(config, args.out, resume=args.resume, stop_after=args.stop_after, overrides=items)
+    except TrainingDiverged as exc:  # not a usage error: the run itself failed
+        print(f"infill train: error: {exc}", file=sys.stderr)
+        return 1
     except (ValueError, CheckpointError, TokenizerError) as exc:
         return _error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     except OSError as exc:

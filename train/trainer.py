@@ -13,6 +13,11 @@ Rules:
   the same computation as an uninterrupted one.
 - SIGINT/SIGTERM finish the current step, write a checkpoint and return (0 for SIGTERM, 130 for
   SIGINT); ranks agree on stopping at the same step.
+- A non-finite loss or gradient norm, or non-finite weights about to be checkpointed, stop the run
+  with `TrainingDiverged` (one line): no checkpoint is written for that step and no model is
+  published; the checkpoints already written stay.
+- `--resume` starts from the newest checkpoint that verifies (`train.state.verify_checkpoint`); when
+  newer ones are damaged it says so in one line and falls back.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from infill.checkpoint import CheckpointError
 from infill.formats import infill_prompt, stop_ids
 from infill.generation import GenerationConfig, generate
 from infill.model import Transformer
@@ -44,7 +50,13 @@ from train.logs import RunLog
 from train.masking import chunk_document
 from train.optim import configure_optimizer
 from train.packing import IGNORE, Batch, Row, collate, pack
-from train.state import latest_checkpoint, read_checkpoint, remove_partial, write_checkpoint
+from train.state import (checkpoint_dirs, checkpoints_dir, file_digest, read_checkpoint, remove_partial,
+                         resume_point, verify_checkpoint, write_checkpoint)
+
+
+class TrainingDiverged(ValueError):
+    """The loss, gradient norm or weights became NaN or infinite; the message is one line."""
+
 
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
 
@@ -322,9 +334,29 @@ class _Clock:
         self.plan.update(step, self.elapsed, rate)
 
 
+def _check_finite(step: int, loss: float, gnorm: float, last_good: Path | None) -> None:
+    """Raise `TrainingDiverged` when the loss or the gradient norm of `step` is NaN or infinite."""
+    bad = [f"{name} {value}" for name, value in (("loss", loss), ("gradient norm", gnorm))
+           if not math.isfinite(value)]
+    if bad:
+        raise TrainingDiverged(_diverged(f"non-finite {' and '.join(bad)} at step {step}", last_good))
+
+
+def _diverged(what: str, last_good: Path | None) -> str:
+    kept = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written"
+    return f"{what}; stopped without writing a checkpoint or publishing a model ({kept})"
+
+
 def _save(run_dir: Path, step: int, raw: Transformer, optimizer, tok, config: TrainConfig, loader: Loader,
-          d: parallel.Dist, extra: dict) -> Path | None:
+          d: parallel.Dist, extra: dict, last_good: Path | None = None) -> Path | None:
     model_state, optim_state = parallel.full_state(raw, optimizer, d)
+    bad = None
+    if d.is_main:
+        bad = next((k for k, v in model_state.items() if not bool(torch.isfinite(v).all())), None)
+    # every rank learns the main rank's verdict, so all stop together instead of waiting at a barrier
+    if parallel.all_reduce_sum(1 if bad else 0, d, next(raw.parameters()).device) > 0:
+        where = bad or "on rank 0"
+        raise TrainingDiverged(_diverged(f"non-finite weights ({where}) at step {step}", last_good))
     path = None
     if d.is_main:
         model_config = config.model_config()
@@ -341,12 +373,21 @@ def _save(run_dir: Path, step: int, raw: Transformer, optimizer, tok, config: Tr
 
 
 def _publish_model(run_dir: Path, checkpoint: Path) -> None:
-    """Copy the model files of `checkpoint` to OUT/model (a plain model directory), atomically."""
+    """Copy the model files of `checkpoint` to OUT/model (a plain model directory), atomically; the
+    checkpoint must verify and the copies must match its manifest, else nothing is replaced."""
+    reason = verify_checkpoint(checkpoint)
+    if reason is not None:
+        raise CheckpointError(f"{checkpoint}: {reason}; the model was not published")
+    manifest = json.loads((checkpoint / "trainer.json").read_text())["manifest"]
     tmp = run_dir / ".tmp-model"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
         shutil.copy2(checkpoint / name, tmp / name)
+        if file_digest(tmp / name) != manifest[name]:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CheckpointError(f"{tmp / name}: the copy does not match {checkpoint}; "
+                                  f"the model was not published")
     final = run_dir / "model"
     old = run_dir / ".old-model"
     shutil.rmtree(old, ignore_errors=True)
@@ -368,10 +409,10 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, sto
     from train.config import apply_overrides
 
     run_dir = Path(run_dir)
-    checkpoint = latest_checkpoint(run_dir) if resume else None
-    if not resume and latest_checkpoint(run_dir) is not None:
+    if not resume and checkpoint_dirs(run_dir):
         raise ValueError(f"{run_dir} already holds checkpoints; pass --resume to continue that run or "
                          f"choose another --out")
+    checkpoint = _resume_checkpoint(run_dir) if resume else None
     if checkpoint is not None:
         saved = json.loads((checkpoint / "trainer.json").read_text())["config"]
         config = apply_overrides(TrainConfig.from_dict(saved), overrides or [])
@@ -382,6 +423,22 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, sto
         return _train(config, run_dir, checkpoint, stop_after, device, d)
     finally:
         parallel.shutdown(d)
+
+
+def _resume_checkpoint(run_dir: Path) -> Path | None:
+    """The newest intact checkpoint (None: no checkpoint at all, start fresh). Damaged newer ones are
+    skipped with one line on stderr; when every checkpoint is damaged, a `CheckpointError`."""
+    checkpoint, damaged = resume_point(run_dir)
+    if damaged:
+        names = ", ".join(p.name for p, _ in damaged)
+        reason = damaged[0][1]
+        if checkpoint is None:
+            raise CheckpointError(f"{checkpoints_dir(run_dir)}: no intact checkpoint to resume from "
+                                  f"({names}: {reason})")
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"infill train: {names} failed verification ({reason}); resuming from {checkpoint.name}",
+                  file=sys.stderr)
+    return checkpoint
 
 
 def _train(config: TrainConfig, run_dir: Path, checkpoint: Path | None, stop_after: int, device, d) -> int:
@@ -454,6 +511,7 @@ def _train(config: TrainConfig, run_dir: Path, checkpoint: Path | None, stop_aft
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 step += 1
+                _check_finite(step, loss, gnorm, last_saved or checkpoint)
                 dt = time.perf_counter() - t0
                 if plan is not None:
                     clock.tick(step, d, device)
@@ -486,7 +544,8 @@ def _train(config: TrainConfig, run_dir: Path, checkpoint: Path | None, stop_aft
                     extra = {"loss": loss}
                     if plan is not None:
                         extra["budget"] = {**plan.to_dict(), "elapsed_s": clock.now(d, device)}
-                    last_saved = _save(run_dir, step, raw, optimizer, tok, config, loader, d, extra)
+                    last_saved = _save(run_dir, step, raw, optimizer, tok, config, loader, d, extra,
+                                       last_saved or checkpoint) or last_saved
                 if signalled:
                     status = 130 if stop.signum == signal.SIGINT else 0
                     if d.is_main:

@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 from train.data.config import DataConfig
-from train.data.harvest import (STDLIB_NAME, clone_source, discover, harvest, language_of,
+from train.data.harvest import (STDLIB_NAME, Source, clone_source, discover, harvest, language_of,
                                 local_source, resolve_sources, site_packages_sources)
 
 CFG = DataConfig()
@@ -100,3 +100,88 @@ def test_resolve_sources_errors(tmp_path):
     with pytest.raises(ValueError, match="share the name"):
         resolve_sources([str(tmp_path / "a" / "x"), str(tmp_path / "b" / "x")], False, str(tmp_path))
     assert os.path.isdir(tmp_path)
+
+
+def _repo_with_fsmonitor(tmp_path):
+    repo = tmp_path / "hostile"
+    repo.mkdir()
+    (repo / "a.py").write_text("a = 1\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", "a.py")
+    _git(repo, "commit", "-q", "-m", "init")
+    marker = tmp_path / "pwned"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    hook.chmod(0o755)
+    _git(repo, "config", "core.fsmonitor", str(hook))
+    (repo / ".git" / "hooks").mkdir(exist_ok=True)
+    for name in ("post-checkout", "post-index-change"):
+        (repo / ".git" / "hooks" / name).write_text(f"#!/bin/sh\ntouch {marker}\n")
+        (repo / ".git" / "hooks" / name).chmod(0o755)
+    return repo, marker
+
+
+def test_git_runs_none_of_the_repositorys_commands(tmp_path):
+    repo, marker = _repo_with_fsmonitor(tmp_path)
+    # the hook is live: plain git runs it
+    subprocess.run(["git", "-C", str(repo), "ls-files"], capture_output=True)
+    assert marker.exists()
+    marker.unlink()
+    source = local_source(str(repo))
+    assert source.kind == "git" and [r["path"] for r in discover([source], CFG)] == ["a.py"]
+    assert not marker.exists()
+    clone_source(f"file://{repo}", str(tmp_path / "clones"))
+    assert not marker.exists()
+
+
+def test_git_ignores_git_variables_from_outside(tmp_path, monkeypatch):
+    repo = tmp_path / "mine"
+    other = tmp_path / "other"
+    for r, name in ((repo, "mine.py"), (other, "other.py")):
+        r.mkdir()
+        (r / name).write_text("x = 1\n")
+        _git(r, "init", "-q")
+        _git(r, "add", name)
+        _git(r, "commit", "-q", "-m", "init")
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    monkeypatch.setenv("GIT_WORK_TREE", str(other))
+    source = local_source(str(repo))
+    assert [rel for _, rel, _ in source.files] == ["mine.py"]
+
+
+def test_symlinked_directory_is_not_followed_out_of_the_source(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "conf").mkdir(parents=True)
+    (repo / "conf" / "settings.py").write_text("DEBUG = False\n")
+    (repo / "main.py").write_text("import conf\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "init")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "settings.py").write_text("SECRET = 'from outside the source'\n")
+    (repo / "conf" / "settings.py").unlink()
+    (repo / "conf").rmdir()
+    (repo / "conf").symlink_to(outside, target_is_directory=True)
+    source = local_source(str(repo))
+    assert ("conf/settings.py" in [rel for _, rel, _ in source.files])  # git still lists it
+    assert [r["path"] for r in discover([source], CFG)] == ["main.py"]
+    # the same for a source that lists its files (an installed distribution's RECORD)
+    listed = Source(name="dist", root=str(repo), kind="package",
+                    files=((str(repo / "conf" / "settings.py"), "conf/settings.py", ""),
+                           (str(repo / "main.py"), "main.py", "")))
+    assert [r["path"] for r in discover([listed], CFG)] == ["main.py"]
+    # a root that is itself reached through a symlink is fine
+    (tmp_path / "alias").symlink_to(repo, target_is_directory=True)
+    assert [r["path"] for r in discover([local_source(str(tmp_path / "alias"))], CFG)] == ["main.py"]
+
+
+def test_archives_are_never_opened(tmp_path):
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "pkg-1.0-py3-none-any.whl", "w") as z:
+        z.writestr("pkg/__init__.py", "x = 1\n")
+    with zipfile.ZipFile(tmp_path / "src.zip", "w") as z:
+        z.writestr("a.py", "x = 1\n")
+    (tmp_path / "b.py").write_text("b = 2\n")
+    assert [r["path"] for r in discover([local_source(str(tmp_path))], CFG)] == ["b.py"]

@@ -61,9 +61,27 @@ def language_of(path: str) -> str | None:
     return LANGUAGES.get(os.path.splitext(path)[1].lower())
 
 
+# A repository's own .git/config is someone else's code: `core.fsmonitor` names a command that
+# `ls-files` runs, `core.hooksPath` the hooks a clone's checkout runs. Command-line `-c` wins over
+# every config file, so these turn them off whatever the repository says; ext:: URLs (a command as
+# transport) are refused. The filter drivers (`filter.*.clean/smudge/process`) and `diff.external`
+# are not run by `ls-files`, `rev-parse` or a clone's checkout without them being configured
+# outside the repository, and the pager is never started without a terminal (and is `cat` here).
+GIT_SAFE_CONFIG = ("-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null",
+                   "-c", "core.pager=cat", "-c", "protocol.ext.allow=never")
+
+
+def _git_env() -> dict[str, str]:
+    """The environment without any GIT_* variable from outside (GIT_DIR, GIT_WORK_TREE,
+    GIT_CONFIG_* would point git at another repository or add config), and never a prompt."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(GIT_TERMINAL_PROMPT="0", GIT_PAGER="cat")
+    return env
+
+
 def _git(root: str, *args: str) -> str:
-    return subprocess.run(["git", "-C", root, *args], check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(["git", *GIT_SAFE_CONFIG, "-C", root, *args], check=True,
+                          capture_output=True, text=True, env=_git_env(), stdin=subprocess.DEVNULL).stdout
 
 
 def local_source(path: str) -> Source:
@@ -88,8 +106,9 @@ def clone_source(url: str, into: str) -> Source:
     name = url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git") or "repo"
     dest = os.path.join(into, name)
     try:
-        subprocess.run(["git", "clone", "--quiet", "--depth", "1", url, dest], check=True,
-                       capture_output=True, text=True)
+        subprocess.run(["git", *GIT_SAFE_CONFIG, "clone", "--quiet", "--depth", "1", "--", url, dest],
+                       check=True, capture_output=True, text=True, env=_git_env(),
+                       stdin=subprocess.DEVNULL)
     except (OSError, subprocess.CalledProcessError) as e:
         detail = getattr(e, "stderr", "") or str(e)
         raise ValueError(f"cannot clone {url}: {detail.strip().splitlines()[-1] if detail.strip() else e}")
@@ -176,21 +195,31 @@ def _group(source: Source, rel: str) -> str:
     return f"{source.name}/{parts[0]}"
 
 
+def _inside(path: str, root: str) -> bool:
+    """True when `path`, every symlink on the way resolved, lies under `root` (already resolved)."""
+    real = os.path.realpath(path)
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
 def discover(sources: Iterable[Source], config: DataConfig) -> Iterator[Record]:
     """List the files of every source as records without text (path, language, source, size).
 
     Rules: only known extensions (`LANGUAGES`), restricted to `config.languages` when set;
     hidden directories, `SKIP_DIRS` and symlinked directories are not entered; symlinked files
-    and unreadable paths are skipped.
+    and unreadable paths are skipped; a path whose real location (every symlink on the way
+    resolved, e.g. a tracked directory replaced by `conf -> ../outside`) is not under the
+    source's root is skipped. Archives (zip, tar, wheels, sdists) have no language here, so they
+    are never opened.
     """
     for source in sources:
         entries = source.files if source.files is not None else _walk(source)
+        root = os.path.realpath(source.root)
         for path, rel, lic_root in entries:
             language = language_of(rel)
             if language is None or (config.languages and language not in config.languages):
                 continue
             try:
-                if os.path.islink(path) or not os.path.isfile(path):
+                if os.path.islink(path) or not os.path.isfile(path) or not _inside(path, root):
                     continue
                 size = os.path.getsize(path)
             except OSError:

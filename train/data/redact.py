@@ -1,16 +1,53 @@
 """Redact: replace personal data and secrets by placeholders (stage 5).
 
 Redaction edits text, it never drops a file; the number of replacements per kind is kept in the
-record's `redactions` and summed in the report. Patterns aim at precision: a key that does not
-look like one (low entropy, a placeholder) is left alone rather than mangling ordinary code.
+record's `redactions` and summed in the report.
+
+Secrets are found by `detect-secrets` (Yelp's scanner, the one BigCode's PII pipeline uses): its
+plugins for provider keys and tokens (AWS, GitHub, GitLab, Slack, Stripe, npm, PyPI, SendGrid,
+Azure, Twilio, ...), private keys, JSON web tokens, high-entropy quoted strings, credentials in
+URLs and secret-named assignments (`password = "..."`), each finding passed through its heuristic
+filters (templates such as `${VAR}` or `<password>`, UUIDs, sequential strings, `*_id` names,
+indirect references such as `password = get_password()`). This module adds only what the library
+does not do, each rule in `redact_text`:
+
+- where a finding ends: a plugin reports a value (sometimes only the token's prefix, such as `ghp`,
+  or only the `BEGIN ... PRIVATE KEY` header line), and redaction must cover the whole token or the
+  whole key block;
+- e-mail addresses and public IPv4 addresses (the library's IP plugin has no notion of private or
+  documentation ranges);
+- passwords in URLs with the user and host kept (the library's rule stops at `!` and other
+  sub-delimiters inside the password, and replacing the whole URL would lose the host);
+- HTTP `Authorization:` header credentials, a few token shapes no plugin knows (Hugging Face,
+  Google API keys, GitHub fine-grained tokens, current OpenAI keys, bare npm tokens), and
+  random-looking quoted values of token/auth names (the keyword plugin's names are password,
+  secret, api_key and the like).
+
+Documentation placeholders are kept as they are: RFC 2606 domains (example.com, .test, .invalid,
+localhost), AWS's published example keys (`...EXAMPLE...`) and obvious placeholders (`changeme`,
+`your_password_here`, `xxxx`).
+
+Every rule is linear in the length of the text: the own patterns have no nested or overlapping
+quantifiers and start at a literal, and the library's plugins (some of which backtrack
+quadratically, or worse, on a long line) see at most `WINDOW` characters at a time, so the cost
+of a window is bounded and the total grows with the number of windows. The plugins whose patterns
+need a literal run only where it occurs (`_GATES`), the keyword plugin sees runs of word
+characters cut at `_MAX_WORD` and the npm plugin smaller windows (`tests/train/test_data_redact.py`
+feeds each rule 1 MB of adversarial input).
 """
 from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
+
+from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+from detect_secrets.filters import heuristic
+from detect_secrets.plugins.keyword import DENYLIST as _KEYWORDS
+from detect_secrets.settings import get_settings
 
 from train.data.config import DataConfig
 from train.data.records import Record
@@ -22,34 +59,87 @@ PLACEHOLDERS = {
     "secret": "<SECRET>",
 }
 
-_PRIVATE_KEY = re.compile(
-    r"-----BEGIN ([A-Z0-9 ]+ )?PRIVATE KEY( BLOCK)?-----.*?-----END ([A-Z0-9 ]+ )?PRIVATE KEY( BLOCK)?-----",
-    re.DOTALL,
+# detect-secrets plugins, by class name. Left out: IPPublicDetector (public IPs are the own rule
+# below, which keeps documentation ranges and version-like numbers).
+PLUGINS = (
+    "ArtifactoryDetector", "AWSKeyDetector", "AzureStorageKeyDetector", "BasicAuthDetector",
+    "CloudantDetector", "DiscordBotTokenDetector", "GitHubTokenDetector", "GitLabTokenDetector",
+    "Base64HighEntropyString", "HexHighEntropyString", "IbmCloudIamDetector", "IbmCosHmacDetector",
+    "JwtTokenDetector", "KeywordDetector", "MailchimpDetector", "NpmDetector", "OpenAIDetector",
+    "PrivateKeyDetector", "PypiTokenDetector", "SendGridDetector", "SlackDetector",
+    "SoftlayerDetector", "SquareOAuthDetector", "StripeDetector", "TelegramBotTokenDetector",
+    "TwilioKeyDetector",
 )
-# Tokens with a fixed, documented shape: matched whole.
+WINDOW = 2000
+"""Longest piece of a line the library's plugins see at once (see the module docstring); pieces
+overlap by a fifth, so a secret up to 400 characters long is seen whole in one of them."""
+
+# Verification sends a found secret to its provider: never, whatever the settings say.
+get_settings().disable_filters("detect_secrets.filters.common.is_ignored_due_to_verification_policies")
+_CLASSES = {cls.__name__: cls for cls in get_mapping_from_secret_type_to_class().values()}
+_PLUGINS = [_CLASSES[name]() for name in PLUGINS]
+_KEY_PLUGINS = {"PrivateKeyDetector"}
+_MIN_KEYWORD_VALUE = 6  # `'PWD_STATE': 'yes'` is a setting, not a password
+# Plugins whose every pattern contains a literal (or one of the keyword plugin's names) run only
+# on the windows that contain it: the same findings, faster, and no quadratic backtracking on a
+# window of slashes (npm), of `sk-` (OpenAI) or of keyword-free text (keywords).
+_GATES = {
+    "KeywordDetector": re.compile("|".join(_KEYWORDS), re.IGNORECASE),
+    "NpmDetector": re.compile(re.escape("_authToken")),
+    "OpenAIDetector": re.compile("T3BlbkFJ"),
+    "IbmCloudIamDetector": re.compile("key|pwd|pass|token", re.IGNORECASE),
+    "IbmCosHmacDetector": re.compile("secret", re.IGNORECASE),
+    "SoftlayerDetector": re.compile("key|pwd|pass|token|softlayer", re.IGNORECASE),
+}
+# The keyword plugin's names are `\w*KEYWORD\w*` patterns, cubic in the length of a run of word
+# characters; it sees runs cut to `_MAX_WORD` characters (a space in place of every 48th of a run,
+# which no name or value this long needs: the finding is mapped back to the original text and
+# extended over the token there).
+_MAX_WORD = 48
+_LONG_WORD = re.compile(r"\w{%d}(?=\w)" % _MAX_WORD)
+# The npm plugin's pattern (`//.+/:_authToken=`) is quadratic in the length of its window; an
+# .npmrc line is short, so it sees windows of this size.
+_SMALL_WINDOWS = {"NpmDetector": 400}
+
+# Characters a token is made of: a finding is extended over them to the right (a plugin may report
+# only a token's prefix, e.g. `ghp` of a GitHub token).
+_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+/=.")
+# The keyword plugin reads a file type from the name; shell and env files assign without quotes,
+# like the config files the library knows.
+_KEYWORD_FILETYPE = {".sh": "x.cnf", ".bash": "x.cnf", ".zsh": "x.cnf", ".env": "x.cnf"}
+_PLACEHOLDER_VALUE = re.compile(
+    r"(?i)(?:x{3,}|\*{3,}|\.{3,}|your[_\-].*|.*(?:example|placeholder|dummy|changeme|redacted).*"
+    r"|pass(?:word)?|secret|token|none|null|true|false)")
+
+# Token shapes no detect-secrets plugin knows: matched whole, each from a literal prefix.
 _TOKENS = re.compile(
     r"\b(?:"
-    r"AKIA[0-9A-Z]{16}"                           # AWS access key id
-    r"|gh[pousr]_[A-Za-z0-9]{36,}"                # GitHub tokens
-    r"|github_pat_[A-Za-z0-9_]{40,}"
-    r"|xox[abprs]-[A-Za-z0-9-]{10,}"              # Slack
-    r"|AIza[0-9A-Za-z_\-]{35}"                    # Google API key
-    r"|sk_live_[0-9A-Za-z]{20,}"                  # Stripe
-    r"|sk-(?:proj-)?[A-Za-z0-9_\-]{32,}"          # OpenAI-style
-    r"|hf_[A-Za-z0-9]{30,}"                       # Hugging Face
-    r"|eyJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}"  # JWT
-    r")"
+    r"github_pat_[A-Za-z0-9_]{40,255}"              # GitHub fine-grained token
+    r"|AIza[0-9A-Za-z_\-]{35}"                      # Google API key
+    r"|sk-(?:proj-|svcacct-)?[A-Za-z0-9_\-]{32,255}"  # OpenAI keys without the old marker
+    r"|hf_[A-Za-z0-9]{30,64}"                       # Hugging Face
+    r"|npm_[A-Za-z0-9]{36}"                         # npm token outside .npmrc
+    r")(?![A-Za-z0-9_\-])"
 )
-# `api_key = "..."`-style assignments: only the quoted value is replaced, and only when it looks
-# random (see `_looks_secret`). Found value-first (a quoted string after `=` or `:`), then the
-# name is checked in the text just before it: far cheaper than a case-insensitive scan for names.
-_QUOTED_VALUE = re.compile(r"""[:=]{1,2}[ \t]*(["'])([A-Za-z0-9+/_\-=.~]{16,})\1""")
-_SECRET_NAME = re.compile(
-    r"""(?i)(?:api[_\-]?key|secret|token|passw(?:or)?d|access[_\-]?key|auth)\w*["']?[ \t]*$""")
+_TOKEN_HINTS = ("github_pat_", "AIza", "sk-", "hf_", "npm_")
+# `auth_token = "..."`: the keyword plugin knows password/secret/api_key names but not token or
+# auth ones. Only a quoted value that looks random is replaced; found value-first (a quoted string
+# after `=` or `:`), then the name is checked in the text just before it.
+_QUOTED_VALUE = re.compile(r"""[:=]{1,2}[ \t]*(["'])([A-Za-z0-9+/_\-=.~]{16,256})\1""")
+_TOKEN_NAME = re.compile(r"""(?i)(?:token|auth|credential)\w*["']?[ \t]*$""")
 _NAME_WINDOW = 64
-# Literal pieces of the token shapes: a file without any of them skips that regex.
-_TOKEN_HINTS = ("AKIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "xox", "AIza",
-                "sk_live_", "sk-", "hf_", "eyJ")
+# HTTP authorization header values: the scheme is kept, the credential replaced.
+_AUTH_HEADER = re.compile(r"(?i)\b(?:bearer|basic|token)[ \t]+([A-Za-z0-9_\-+/.~]{8,1024}=*)")
+_AUTH_HINT = re.compile(r"(?i)authoriz|bearer")
+# PEM key blocks: the header, then to the END line or, without one, over the lines that look like
+# PEM (base64 and `Name: value` headers).
+_KEY_BEGIN = re.compile(r"-----BEGIN ([A-Z0-9]+ ){0,3}PRIVATE KEY( BLOCK)?-----")
+_KEY_END = re.compile(r"-----END ([A-Z0-9]+ ){0,3}PRIVATE KEY( BLOCK)?-----")
+_PEM_LINE = re.compile(r"[ \t\"']*(?:[A-Za-z0-9+/=]{8,}|[A-Za-z0-9+/]{1,8}={1,2}"
+                       r"|[A-Z][a-z]*(?:-[A-Za-z]+)+: [^\n]{1,200})[ \t\"',\\n]*")
+_PUTTY_BEGIN = re.compile(r"PuTTY-User-Key-File-\d+:")
+_PUTTY_LINE = re.compile(r"[A-Za-z\-]{1,40}:[^\n]{0,200}|[A-Za-z0-9+/=]{4,}")
+_MAX_KEY_LINES = 400
 # Emails are found from the "@domain" part, then extended left over the local part.
 _EMAIL_DOMAIN = re.compile(r"@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}\b")
 _EMAIL_LOCAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
@@ -57,22 +147,11 @@ _EMAIL_LOCAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01
 _IPV4 = re.compile(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}")
 _IPV4_HINT = re.compile(r"\.[0-9]{1,3}\.[0-9]{1,3}\.")  # starts with a literal: a fast scan
 # Domains reserved for documentation (RFC 2606) are not personal data.
-_EXAMPLE_DOMAINS = re.compile(r"@(?:[\w\-]+\.)*(?:example\.(?:com|org|net)|localhost|test|invalid)$",
-                              re.IGNORECASE)
-
-
-def _entropy(s: str) -> float:
-    counts = Counter(s)
-    return -sum(c / len(s) * math.log2(c / len(s)) for c in counts.values())
-
-
-def _looks_secret(value: str) -> bool:
-    """Random-looking: letters and digits mixed, high character entropy, not a placeholder."""
-    if not (re.search(r"[A-Za-z]", value) and re.search(r"\d", value)):
-        return False
-    if re.fullmatch(r"(?i)(x+|your[_\-].*|.*(?:example|placeholder|dummy|changeme).*)", value):
-        return False
-    return _entropy(value) >= 3.5
+_EXAMPLE_HOST = re.compile(r"(?i)(?:^|\.)(?:example(?:\.(?:com|org|net))?|localhost|test|invalid)$")
+# `scheme://user:password@host`: each match starts at the literal "://", every part bounded.
+_URL_USERINFO = re.compile(r"://([^\s:/@\"'`<>]{0,128}):([^\s/@\"'`<>]{1,256})@([A-Za-z0-9.\-\[\]:]{1,255})")
+_HOST_AFTER = re.compile(r"@([A-Za-z0-9.\-]{1,255})")
+_AWS_EXAMPLE = "EXAMPLE"
 
 
 def _public_ip(text: str) -> bool:
@@ -83,23 +162,193 @@ def _public_ip(text: str) -> bool:
     return ip.is_global
 
 
-def _secret_values(text: str) -> Iterator[tuple[int, int]]:
+def _looks_random(value: str) -> bool:
+    """Letters and digits mixed, at least 3.5 bits of entropy per character."""
+    has_alpha = any(c.isalpha() for c in value)
+    has_digit = any(c.isdigit() for c in value)
+    counts = Counter(value)
+    entropy = -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
+    return has_alpha and has_digit and entropy >= 3.5
+
+
+def _windows(line: str, size: int = WINDOW) -> Iterator[tuple[int, str]]:
+    """(offset, piece) covering `line` in pieces of at most `size` characters, overlapping by a fifth."""
+    if len(line) <= size:
+        yield 0, line
+        return
+    step = size - size // 5
+    for start in range(0, len(line), step):
+        yield start, line[start:start + size]
+        if start + size >= len(line):
+            break
+
+
+def _kept(value: str, line: str, plugin) -> bool:
+    """True for a finding the library's filters (or the placeholder rules) say is not a secret."""
+    return (heuristic.is_sequential_string(value) or heuristic.is_potential_uuid(value)
+            or heuristic.is_likely_id_string(value, line, plugin) or heuristic.is_templated_secret(value)
+            or heuristic.is_prefixed_with_dollar_sign(value) or heuristic.is_not_alphanumeric_string(value)
+            or _AWS_EXAMPLE in value or bool(_PLACEHOLDER_VALUE.fullmatch(value)))
+
+
+def _extend(line: str, start: int, end: int) -> int:
+    while end < len(line) and line[end] in _TOKEN_CHARS:
+        end += 1
+    return end
+
+
+def _line_at(piece: str, pos: int) -> str:
+    start = piece.rfind("\n", 0, pos) + 1
+    end = piece.find("\n", pos)
+    return piece[start:end if end >= 0 else len(piece)]
+
+
+def _findings(plugin, filename: str, piece: str) -> Iterator[tuple[int, int]]:
+    """(start, end) in `piece` of each value `plugin` finds there and the filters keep; the
+    filters that look at the line (`*_id` names, indirect references) see the finding's line."""
+    name = type(plugin).__name__
+    view = _cut_words(piece) if name == "KeywordDetector" and _LONG_WORD.search(piece) else piece
+    for found in plugin.analyze_line(filename=filename, line=view, line_number=0):
+        value = found.secret_value or ""
+        if not value or (name == "KeywordDetector" and len(value) < _MIN_KEYWORD_VALUE):
+            continue
+        pos = view.find(value)
+        while pos >= 0:
+            line = _line_at(view, pos)
+            host = _HOST_AFTER.match(view, pos + len(value))
+            if not (_kept(value, line, plugin) or heuristic.is_indirect_reference(line)
+                    or (name == "BasicAuthDetector" and host and _EXAMPLE_HOST.search(host.group(1)))):
+                yield pos, pos + len(value)
+            pos = view.find(value, pos + len(value))
+
+
+def _cut_words(piece: str) -> str:
+    """`piece` with a space in place of every `_MAX_WORD`-th character of a run of word characters
+    (same length, so positions map one to one)."""
+    return _LONG_WORD.sub(lambda m: m.group(0)[:-1] + " ", piece)
+
+
+def _pieces(text: str, size: int, whole_lines: bool) -> Iterator[tuple[int, str]]:
+    """(offset, piece) covering `text`: one line at a time (`whole_lines` False), or as many
+    consecutive lines as fit in `size` characters; a line longer than `size` in overlapping windows."""
+    chunk = pos = 0
+    while pos < len(text):
+        nl = text.find("\n", pos)
+        end = len(text) if nl < 0 else nl + 1
+        if end - pos > size or not whole_lines:
+            if chunk < pos:
+                yield chunk, text[chunk:pos]
+            for off, piece in _windows(text[pos:end].rstrip("\r\n"), size):
+                yield pos + off, piece
+            chunk = end
+        elif end - chunk > size:
+            yield chunk, text[chunk:pos]
+            chunk = pos
+        pos = end
+    if chunk < len(text):
+        yield chunk, text[chunk:]
+
+
+def _gated_lines(text: str, gate: re.Pattern, size: int) -> Iterator[tuple[int, str]]:
+    """(offset, piece) of each line that `gate` matches in, once, in windows of `size`."""
+    pos = 0
+    while (m := gate.search(text, pos)) is not None:
+        start = text.rfind("\n", 0, m.start()) + 1
+        end = text.find("\n", m.end())
+        end = len(text) if end < 0 else end
+        for off, piece in _windows(text[start:end].rstrip("\r"), size):
+            yield start + off, piece
+        pos = end + 1
+
+
+def _library_spans(text: str, path: str) -> Iterator[tuple[int, int, str]]:
+    """(start, end, kind) of every detect-secrets finding. The keyword plugin sees one line at a
+    time (its values, `[^\\v'"]*`, would run on over line ends); the others, whose patterns stop at
+    a line end, see as many whole lines at once as fit in `WINDOW` (far fewer calls)."""
+    ext = os.path.splitext(path)[1].lower()
+    filename = path or "x"
+    for plugin in _PLUGINS:
+        name = type(plugin).__name__
+        gate = _GATES.get(name)
+        if gate is not None and not gate.search(text):
+            continue
+        kind = "private_key" if name in _KEY_PLUGINS else "secret"
+        fname = _KEYWORD_FILETYPE.get(ext, filename) if name == "KeywordDetector" else filename
+        size = _SMALL_WINDOWS.get(name, WINDOW)
+        pieces = _gated_lines(text, gate, size) if name == "KeywordDetector" else _pieces(text, size, True)
+        for base, piece in pieces:
+            if gate is not None and not gate.search(piece) or not piece.strip():
+                continue
+            for start, end in _findings(plugin, fname, piece):
+                if kind == "secret":
+                    end = _extend(piece, start, end)
+                yield base + start, base + end, kind
+
+
+def _key_blocks(text: str) -> Iterator[tuple[int, int, str]]:
+    """PEM private keys (BEGIN to END, or over the PEM-looking lines when END is missing) and PuTTY
+    key files (header to `Private-MAC:`, or over the `Name: value` and base64 lines)."""
+    for begin, line_re, stop in ((_KEY_BEGIN, _PEM_LINE, None), (_PUTTY_BEGIN, _PUTTY_LINE, "Private-MAC:")):
+        pos = 0
+        while (m := begin.search(text, pos)) is not None:
+            end = m.end()
+            end_of_line = text.find("\n", end)
+            end_of_line = len(text) if end_of_line < 0 else end_of_line
+            if stop is not None:
+                end = end_of_line  # the header line's value (key type) is part of the block
+            for _ in range(_MAX_KEY_LINES):
+                if end >= len(text) or text[end] != "\n":
+                    break
+                nxt = text.find("\n", end + 1)
+                nxt = len(text) if nxt < 0 else nxt
+                row = text[end + 1:nxt]
+                if begin is _KEY_BEGIN and (e := _KEY_END.search(row)) is not None:
+                    end = end + 1 + e.end()
+                    break
+                if not row.strip() or not line_re.fullmatch(row):
+                    break
+                end = nxt
+                if stop is not None and row.startswith(stop):
+                    break
+            yield m.start(), end, "private_key"
+            pos = end
+
+
+def _url_passwords(text: str) -> Iterator[tuple[int, int, str]]:
+    if "://" not in text:
+        return
+    for m in _URL_USERINFO.finditer(text):
+        password, host = m.group(2), m.group(3).split(":", 1)[0].rstrip(".")
+        if _EXAMPLE_HOST.search(host) or _kept(password, "", None):
+            continue
+        yield m.start(2), m.end(2), "secret"
+
+
+def _own_tokens(text: str) -> Iterator[tuple[int, int, str]]:
+    if any(hint in text for hint in _TOKEN_HINTS):
+        for m in _TOKENS.finditer(text):
+            yield m.start(), m.end(), "secret"
     for m in _QUOTED_VALUE.finditer(text):
-        window = text[max(0, m.start() - _NAME_WINDOW):m.start()]
-        if _SECRET_NAME.search(window) and _looks_secret(m.group(2)):
-            yield m.start(2), m.end(2)
+        value = m.group(2)
+        if (_TOKEN_NAME.search(text, max(0, m.start() - _NAME_WINDOW), m.start())
+                and _looks_random(value) and not _kept(value, "", None)):
+            yield m.start(2), m.end(2), "secret"
+    if _AUTH_HINT.search(text):
+        for m in _AUTH_HEADER.finditer(text):
+            if not _kept(m.group(1), "", None):
+                yield m.start(1), m.end(1), "secret"
 
 
-def _emails(text: str) -> Iterator[tuple[int, int]]:
+def _emails(text: str) -> Iterator[tuple[int, int, str]]:
     for m in _EMAIL_DOMAIN.finditer(text):
         start = m.start()
         while start > 0 and text[start - 1] in _EMAIL_LOCAL:
             start -= 1
-        if start < m.start() and not _EXAMPLE_DOMAINS.search(m.group(0)):
-            yield start, m.end()
+        if start < m.start() and not _EXAMPLE_HOST.search(m.group(0)[1:]):
+            yield start, m.end(), "email"
 
 
-def _public_ips(text: str) -> Iterator[tuple[int, int]]:
+def _public_ips(text: str) -> Iterator[tuple[int, int, str]]:
     if not _IPV4_HINT.search(text):
         return
     for m in _IPV4.finditer(text):
@@ -109,50 +358,60 @@ def _public_ips(text: str) -> Iterator[tuple[int, int]]:
         if (before.isalnum() or before in "._" or after.isalnum() or after in "._"
                 or sum(len(o) > 1 for o in octets) < 3 or not _public_ip(m.group(0))):
             continue
-        yield m.start(), m.end()
+        yield m.start(), m.end(), "ip_address"
 
 
-def _splice(text: str, spans: Iterable[tuple[int, int]], placeholder: str, counts: Counter,
-            kind: str) -> str:
-    """Replace non-overlapping, increasing (start, end) spans of `text` by `placeholder`."""
+def _merge(spans: Iterable[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """Overlapping spans joined into one (a private key wins over a secret inside it)."""
+    merged: list[tuple[int, int, str]] = []
+    for start, end, kind in sorted(spans):
+        if merged and start < merged[-1][1]:
+            s, e, k = merged[-1]
+            merged[-1] = (s, max(e, end), "private_key" if "private_key" in (k, kind) else k)
+        else:
+            merged.append((start, end, kind))
+    return merged
+
+
+def _splice(text: str, spans: list[tuple[int, int, str]], counts: Counter) -> str:
     out, pos = [], 0
-    for start, end in spans:
-        if start < pos:
-            continue
-        out += (text[pos:start], placeholder)
+    for start, end, kind in spans:
+        out += (text[pos:start], PLACEHOLDERS[kind])
         pos = end
         counts[kind] += 1
-    if not out:
-        return text
     out.append(text[pos:])
     return "".join(out)
 
 
-def redact_text(text: str) -> tuple[str, Counter]:
+def redact_text(text: str, path: str = "") -> tuple[str, Counter]:
     """`text` with secrets and personal data replaced, and the count of replacements per kind.
 
-    Rules:
-    - [private_key] a PEM private key block, BEGIN to END, becomes <PRIVATE_KEY>;
-    - [secret] a token of a known provider shape (AWS, GitHub, Slack, Google, Stripe, OpenAI,
-      Hugging Face, JWT), or the quoted value assigned to a name containing key/secret/token/
-      password/auth when it mixes letters and digits with entropy >= 3.5 bits/char, becomes <SECRET>;
+    `path` (the file's name) tells detect-secrets' keyword plugin the file type. Rules:
+    - [private_key] a PEM private key, BEGIN to END (or, with no END line, over the PEM lines that
+      follow), and a PuTTY key file, become <PRIVATE_KEY>;
+    - [secret] every detect-secrets finding (module docstring), extended over the token's
+      characters; a token of a shape the library lacks (`_TOKENS`); a quoted value that looks
+      random (letters and digits, >= 3.5 bits/char) assigned to a token/auth name; the credential of an HTTP
+      `Authorization: Bearer|Basic|Token` value; the password of `scheme://user:password@host`,
+      keeping user and host: each becomes <SECRET>;
     - [email] an email address becomes <EMAIL>, except at example.com/org/net, localhost, .test;
     - [ip_address] a public IPv4 address becomes <IP_ADDRESS>; private, loopback, reserved and
       documentation ranges (127.0.0.1, 10.x, 192.168.x, 0.0.0.0, 203.0.113.x) are kept, they
       identify no one, and so are dotted numbers with fewer than three multi-digit parts, which
-      are versions and section numbers far more often than hosts (7.1.4.34, 8.2.4.44; 8.8.8.8).
+      are versions and section numbers far more often than hosts (7.1.4.34, 8.2.4.44; 8.8.8.8);
+    - kept: RFC 2606 hosts, AWS's `...EXAMPLE...` keys, templates (`${VAR}`, `<password>`) and
+      placeholders (`changeme`, `your_password_here`, `xxxx`).
+    Secrets are replaced before e-mails are looked for, so `user:pass@host` never reads as an address.
     """
     counts: Counter = Counter()
-    if "PRIVATE KEY" in text:
-        text, n = _PRIVATE_KEY.subn(PLACEHOLDERS["private_key"], text)
-        counts["private_key"] += n
-    if any(hint in text for hint in _TOKEN_HINTS):
-        text, n = _TOKENS.subn(PLACEHOLDERS["secret"], text)
-        counts["secret"] += n
-    text = _splice(text, _secret_values(text), PLACEHOLDERS["secret"], counts, "secret")
+    spans = list(_key_blocks(text)) if ("PRIVATE KEY" in text or "PuTTY-User-Key-File" in text) else []
+    spans += _library_spans(text, path)
+    spans += _url_passwords(text)
+    spans += _own_tokens(text)
+    text = _splice(text, _merge(spans), counts)
     if "@" in text:
-        text = _splice(text, _emails(text), PLACEHOLDERS["email"], counts, "email")
-    text = _splice(text, _public_ips(text), PLACEHOLDERS["ip_address"], counts, "ip_address")
+        text = _splice(text, list(_emails(text)), counts)
+    text = _splice(text, list(_public_ips(text)), counts)
     return text, counts
 
 
@@ -165,7 +424,7 @@ def redact(records: Iterable[Record], config: DataConfig) -> Iterator[Record]:
         if "removed" in record or not config.redact:
             yield record
             continue
-        text, counts = redact_text(record["text"])
+        text, counts = redact_text(record["text"], record.get("path", ""))
         if counts:
             record = {**record, "text": text, "redactions": dict(counts)}
         yield record
