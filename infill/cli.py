@@ -64,14 +64,13 @@ def read_source(path: Path) -> str:
 
 
 def cmd_complete(args) -> int:
-    from infill.engine import InfillRequest
-    from infill.load import load_engine
+    from infill.engines import GenerationConfig, InfillRequest
+    from infill.engines.load import load_engine
 
     path, line, col = parse_location(args.location)
     prefix, suffix = split_at(read_source(path), line, col)
     engine = load_engine(args.model, device=args.device, template=args.template)
-    req = InfillRequest(prefix=prefix, suffix=suffix, max_tokens=args.max_tokens, temperature=args.temperature,
-                        seed=args.seed, ext=path.suffix or None)
+    req = InfillRequest(config=GenerationConfig(max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed), prefix=prefix, suffix=suffix, ext=path.suffix or None)
     result = engine.infill(req)
     if args.json:
         out = {"middle": result.text, "tokens": result.candidates[0].tokens if result.candidates else 0,
@@ -86,7 +85,7 @@ def cmd_complete(args) -> int:
 
 def cmd_export(args) -> int:
     from infill.checkpoint import copy_checkpoint, export_hf
-    from infill.load import resolve_model
+    from infill.engines.load import resolve_model
 
     if (args.hf is None) == (args.checkpoint is None):
         raise UserError("give one of --hf OUT (a Hugging Face directory) or --checkpoint OUT (an infill checkpoint)")

@@ -28,7 +28,8 @@ import re
 from collections.abc import Generator
 from dataclasses import dataclass
 
-from infill.engine import CompletionResult, InfillRequest, LocalEngine
+from infill.engines import CompletionResult, GenerationConfig, InfillRequest
+from infill.engines.local import LocalEngine
 from lsp import syntax
 from lsp.options import ServerOptions
 
@@ -196,9 +197,7 @@ def to_edit(plan: CompletionPlan, middle: str, finish_reason: str = "stop") -> E
 def infill_request(plan: CompletionPlan, options: ServerOptions, *, session: str | None = None,
                    ext: str | None = None) -> InfillRequest:
     """The engine request for a plan: the plan's stop rule, the options' budgets."""
-    return InfillRequest(prefix=plan.prefix, suffix=plan.suffix, max_tokens=options.max_tokens,
-                         temperature=options.temperature, stop_at=plan.end_of,
-                         time_budget_s=options.time_budget_ms / 1000, session=session, ext=ext or None)
+    return InfillRequest(config=GenerationConfig(max_tokens=options.max_tokens, temperature=options.temperature, time_budget_s=options.time_budget_ms / 1000), prefix=plan.prefix, suffix=plan.suffix, stop_at=plan.end_of, session=session, ext=ext or None)
 
 
 def complete_steps(text: str, offset: int, engine: LocalEngine, options: ServerOptions, *,

@@ -78,8 +78,9 @@ def pick_variable(text: str):
 
 def run(args) -> int:
     from infill.cli import UserError, parse_location, read_source, split_at
-    from infill.engine import InfillRequest, LocalEngine
-    from infill.load import load_engine
+    from infill.engines import GenerationConfig, InfillRequest
+    from infill.engines.local import LocalEngine
+    from infill.engines.load import load_engine
     from lsp import names, scopes, syntax, types
     from lsp.completion import complete
     from lsp.options import ServerOptions
@@ -103,8 +104,7 @@ def run(args) -> int:
                                 language=syntax.language_of(path.resolve().as_uri()), ext=path.suffix or None)
         start, end, middle = (edit.start, edit.end, edit.text) if edit is not None else (len(prefix), len(prefix), "")
     else:
-        result = engine.infill(InfillRequest(prefix=prefix, suffix=suffix, max_tokens=args.max_tokens,
-                                             ext=path.suffix or None))
+        result = engine.infill(InfillRequest(config=GenerationConfig(max_tokens=args.max_tokens), prefix=prefix, suffix=suffix, ext=path.suffix or None))
         start, end, middle = len(prefix), len(prefix), result.text
     tokens = result.candidates[0].tokens if result.candidates else 0
     filled = text[:start] + middle + text[end:]

@@ -22,7 +22,8 @@ from collections.abc import Generator
 from dataclasses import dataclass
 
 from infill import formats
-from infill.engine import InfillRequest, LocalEngine
+from infill.engines import GenerationConfig, InfillRequest
+from infill.engines.local import LocalEngine
 from infill.generation import score
 from lsp import scopes
 
@@ -66,8 +67,7 @@ def suggest_steps(text: str, symbol: scopes.Symbol, engine: LocalEngine, k: int 
                   time_budget_s: float | None = None) -> Generator[None, None, list[Suggestion]]:
     """Yield after every token; return up to `k` suggested names for `symbol`, most likely first."""
     pieces = _pieces(text, symbol)
-    req = InfillRequest(pieces[0], "_".join(pieces[1:]), max_tokens=MAX_TOKENS, temperature=0.8, seed=seed,
-                        n=SAMPLES, stop_at=_stop_at, ext=".py", time_budget_s=time_budget_s)
+    req = InfillRequest(pieces[0], "_".join(pieces[1:]), GenerationConfig(max_tokens=MAX_TOKENS, temperature=0.8, seed=seed, n=SAMPLES, time_budget_s=time_budget_s), stop_at=_stop_at, ext=".py")
     result = yield from engine.stream_infill(req)
     taken = scopes.names_in(text)
     sampled: dict[str, float] = {}

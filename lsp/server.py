@@ -99,8 +99,9 @@ class InfillServer(LanguageServer):
         old, self.options = self.options, new
         if initial or (new.model, new.device) != (old.model, old.device):
             self.start_loading()
-        elif self.engine is not None and new.cache_mb != old.cache_mb:
-            self.engine.cache_bytes = int(new.cache_mb * 2**20)
+        elif new.cache_mb != old.cache_mb and (sessions := getattr(self.engine, "sessions", None)) is not None:
+            sessions.limit_bytes = int(new.cache_mb * 2**20)
+            sessions.trim()
         self.send_status()
 
     def start_loading(self) -> None:
@@ -277,11 +278,11 @@ class InfillServer(LanguageServer):
 
 def _load_engine(options: ServerOptions):
     """Load (the model lookup of `infill complete`) and warm up, in a worker thread."""
-    from infill.engine import InfillRequest
-    from infill.load import load_engine
+    from infill.engines import GenerationConfig, InfillRequest
+    from infill.engines.load import load_engine
 
     engine = load_engine(options.model, device=options.device, cache_mb=options.cache_mb)
-    engine.infill(InfillRequest(prefix="x = ", suffix="\n", max_tokens=2))  # first-call costs, now
+    engine.infill(InfillRequest(config=GenerationConfig(max_tokens=2), prefix="x = ", suffix="\n"))  # first-call costs, now
     return engine
 
 

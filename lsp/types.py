@@ -25,7 +25,8 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from functools import lru_cache
 
-from infill.engine import InfillRequest, LocalEngine
+from infill.engines import GenerationConfig, InfillRequest
+from infill.engines.local import LocalEngine
 from infill.evaluate.identifiers import cut_annotation, normalise
 from infill.generation import score
 from lsp import syntax
@@ -143,8 +144,7 @@ def infer_steps(text: str, slot: Slot, engine: LocalEngine, *, time_budget_s: fl
                 ) -> Generator[None, None, InferredType | None]:
     """Yield after every token; return the inferred type of `slot` with its probability, or None."""
     prefix, suffix = slot_prompt(text, slot)
-    req = InfillRequest(prefix, suffix, max_tokens=MAX_TOKENS, stop_at=_stop_rule(slot.kind), ext=".py",
-                        time_budget_s=time_budget_s)
+    req = InfillRequest(prefix, suffix, GenerationConfig(max_tokens=MAX_TOKENS, time_budget_s=time_budget_s), stop_at=_stop_rule(slot.kind), ext=".py")
     result = yield from engine.stream_infill(req)
     if not result.candidates:
         return None
@@ -169,8 +169,7 @@ def annotation_of(middle: str, kind: str) -> str | None:
 def probability(engine: LocalEngine, prefix: str, suffix: str, middle: str) -> float:
     """The model's probability that the middle between `prefix` and `suffix` is exactly `middle`."""
     tok = engine.tokenizer
-    prompt, _ = engine.build_prompt(InfillRequest(prefix, suffix, max_tokens=MAX_TOKENS + 2, ext=".py",
-                                                  heal=False))
+    prompt, _ = engine.build_prompt(InfillRequest(prefix, suffix, GenerationConfig(max_tokens=MAX_TOKENS + 2), ext=".py", heal=False))
     end = tok.eos_id if engine.format == "l2r" else tok.eom_id
     logprob = score(engine.model, prompt, [tok.encode(middle) + [end]])[0]
     return math.exp(logprob)

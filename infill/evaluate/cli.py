@@ -34,8 +34,8 @@ def _print_summary(summary: dict) -> None:
 
 
 def _engine(args):
-    from infill.engine import LocalEngine
-    from infill.load import load_engine
+    from infill.engines.local import LocalEngine
+    from infill.engines.load import load_engine
 
     engine = load_engine(args.model, device=args.device, template=args.template)
     fmt = getattr(args, "format", None)
@@ -93,7 +93,7 @@ def cmd_score(args) -> int:
 
 
 def cmd_middle_bpb(args) -> int:
-    from infill.engine import LocalEngine
+    from infill.engines.local import LocalEngine
     from infill.evaluate import humaneval
 
     tasks = humaneval.load_tasks(args.split, args.limit)

@@ -67,7 +67,7 @@ def generate(engine, tasks: list[dict], split: str, *, samples: int = 1, tempera
     Each sample is its own request with its own seed: engines merge identical candidates of one
     request, and a merged duplicate would bias pass@k. Greedy decoding (temperature 0) asks once and
     repeats the answer `samples` times, since every greedy sample is the same."""
-    from infill.engine import InfillRequest
+    from infill.engines import GenerationConfig, InfillRequest
 
     if max_tokens is None:
         max_tokens = 64 if split == "single-line" else 256
@@ -75,9 +75,7 @@ def generate(engine, tasks: list[dict], split: str, *, samples: int = 1, tempera
     for i, task in enumerate(tasks):
         texts = []
         for j in range(1 if temperature == 0 else samples):
-            req = InfillRequest(prefix=task["prompt"], suffix=task["suffix"], max_tokens=max_tokens,
-                                temperature=temperature, top_p=0.95 if temperature > 0 else None,
-                                seed=seed + i * 1000 + j, stop=stop, ext=".py")
+            req = InfillRequest(config=GenerationConfig(max_tokens=max_tokens, temperature=temperature, top_p=0.95 if temperature > 0 else None, seed=seed + i * 1000 + j), prefix=task["prompt"], suffix=task["suffix"], stop=stop, ext=".py")
             texts.append(postprocess(split, engine.infill(req).text))
         yield task, texts * samples if temperature == 0 else texts
 
@@ -180,7 +178,7 @@ def middle_bits(engine, tasks: list[dict], out_dir: Path | None, *, meta: dict |
     import torch
     from tqdm import tqdm
 
-    from infill.engine import InfillRequest
+    from infill.engines import GenerationConfig, InfillRequest
     from infill.generation import score
 
     tok = engine.tokenizer
@@ -189,7 +187,7 @@ def middle_bits(engine, tasks: list[dict], out_dir: Path | None, *, meta: dict |
     for task in tqdm(tasks, desc="middles", unit="task", file=sys.stderr, disable=not progress):
         middle = task["canonical_solution"]
         ids = tok.encode(middle)
-        req = InfillRequest(prefix=task["prompt"], suffix=task["suffix"], max_tokens=len(ids), ext=".py", heal=False)
+        req = InfillRequest(config=GenerationConfig(max_tokens=len(ids)), prefix=task["prompt"], suffix=task["suffix"], ext=".py", heal=False)
         prompt, _ = engine.build_prompt(req)
         with torch.no_grad():
             [logprob] = score(engine.model, prompt, [ids])

@@ -172,7 +172,7 @@ def predicted(item: Item, middle: str) -> str | None:
 def _run(engine, items: Iterator[Item], out_dir: Path, name: str, limit: int | None, progress: bool) -> dict:
     from tqdm import tqdm
 
-    from infill.engine import InfillRequest
+    from infill.engines import GenerationConfig, InfillRequest
 
     started = time.monotonic()
     limit = DEFAULT_LIMIT if limit is None else limit
@@ -183,7 +183,7 @@ def _run(engine, items: Iterator[Item], out_dir: Path, name: str, limit: int | N
         for n, item in enumerate(items):
             if n >= limit:
                 break
-            req = InfillRequest(prefix=item.prefix, suffix=item.suffix, max_tokens=24, stop=("\n",), ext=".py")
+            req = InfillRequest(config=GenerationConfig(max_tokens=24), prefix=item.prefix, suffix=item.suffix, stop=("\n",), ext=".py")
             middle = engine.infill(req).text
             guess = predicted(item, middle)
             right = guess is not None and guess == (item.target if item.kind == "name" else normalise(item.target))

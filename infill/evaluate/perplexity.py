@@ -29,7 +29,7 @@ class _Scorer:
     """encode(text) -> ids, start id, context and logits(ids) for the engines that have a model."""
 
     def __init__(self, engine):
-        from infill.engine import LocalEngine
+        from infill.engines.local import LocalEngine
         from infill.engines.hf import HFEngine
 
         if isinstance(engine, LocalEngine):

@@ -4,7 +4,8 @@ import sys
 
 import pytest
 
-from infill import cli, load
+from infill import cli
+from infill.engines import load
 
 
 @pytest.fixture

@@ -1,47 +1,16 @@
 """HFEngine on tiny random transformers models, one per FIM template family; nothing is downloaded."""
+import math
+
 import pytest
 import torch
 
-from infill import cli, load
-from infill.engine import InfillRequest, LocalEngine
-from infill.engines import Engine
+from infill import cli
+from infill.engines import CannotScore, Engine, GenerationConfig, InfillRequest, load
 from infill.engines import templates as fim
+from infill.engines.local import LocalEngine
 from infill.engines.hf import HFEngine
 
-FAMILIES = {
-    # family: (special tokens, bos, eos)
-    "starcoder": (["<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>"], "<|endoftext|>", "<|endoftext|>"),
-    "santacoder": (["<fim-prefix>", "<fim-middle>", "<fim-suffix>", "<fim-pad>"], "<|endoftext|>", "<|endoftext|>"),
-    "deepseek": (["<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"], "<｜begin▁of▁sentence｜>",
-                 "<｜end▁of▁sentence｜>"),
-    "qwen": (["<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|file_sep|>"], None,
-             "<|endoftext|>"),
-    "codellama": (["<PRE>", "<SUF>", "<MID>", "<EOT>"], "<s>", "</s>"),
-    "incoder": (["<|mask:0|>", "<|mask:1|>", "<|endofmask|>"], "<|endoftext|>", "<|endoftext|>"),
-}
-TEXTS = ["def add(a, b):\n    return a + b\n", "for i in range(10):\n    print(i)\n", "x = [1, 2, 3]\n"] * 5
-
-
-def build(directory, family, seed=0):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    extra, bos, eos = FAMILIES[family]
-    specials = [t for t in dict.fromkeys([eos, bos, *extra]) if t]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(TEXTS, trainers.BpeTrainer(vocab_size=320, special_tokens=specials,
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos,
-                                     additional_special_tokens=extra)
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(hf_tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         bos_token_id=hf_tok.bos_token_id, eos_token_id=hf_tok.eos_token_id)
-    LlamaForCausalLM(config).save_pretrained(directory)
-    hf_tok.save_pretrained(directory)
-    return directory
+from hf_models import FAMILIES, build
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
@@ -68,7 +37,7 @@ def test_template_detected_and_prompt_built(family_dir):
     assert isinstance(engine, HFEngine) and isinstance(engine, Engine)
     assert engine.template.name == family
     t = engine.template
-    req = InfillRequest(prefix=f"x = 1{t.pre}{t.suf}\n", suffix=f"y = 2{t.mid or t.pre}\n", max_tokens=4)
+    req = InfillRequest(config=GenerationConfig(max_tokens=4), prefix=f"x = 1{t.pre}{t.suf}\n", suffix=f"y = 2{t.mid or t.pre}\n")
     prompt = engine.build_prompt(req)
     ids = {s: engine.tokenizer.convert_tokens_to_ids(s) for s in (t.pre, t.suf, t.mid) if s}
     # the user's sentinel strings are gone: each template sentinel appears exactly where the template puts it
@@ -83,7 +52,7 @@ def test_template_detected_and_prompt_built(family_dir):
 def test_greedy_matches_a_cacheless_reference(family_dir):
     _, directory = family_dir
     engine = HFEngine.from_pretrained(str(directory), device="cpu")
-    req = InfillRequest(prefix="def add(a, b):\n    return ", suffix="\n", max_tokens=12)
+    req = InfillRequest(config=GenerationConfig(max_tokens=12), prefix="def add(a, b):\n    return ", suffix="\n")
     prompt = engine.build_prompt(req)
     ref = greedy_ref(engine.model, prompt, engine.stop_ids, 12)
     result = engine.infill(req)
@@ -91,16 +60,57 @@ def test_greedy_matches_a_cacheless_reference(family_dir):
     assert result.text == expected and result.candidates[0].tokens == len(ref)
 
 
+@torch.inference_mode()
+def logprob_ref(model, prompt, cont):
+    """Log-probability of `cont` after `prompt` by one plain forward pass."""
+    lp = torch.log_softmax(model(input_ids=torch.tensor([prompt + cont])).logits[0].float(), -1)
+    return sum(float(lp[len(prompt) - 1 + i, t]) for i, t in enumerate(cont))
+
+
+def test_scores_match_a_plain_forward(family_dir):
+    family, directory = family_dir
+    engine = HFEngine.from_pretrained(str(directory), device="cpu")
+    assert {"infill", "score", "sampled_logprobs", "text_score"} <= engine.capabilities
+    prompt = engine.build_prompt(InfillRequest("def f(", "):\n"))
+    middle = engine.tokenizer("a, b", add_special_tokens=False)["input_ids"]
+    end = engine.tokenizer.convert_tokens_to_ids(engine.template.stops[0])
+    assert math.isclose(engine.score("def f(", "):\n", "a, b"), logprob_ref(engine.model, prompt, middle + [end]),
+                        rel_tol=1e-4)
+    assert math.isclose(engine.score("def f(", "):\n", "a, b", end=False), logprob_ref(engine.model, prompt, middle),
+                        rel_tol=1e-4)
+    text = "for i in range(10):\n    print(i)\n"
+    ids = engine.tokenizer(text, add_special_tokens=False)["input_ids"]
+    start = engine.tokenizer.bos_token_id if engine.tokenizer.bos_token_id is not None else engine.tokenizer.eos_token_id
+    logprob, n = engine.score_text(text)
+    assert n == len(ids) and math.isclose(logprob, logprob_ref(engine.model, [start], ids), rel_tol=1e-4)
+    pieces, fills = ["x = ", " + ", "\n"], [["a", "a"], ["b", "b"]]
+    if family != "incoder":
+        assert "multi_hole_score" not in engine.capabilities and engine.unavailable["multi_hole_score"]
+        with pytest.raises(CannotScore):
+            engine.score_holes(pieces, fills)
+        return
+    assert "multi_hole_score" in engine.capabilities and engine.max_holes == 1
+    got = engine.score_holes(pieces[1:], [f[:1] for f in fills])
+    tok = engine.tokenizer
+    m0, m1, eom = (tok.convert_tokens_to_ids(t) for t in ("<|mask:0|>", "<|mask:1|>", "<|endofmask|>"))
+    enc = lambda t: tok(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    prompt = enc(" + ") + [m0] + enc("\n") + [m1, m0]
+    for value, fill in zip(got, ["a", "b"]):
+        assert math.isclose(value, logprob_ref(engine.model, prompt, enc(fill) + [eom]), rel_tol=1e-4)
+    with pytest.raises(CannotScore):
+        engine.score_holes(pieces, fills)  # two holes need three mask tokens
+
+
 def test_session_reuse_and_cancel(tmp_path):
     engine = HFEngine.from_pretrained(str(build(tmp_path / "m", "starcoder")), device="cpu")
-    base = InfillRequest(prefix="def add(a, b):\n    return a", suffix="\n", max_tokens=6)
+    base = InfillRequest(config=GenerationConfig(max_tokens=6), prefix="def add(a, b):\n    return a", suffix="\n")
     first = engine.infill(InfillRequest(**{**base.__dict__, "session": "doc"}))
     longer = InfillRequest(**{**base.__dict__, "prefix": base.prefix + " +", "session": "doc"})
     second = engine.infill(longer)
     assert first.cached_tokens == 0 and second.cached_tokens > 0
     fresh = engine.infill(InfillRequest(**{**longer.__dict__, "session": None}))
     assert second.text == fresh.text  # reuse changes nothing but the work done
-    gen = engine.stream_infill(InfillRequest(prefix="x = ", max_tokens=50, session="doc"))
+    gen = engine.stream_infill(InfillRequest(config=GenerationConfig(max_tokens=50), prefix="x = ", session="doc"))
     next(gen)
     gen.close()  # cancelled after one token: the session still answers correctly
     again = engine.infill(InfillRequest(**{**longer.__dict__}))
@@ -111,10 +121,10 @@ def test_session_reuse_and_cancel(tmp_path):
 
 def test_stop_strings_and_sampling(tmp_path):
     engine = HFEngine.from_pretrained(str(build(tmp_path / "m", "qwen")), device="cpu")
-    req = InfillRequest(prefix="for i in", suffix="", max_tokens=20, temperature=1.0, seed=3, n=3)
+    req = InfillRequest(config=GenerationConfig(max_tokens=20, temperature=1.0, seed=3, n=3), prefix="for i in", suffix="")
     a, b = engine.infill(req), engine.infill(req)
     assert [c.text for c in a.candidates] == [c.text for c in b.candidates]  # seeded
-    stopped = engine.infill(InfillRequest(prefix="x", max_tokens=30, temperature=1.0, seed=0, stop=(" ",)))
+    stopped = engine.infill(InfillRequest(config=GenerationConfig(max_tokens=30, temperature=1.0, seed=0), prefix="x", stop=(" ",)))
     assert " " not in stopped.text
 
 
@@ -124,10 +134,16 @@ def test_infill_export_loads_as_hf_and_agrees_with_local(tmp_path, tiny_checkpoi
     assert isinstance(hf, HFEngine) and hf.template.name == "infill-spm"
     local = load.load_engine(str(tiny_checkpoint), device="cpu")
     assert isinstance(local, LocalEngine) and isinstance(local, Engine)
-    req = InfillRequest(prefix="def add(a, b):\n    return ", suffix="\n\nprint(add(1, 2))\n", max_tokens=10,
-                        heal=False)
+    req = InfillRequest(config=GenerationConfig(max_tokens=10), prefix="def add(a, b):\n    return ", suffix="\n\nprint(add(1, 2))\n", heal=False)
     assert hf.build_prompt(req) == local.build_prompt(req)[0]
     assert hf.infill(req).text == local.infill(req).text
+    # the same weights score the same: one hole, several holes (InCoder), a whole document
+    assert hf.capabilities == local.capabilities and hf.max_holes == local.max_holes > 1
+    assert math.isclose(hf.score("def f(", "):\n", "a, b"), local.score("def f(", "):\n", "a, b"), rel_tol=1e-4)
+    pieces, fills = ["x = ", " + ", "\n"], [["a", "a"], ["bb", "bb"]]
+    for h, lo in zip(hf.score_holes(pieces, fills), local.score_holes(pieces, fills)):
+        assert math.isclose(h, lo, rel_tol=1e-4)
+    assert math.isclose(hf.score_text("x = 1\n")[0], local.score_text("x = 1\n")[0], rel_tol=1e-4)
 
 
 def test_templates_and_errors(tmp_path):

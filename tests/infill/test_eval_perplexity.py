@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from infill import cli
-from infill.engine import LocalEngine
+from infill.engines.local import LocalEngine
 from infill.evaluate import perplexity
 from infill.evaluate.documents import iter_documents
 

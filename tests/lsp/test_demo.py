@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from infill import cli
-from infill.engine import LocalEngine
+from infill.engines.local import LocalEngine
 from lsp import demo, names, types
 from lsp.completion import complete
 from lsp.options import ServerOptions

@@ -7,7 +7,7 @@ import pytest
 from lsprotocol import types
 from pygls.workspace import Workspace
 
-from infill.engine import Completion, CompletionResult
+from infill.engines import Completion, CompletionResult
 from lsp.options import ServerOptions
 from lsp.server import _completion, build_server
 

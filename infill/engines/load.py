@@ -16,9 +16,9 @@ import json
 import os
 from pathlib import Path
 
-from infill.engine import LocalEngine
+from infill.engines.local import LocalEngine
 
-DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+DEFAULT_MODEL_DIR = Path(__file__).parent.parent / "default_model"
 ENV_VAR = "INFILL_MODEL"
 
 
