@@ -12,6 +12,8 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from infill.text import UserError, parse_location, read_source, split_at
+
 EXAMPLES = """examples:
   infill complete app.py:12:5                 fill in at line 12, column 5 (1-based)
   infill complete app.py:12:5 --json          {"middle": ..., "tokens": N, "latency_ms": ...}
@@ -22,45 +24,6 @@ EXAMPLES = """examples:
 The model: --model DIR, else $INFILL_MODEL, else the built-in default model. --model also takes a
 Hugging Face model directory or locally cached hub name, or openai:URL (an OpenAI-compatible server).
 """
-
-
-class UserError(Exception):
-    """An error the user can fix; printed as one line."""
-
-
-def parse_location(spec: str) -> tuple[Path, int, int]:
-    """`FILE:LINE:COL` (1-based) -> (path, line, col)."""
-    parts = spec.rsplit(":", 2)
-    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
-        raise UserError(f"expected FILE:LINE:COL with 1-based numbers, got {spec!r}")
-    line, col = int(parts[1]), int(parts[2])
-    if line < 1 or col < 1:
-        raise UserError(f"line and column are 1-based, got {line}:{col}")
-    return Path(parts[0]), line, col
-
-
-def split_at(text: str, line: int, col: int) -> tuple[str, str]:
-    """(prefix, suffix) of `text` at 1-based line and column (columns count characters)."""
-    lines = text.splitlines(keepends=True) or [""]
-    if text.endswith("\n"):
-        lines.append("")
-    if line > len(lines):
-        raise UserError(f"line {line} is past the end of the file ({len(lines)} lines)")
-    body = lines[line - 1].rstrip("\r\n")
-    if col > len(body) + 1:
-        raise UserError(f"column {col} is past the end of line {line} ({len(body)} characters)")
-    offset = sum(len(x) for x in lines[:line - 1]) + col - 1
-    return text[:offset], text[offset:]
-
-
-def read_source(path: Path) -> str:
-    """The UTF-8 text of the file at `path`; UserError when it is missing or not text."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a UTF-8 text file") from None
 
 
 def cmd_complete(args) -> int:

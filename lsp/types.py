@@ -2,9 +2,9 @@
 
 One way through: document text -> `type_slots` (where an annotation is missing, found with
 tree-sitter) -> `slot_prompt` (prefix ending in ": " or " -> ", the rest as suffix) -> the engine's
-middle, cut at the end of the annotation -> `normalise` -> its probability (`infill.generation.score`
-of the annotation followed by the end-of-middle token) -> `InferredType`. `annotation_edits` turns the
-confident ones into insertions.
+middle, cut at the end of the annotation -> `normalise` -> its probability (`engine.score` of exactly
+that annotation as the whole middle) -> `InferredType`. `annotation_edits` turns the confident ones
+into insertions.
 
 Rules:
 - A slot is an unannotated parameter (plain, with a default, `*args`, `**kwargs`, keyword-only) or a
@@ -15,6 +15,9 @@ Rules:
 - The inferred type is the longest start of the middle, cut at a whitespace boundary, that parses as a
   Python expression (a model that rambles on after the type still gives the type; its probability,
   scored for exactly that type, says how much to trust it). A middle with no such start is no type.
+- On an engine that cannot score given text but returns the log-probabilities of what it samples
+  (a server without `echo`), the probability is that of the generated middle; an engine with neither
+  cannot serve type hints, and `unavailable` says why.
 - Everything is a pure function of (text, slot, engine); `infer_steps` yields after every generated
   token so the server can cancel it.
 """
@@ -25,10 +28,8 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from functools import lru_cache
 
-from infill.engines import GenerationConfig, InfillRequest
-from infill.engines.local import LocalEngine
-from infill.evaluate.identifiers import cut_annotation, normalise
-from infill.generation import score
+from infill.engines import Engine, GenerationConfig, InfillRequest, run_to_end
+from infill.text import cut_annotation, normalise
 from lsp import syntax
 
 MAX_TOKENS = 16
@@ -140,18 +141,29 @@ def _stop_rule(kind: str):
     return stop_at
 
 
-def infer_steps(text: str, slot: Slot, engine: LocalEngine, *, time_budget_s: float | None = None
+def unavailable(engine: Engine) -> str | None:
+    """Why `engine` cannot infer types, or None when it can."""
+    if {"score", "sampled_logprobs"} & engine.capabilities:
+        return None
+    return f"type hints need scores or logprobs: {engine.unavailable.get('score', 'not offered')}"
+
+
+def infer_steps(text: str, slot: Slot, engine: Engine, *, time_budget_s: float | None = None
                 ) -> Generator[None, None, InferredType | None]:
     """Yield after every token; return the inferred type of `slot` with its probability, or None."""
     prefix, suffix = slot_prompt(text, slot)
-    req = InfillRequest(prefix, suffix, GenerationConfig(max_tokens=MAX_TOKENS, time_budget_s=time_budget_s), stop_at=_stop_rule(slot.kind), ext=".py")
+    req = InfillRequest(prefix, suffix, GenerationConfig(max_tokens=MAX_TOKENS, time_budget_s=time_budget_s),
+                        stop_at=_stop_rule(slot.kind), ext=".py")
     result = yield from engine.stream_infill(req)
     if not result.candidates:
         return None
-    annotation = annotation_of(result.candidates[0].text, slot.kind)
+    best = result.candidates[0]
+    annotation = annotation_of(best.text, slot.kind)
     if not annotation:
         return None
     yield
+    if "score" not in engine.capabilities:  # the sampled middle's own probability
+        return InferredType(annotation, min(math.exp(best.logprob), 1.0))
     return InferredType(annotation, probability(engine, prefix, suffix, annotation))
 
 
@@ -166,23 +178,14 @@ def annotation_of(middle: str, kind: str) -> str | None:
     return None
 
 
-def probability(engine: LocalEngine, prefix: str, suffix: str, middle: str) -> float:
+def probability(engine: Engine, prefix: str, suffix: str, middle: str) -> float:
     """The model's probability that the middle between `prefix` and `suffix` is exactly `middle`."""
-    tok = engine.tokenizer
-    prompt, _ = engine.build_prompt(InfillRequest(prefix, suffix, GenerationConfig(max_tokens=MAX_TOKENS + 2), ext=".py", heal=False))
-    end = tok.eos_id if engine.format == "l2r" else tok.eom_id
-    logprob = score(engine.model, prompt, [tok.encode(middle) + [end]])[0]
-    return math.exp(logprob)
+    return math.exp(engine.score(prefix, suffix, middle, ext=".py"))
 
 
-def infer(text: str, slot: Slot, engine: LocalEngine) -> InferredType | None:
+def infer(text: str, slot: Slot, engine: Engine) -> InferredType | None:
     """`infer_steps` run to the end."""
-    steps = infer_steps(text, slot, engine)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
+    return run_to_end(infer_steps(text, slot, engine))
 
 
 def annotation_edits(slots: list[Slot], inferred: list[InferredType | None], confidence: float

@@ -35,8 +35,11 @@ from typing import Generic, Protocol, TypeVar, runtime_checkable
 from infill.generation import GenerationConfig
 
 __all__ = ["CAPABILITIES", "CannotScore", "Completion", "CompletionResult", "Engine", "GenerationConfig",
-           "InfillRequest", "SessionPool", "end_of", "fit_lines", "rank", "run_to_end"]
+           "InfillRequest", "SCORE_RESERVE", "SessionPool", "end_of", "fit_lines", "rank", "run_to_end"]
 
+SCORE_RESERVE = 64
+"""A score fits its prompt as a generation of max(SCORE_RESERVE, middle tokens) tokens would: the same
+prompt for every short middle, so the scores of alternatives compare."""
 CAPABILITIES = frozenset({"infill", "score", "multi_hole_score", "sampled_logprobs", "text_score"})
 
 

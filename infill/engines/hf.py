@@ -26,7 +26,7 @@ import torch
 
 from infill import tokenizer as infill_tokens
 from infill.engines import templates as fim
-from infill.engines.base import (CannotScore, CompletionResult, GenerationConfig, InfillRequest, SessionPool,
+from infill.engines.base import (SCORE_RESERVE, CannotScore, CompletionResult, GenerationConfig, InfillRequest, SessionPool,
                                  end_of, fit_lines, rank, run_to_end, windowed_logprob)
 from infill.engines.local import resolve_device
 from infill.generation import sample
@@ -240,7 +240,7 @@ class HFEngine:
         if not ids:
             return 0.0
         try:
-            prompt = self.build_prompt(InfillRequest(prefix, suffix, GenerationConfig(max_tokens=len(ids))))
+            prompt = self.build_prompt(InfillRequest(prefix, suffix, GenerationConfig(max_tokens=max(len(ids), SCORE_RESERVE))))
         except ValueError as exc:
             raise CannotScore(str(exc)) from None
         return self._continuation_logprobs(prompt, [ids])[0]

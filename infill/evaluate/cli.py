@@ -93,15 +93,13 @@ def cmd_score(args) -> int:
 
 
 def cmd_middle_bpb(args) -> int:
-    from infill.engines.local import LocalEngine
     from infill.evaluate import humaneval
 
     tasks = humaneval.load_tasks(args.split, args.limit)
     engine = _engine(args)
-    if not isinstance(engine, LocalEngine):
-        raise ValueError("middle-bpb needs an infill checkpoint (it scores with the model's own logits)")
-    meta = {"eval": "middle-bpb", "split": args.split, "model": engine.name, "format": engine.format,
-            "limit": args.limit}
+    fmt = getattr(engine, "format", None) or getattr(getattr(engine, "template", None), "name", None)
+    meta = {"eval": "middle-bpb", "split": args.split, "model": engine.name, "engine": type(engine).__name__,
+            "format": fmt, "limit": args.limit}
     summary = humaneval.middle_bits(engine, tasks, Path(args.out), meta=meta, progress=not args.quiet)
     _print_summary(summary)
     return 0

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from infill.evaluate.documents import Document, iter_documents
+from infill.text import cut_annotation, normalise
 
 DEFAULT_LIMIT = 500
 MIN_NAME = 4
@@ -132,34 +133,6 @@ def name_items(doc: Document) -> Iterator[Item]:
             last = s + len(chosen)
         pieces.append(src[last:])
         yield Item(where, "name", pieces[0], "_".join(pieces[1:]), chosen)
-
-
-def cut_annotation(text: str, stops: str) -> str:
-    """`text` up to the first character of `stops` outside brackets and strings, or a line break."""
-    depth, quote = 0, ""
-    for i, ch in enumerate(text):
-        if quote:
-            if ch == quote:
-                quote = ""
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            if depth == 0 and ch in stops:
-                return text[:i]
-            depth -= 1
-        elif ch == "\n" or (depth == 0 and ch in stops):
-            return text[:i]
-    return text
-
-
-def normalise(annotation: str) -> str | None:
-    """The canonical text of an annotation (`ast` round trip), or None if it does not parse."""
-    try:
-        return ast.unparse(ast.parse(annotation.strip(), mode="eval").body)
-    except (SyntaxError, ValueError, RecursionError):
-        return None
 
 
 def predicted(item: Item, middle: str) -> str | None:
