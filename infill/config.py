@@ -9,7 +9,9 @@ import dataclasses
 from dataclasses import dataclass, field
 
 ATTENTION_BACKENDS = ("sdpa", "ref", "triton", "flash_attn")
-PROMPT_FORMATS = ("spm", "psm", "incoder")
+PROMPT_FORMATS = ("spm", "psm", "incoder", "l2r")
+"""How a model is prompted (`infill.formats`): suffix first, prefix first, InCoder masks, or the prefix
+alone (left to right: the ablation trained without infilling)."""
 
 
 def _swiglu_hidden(dim: int, multiple_of: int = 256) -> int:

@@ -109,7 +109,7 @@ class LocalEngine:
         prefix, suffix = self._fit(req.prefix, req.suffix, budget)
         prompt = formats.infill_prompt(self.tokenizer, self.format, prefix, suffix, ext=req.ext)
         heal = b""
-        if req.heal and self.format in ("spm", "l2r") and prefix and prompt[-1] not in self.tokenizer.special_ids:
+        if req.heal and formats.ends_in_prefix(self.format) and prefix and prompt[-1] not in self.tokenizer.special_ids:
             heal = self.tokenizer.token_bytes[prompt[-1]]
             prompt = prompt[:-1]
         return prompt, heal
@@ -185,7 +185,7 @@ class LocalEngine:
 
     # scoring --------------------------------------------------------------------------------------
     def _end_id(self) -> int:
-        return self.tokenizer.eos_id if self.format == "l2r" else self.tokenizer.eom_id
+        return formats.end_id(self.tokenizer, self.format)
 
     def score(self, prefix: str, suffix: str, middle: str, *, ext: str | None = None, end: bool = True) -> float:
         """Log-probability of `middle` (and, with `end`, the end-of-middle token) after the prompt of

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from infill.config import PROMPT_FORMATS
 
-FORMATS = (*PROMPT_FORMATS, "l2r")
-"""What --format takes: the model formats, and the prefix alone (left-to-right)."""
+FORMATS = PROMPT_FORMATS
+"""What --format takes: the model formats (`l2r` is the prefix alone)."""
 
 EXAMPLES = """examples:
   infill eval humaneval-infilling --split single-line --model ckpt/ --out runs/sl
