@@ -89,6 +89,16 @@ def _type_slots(text: str) -> tuple[Slot, ...]:
     return tuple(sorted(out, key=lambda s: s.at))
 
 
+def slot_at(text: str, offset: int) -> Slot | None:
+    """The slot whose anchor (parameter or function name) is at `offset`, or None."""
+    return next((s for s in type_slots(text) if s.anchor[0] <= offset <= s.anchor[1]), None)
+
+
+def slots_in(text: str, start: int, end: int) -> list[Slot]:
+    """The slots of every function that overlaps text[start:end]."""
+    return [s for s in type_slots(text) if s.function[0] <= end and start <= s.function[1]]
+
+
 def _is_method(fn) -> bool:
     parent = fn.parent
     if parent is not None and parent.type == "decorated_definition":
