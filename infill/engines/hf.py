@@ -7,7 +7,10 @@ Rules:
 - User text is encoded literally: every special-token string is removed from the prefix and suffix
   first, and the template's sentinels enter the prompt as ids.
 - The decode loop is ours (not `generate`), so `stream_infill` yields after every token and a caller
-  can cancel between tokens. Sampling is `infill.generation.sample`, so seeds mean the same here.
+  can cancel between tokens. Sampling is `infill.generation.sample`, n candidates as one batch, so
+  seeds mean the same here as on the local engine (the same weights draw the same samples).
+- Token healing, as the local engine does it: when the template's prompt ends in prefix text (SPM),
+  its last token is backed off and the first generated token must start with that token's text.
 - One transformers `DynamicCache` per session: a request whose prompt shares a prefix with the
   session's previous one crops the cache to that prefix and computes only the rest. The least
   recently used sessions go first once their caches pass `cache_mb` (`base.SessionPool`).
@@ -75,7 +78,7 @@ class HFEngine:
         self.sessions: SessionPool[_Session] = SessionPool(cache_mb, lambda s: _cache_bytes(s.cache))
         self.context = int(getattr(model.config, "max_position_embeddings", None) or 2048)
         self.sentinel_ids = {s: self._sentinel_id(s, vocab) for s in (self.template.pre, self.template.suf,
-                                                                      self.template.mid) if s}
+                                                                      self.template.mid, self.template.meta) if s}
         self.stop_ids = frozenset({vocab[s] for s in self.template.stops if s in vocab}
                                   | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
         self.end_id = next((vocab[s] for s in self.template.stops if s in vocab), tokenizer.eos_token_id)
@@ -133,8 +136,14 @@ class HFEngine:
     def _bos(self) -> list[int]:
         return [self.tokenizer.bos_token_id] if self.template.bos and self.tokenizer.bos_token_id is not None else []
 
-    def build_prompt(self, req: InfillRequest) -> list[int]:
-        """Prompt ids: cleaned, trimmed to the context at line boundaries, rendered by the template."""
+    def _pieces_ids(self, pieces: list[tuple[str, bool]]) -> list[int]:
+        ids: list[int] = []
+        for text, sentinel in pieces:
+            ids += [self.sentinel_ids[text]] if sentinel else self._encode(text)
+        return ids
+
+    def healed_prompt(self, req: InfillRequest) -> tuple[list[int], str]:
+        """(prompt ids, healed text): the text the middle must start with, already cut from the prompt."""
         prefix = fim.clean(req.prefix, self.specials)
         suffix = fim.clean(req.suffix, self.specials)
         budget = self.context - req.config.max_tokens - 16
@@ -142,10 +151,38 @@ class HFEngine:
             raise ValueError(f"max_tokens {req.config.max_tokens} leaves no room for a prompt "
                              f"(context {self.context})")
         prefix, suffix = fit_lines(prefix, suffix, budget, self._count)
-        ids = self._bos()
-        for text, sentinel in self.template.pieces(prefix, suffix):
-            ids += [self.sentinel_ids[text]] if sentinel else self._encode(text)
-        return ids
+        ids = self._bos() + self._pieces_ids(self.template.pieces(prefix, suffix, req.ext))
+        heal = ""
+        if req.heal and self.template.ends_in_prefix and prefix and ids[-1] not in self._special_ids:
+            heal = self._token_texts()[ids[-1]]
+            ids = ids[:-1]
+        return ids, heal
+
+    def build_prompt(self, req: InfillRequest) -> list[int]:
+        """Prompt ids: cleaned, trimmed to the context at line boundaries, rendered by the template."""
+        return self.healed_prompt(req)[0]
+
+    @property
+    def _special_ids(self) -> frozenset[int]:
+        if not hasattr(self, "_special_id_set"):
+            vocab = self.tokenizer.get_vocab()
+            self._special_id_set = frozenset(vocab[s] for s in self.specials if s in vocab)
+        return self._special_id_set
+
+    def _token_texts(self) -> list[str]:
+        """The text of every token on its own (computed once per engine)."""
+        if not hasattr(self, "_texts"):
+            self._texts = [self.tokenizer.decode([i], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+                           for i in range(len(self.tokenizer))]
+        return self._texts
+
+    def _heal_mask(self, heal: str, vocab_size: int) -> torch.Tensor:
+        allowed = torch.zeros(vocab_size, dtype=torch.bool)
+        special = self._special_ids
+        for i, text in enumerate(self._token_texts()[:vocab_size]):
+            if i not in special and text.startswith(heal):
+                allowed[i] = True
+        return allowed.to(self.device)
 
     # sessions -------------------------------------------------------------------------------------
     def _session(self, key: str | None) -> _Session:
@@ -169,7 +206,7 @@ class HFEngine:
         """Yield after every generated token (a place to cancel); return the CompletionResult."""
         started = time.perf_counter()
         config = replace(req.config, stop_ids=self.stop_ids)
-        prompt = self.build_prompt(req)
+        prompt, heal = self.healed_prompt(req)
         session = self._session(req.session)
         keep = 0
         limit = min(len(session.tokens), len(prompt) - 1)
@@ -180,40 +217,59 @@ class HFEngine:
         cached = keep
         if keep < len(prompt) - 1:
             self._forward(prompt[keep:-1], session.cache)
-        base = len(prompt) - 1
         session.tokens = prompt[:-1]
+        n = config.n
+        cache = session.cache
+        if n > 1:  # the prefilled prompt copied into n rows; the session keeps the prompt only
+            import copy
+
+            cache = copy.deepcopy(session.cache)
+            cache.batch_repeat_interleave(n)
         generator = None
         if config.temperature > 0:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(config.seed if config.seed is not None else time.time_ns() % 2**63)
-        rows = []
-        for _ in range(config.n):
-            _crop(session.cache, base)
-            fed, out, logprob, reason = [prompt[-1]], [], 0.0, "length"
-            text, in_cache = "", 0
-            while len(out) < config.max_tokens:
-                logits = self._forward(fed[-1:], session.cache)
-                in_cache = len(fed)
-                nxt, lp = sample(logits, config, generator)
-                token = int(nxt[0])
-                if token in config.stop_ids:
-                    reason = "stop"
-                    break
-                out.append(token)
-                logprob += float(lp[0])
-                text = self.tokenizer.decode(out, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-                yield
-                if end_of(text, req) is not None:
-                    reason = "stop_rule"
-                    break
-                if config.time_budget_s is not None and time.perf_counter() - started > config.time_budget_s:
-                    reason = "time"
-                    break
-                fed.append(token)
-            session.tokens = prompt[:-1] + fed[:in_cache]
-            rows.append((text, len(out), logprob, reason))
-        return CompletionResult(rank(rows, req), (time.perf_counter() - started) * 1000, len(prompt), cached,
+        rows: list[list[int]] = [[] for _ in range(n)]
+        logprob, reason, texts = [0.0] * n, [""] * n, [""] * n
+        allowed = None
+        nxt = torch.tensor([[prompt[-1]]] * n, device=self.device)
+        while not all(reason) and config.max_tokens > 0:
+            with torch.inference_mode():
+                logits = self.model(input_ids=nxt, past_key_values=cache, use_cache=True).logits[:, -1].float()
+            if heal and allowed is None and not any(rows):
+                allowed = self._heal_mask(heal, logits.shape[-1])
+            token, lp = sample(logits, config, generator, allowed if not any(rows) else None)
+            for r, (t, lpr) in enumerate(zip(token.tolist(), lp.tolist())):
+                if reason[r]:
+                    continue
+                if t in config.stop_ids:
+                    reason[r] = "stop"
+                    continue
+                rows[r].append(t)
+                logprob[r] += lpr
+                texts[r] = self._text(rows[r], heal)
+                if end_of(texts[r], req) is not None:
+                    reason[r] = "stop_rule"
+                elif len(rows[r]) >= config.max_tokens:
+                    reason[r] = "length"
+            if not all(reason) and config.time_budget_s is not None \
+                    and time.perf_counter() - started > config.time_budget_s:
+                reason = [x or "time" for x in reason]
+            yield
+            nxt = token[:, None]
+        if config.max_tokens == 0:
+            reason = ["length"] * n
+        if n == 1:
+            fed = len(prompt) + len(rows[0]) - (0 if reason[0] == "stop" else 1)
+            session.tokens = (prompt + rows[0])[:fed]
+            _crop(cache, len(session.tokens))
+        ranked = rank(zip(texts, map(len, rows), logprob, reason), req)
+        return CompletionResult(ranked, (time.perf_counter() - started) * 1000, len(prompt), cached,
                                 extra={"template": self.template.name})
+
+    def _text(self, ids: list[int], heal: str) -> str:
+        text = self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        return text[len(heal):] if heal and text.startswith(heal) else text
 
     def infill(self, req: InfillRequest) -> CompletionResult:
         return run_to_end(self.stream_infill(req))
@@ -240,7 +296,8 @@ class HFEngine:
         if not ids:
             return 0.0
         try:
-            prompt = self.build_prompt(InfillRequest(prefix, suffix, GenerationConfig(max_tokens=max(len(ids), SCORE_RESERVE))))
+            config = GenerationConfig(max_tokens=max(len(ids), SCORE_RESERVE))
+            prompt = self.build_prompt(InfillRequest(prefix, suffix, config, ext=ext, heal=False))
         except ValueError as exc:
             raise CannotScore(str(exc)) from None
         return self._continuation_logprobs(prompt, [ids])[0]
@@ -255,7 +312,7 @@ class HFEngine:
             raise ValueError(f"each fill needs {holes} texts")
         if not fills:
             return []
-        prompt = list(self._bos())
+        prompt = self._bos() + self._pieces_ids(self.template.header(ext))
         for j, piece in enumerate(pieces):
             prompt += self._encode(fim.clean(piece, self.specials)) + [self.mask_ids[j]]
         prompt.append(self.mask_ids[0])

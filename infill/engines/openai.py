@@ -136,7 +136,7 @@ class OpenAIEngine:
         return fim.clean(text, self.template.sentinels)
 
     def build_prompt(self, req: InfillRequest) -> str:
-        return self.template.render(self._clean(req.prefix), self._clean(req.suffix))
+        return self.template.render(self._clean(req.prefix), self._clean(req.suffix), req.ext)
 
     def stream_infill(self, req: InfillRequest) -> Generator[None, None, CompletionResult]:
         """Yield after every streamed chunk (a place to cancel); return the CompletionResult."""
@@ -212,7 +212,7 @@ class OpenAIEngine:
         prompt, from the server's echoed prompt logprobs."""
         if "score" not in self.capabilities:
             raise CannotScore(self.unavailable.get("score", NO_SCORE))
-        prompt = self.build_prompt(InfillRequest(prefix, suffix))
+        prompt = self.build_prompt(InfillRequest(prefix, suffix, ext=ext))
         full = prompt + self._clean(middle) + (self.template.stops[0] if end else "")
         if len(full) == len(prompt):
             return 0.0

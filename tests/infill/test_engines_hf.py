@@ -137,6 +137,15 @@ def test_infill_export_loads_as_hf_and_agrees_with_local(tmp_path, tiny_checkpoi
     req = InfillRequest(config=GenerationConfig(max_tokens=10), prefix="def add(a, b):\n    return ", suffix="\n\nprint(add(1, 2))\n", heal=False)
     assert hf.build_prompt(req) == local.build_prompt(req)[0]
     assert hf.infill(req).text == local.infill(req).text
+    # with the file header and token healing at the cursor, greedy and sampled, as the editor asks
+    for config in (GenerationConfig(max_tokens=10), GenerationConfig(max_tokens=6, temperature=0.8, seed=3, n=4)):
+        req = InfillRequest("def add(a, b):\n    return a", "\n", config, ext=".py")
+        assert hf.healed_prompt(req)[0] == local.build_prompt(req)[0]
+        assert hf.healed_prompt(req)[1].encode() == local.build_prompt(req)[1] != b""
+        got, want = hf.infill(req), local.infill(req)
+        assert [c.text for c in got.candidates] == [c.text for c in want.candidates]
+        assert all(math.isclose(g.logprob, w.logprob, rel_tol=1e-3, abs_tol=1e-4)
+                   for g, w in zip(got.candidates, want.candidates))
     # the same weights score the same: one hole, several holes (InCoder), a whole document
     assert hf.capabilities == local.capabilities and hf.max_holes == local.max_holes > 1
     assert math.isclose(hf.score("def f(", "):\n", "a, b"), local.score("def f(", "):\n", "a, b"), rel_tol=1e-4)
