@@ -65,7 +65,8 @@ def unavailable(engine: Engine) -> str | None:
     """Why `engine` cannot rank name suggestions, or None when it can."""
     if {"multi_hole_score", "score", "sampled_logprobs"} & engine.capabilities:
         return None
-    return f"name suggestions need scores or logprobs: {engine.unavailable.get('score', 'not offered')}"
+    why = "; ".join(engine.unavailable.get(c, f"no {c}") for c in ("score", "sampled_logprobs"))
+    return f"name suggestions need the model's log-probabilities: {why}"
 
 
 def suggest_steps(text: str, symbol: scopes.Symbol, engine: Engine, k: int = 3, *, seed: int = 0,

@@ -135,7 +135,8 @@ class InfillServer(LanguageServer):
             self.off = {k: why for k, why in (("typeHints", inference.unavailable(engine)),
                                               ("variableNames", names.unavailable(engine))) if why}
             for feature, why in self.off.items():
-                self.show(f"infill-lsp: {feature} are off for {engine.name}: {why}", types.MessageType.Warning)
+                shown = {"typeHints": "type hints", "variableNames": "name suggestions"}[feature]
+                self.show(f"infill-lsp: {shown} are off for {engine.name}: {why}", types.MessageType.Warning)
             self.send_status()
 
     # messages to the client -----------------------------------------------------------------------

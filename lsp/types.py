@@ -155,7 +155,8 @@ def unavailable(engine: Engine) -> str | None:
     """Why `engine` cannot infer types, or None when it can."""
     if {"score", "sampled_logprobs"} & engine.capabilities:
         return None
-    return f"type hints need scores or logprobs: {engine.unavailable.get('score', 'not offered')}"
+    why = "; ".join(engine.unavailable.get(c, f"no {c}") for c in ("score", "sampled_logprobs"))
+    return f"type hints need the model's log-probabilities: {why}"
 
 
 def infer_steps(text: str, slot: Slot, engine: Engine, *, time_budget_s: float | None = None

@@ -35,7 +35,8 @@ from typing import Generic, Protocol, TypeVar, runtime_checkable
 from infill.generation import GenerationConfig
 
 __all__ = ["CAPABILITIES", "CannotScore", "Completion", "CompletionResult", "Engine", "GenerationConfig",
-           "InfillRequest", "SCORE_RESERVE", "SessionPool", "end_of", "fit_lines", "rank", "run_to_end"]
+           "InfillRequest", "SCORE_RESERVE", "SessionPool", "end_of", "fit_lines", "prompt_budget", "rank",
+           "run_to_end"]
 
 SCORE_RESERVE = 64
 """A score fits its prompt as a generation of max(SCORE_RESERVE, middle tokens) tokens would: the same
@@ -167,6 +168,15 @@ def rank(candidates: Iterable[tuple[str, int, float, str]], req: InfillRequest) 
         if text not in best or best[text].logprob < logprob:
             best[text] = Completion(text, tokens, logprob, reason)
     return sorted(best.values(), key=lambda c: -c.logprob)
+
+
+def prompt_budget(context: int, req: InfillRequest) -> int:
+    """Tokens the prefix and suffix may take: the context less the middle's room and an allowance for
+    the sentinels and the file header (12 tokens and the extension's length). ValueError when none is left."""
+    budget = context - req.config.max_tokens - (12 + len(req.ext or ""))
+    if budget <= 0:
+        raise ValueError(f"max_tokens {req.config.max_tokens} leaves no room for a prompt (context {context})")
+    return budget
 
 
 def _tail_chars(line: str, room: int) -> str:

@@ -30,7 +30,7 @@ import torch
 from infill import tokenizer as infill_tokens
 from infill.engines import templates as fim
 from infill.engines.base import (SCORE_RESERVE, CannotScore, CompletionResult, GenerationConfig, InfillRequest, SessionPool,
-                                 end_of, fit_lines, rank, run_to_end, windowed_logprob)
+                                 end_of, fit_lines, prompt_budget, rank, run_to_end, windowed_logprob)
 from infill.engines.local import resolve_device
 from infill.generation import sample
 
@@ -146,10 +146,7 @@ class HFEngine:
         """(prompt ids, healed text): the text the middle must start with, already cut from the prompt."""
         prefix = fim.clean(req.prefix, self.specials)
         suffix = fim.clean(req.suffix, self.specials)
-        budget = self.context - req.config.max_tokens - 16
-        if budget <= 0:
-            raise ValueError(f"max_tokens {req.config.max_tokens} leaves no room for a prompt "
-                             f"(context {self.context})")
+        budget = prompt_budget(self.context, req)
         prefix, suffix = fit_lines(prefix, suffix, budget, self._count)
         ids = self._bos() + self._pieces_ids(self.template.pieces(prefix, suffix, req.ext))
         heal = ""

@@ -27,7 +27,7 @@ import torch
 from infill import formats
 from infill.checkpoint import load_checkpoint
 from infill.engines.base import (SCORE_RESERVE, CannotScore, CompletionResult, InfillRequest, SessionPool, end_of, fit_lines,
-                                 rank, run_to_end, windowed_logprob)
+                                 prompt_budget, rank, run_to_end, windowed_logprob)
 from infill.generation import Candidate, GenerationConfig, stream
 from infill.generation import score as score_ids
 from infill.model import KVCache, Transformer
@@ -100,12 +100,7 @@ class LocalEngine:
 
     def build_prompt(self, req: InfillRequest) -> tuple[list[int], bytes]:
         """(prompt ids, healed bytes): the bytes the middle must start with, already cut from the prompt."""
-        overhead = 8 + (len(req.ext or "") + 4)
-        max_tokens = req.config.max_tokens
-        budget = self.model.config.max_seq_len - max_tokens - overhead
-        if budget <= 0:
-            raise ValueError(f"max_tokens {max_tokens} leaves no room for a prompt "
-                             f"(context {self.model.config.max_seq_len})")
+        budget = prompt_budget(self.model.config.max_seq_len, req)
         prefix, suffix = self._fit(req.prefix, req.suffix, budget)
         prompt = formats.infill_prompt(self.tokenizer, self.format, prefix, suffix, ext=req.ext)
         heal = b""

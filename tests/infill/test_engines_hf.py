@@ -1,4 +1,5 @@
 """HFEngine on tiny random transformers models, one per FIM template family; nothing is downloaded."""
+import json
 import math
 
 import pytest
@@ -171,3 +172,43 @@ def test_templates_and_errors(tmp_path):
     directory = build(tmp_path / "m", "starcoder")
     with pytest.raises(ValueError, match="tokenizer lacks"):
         HFEngine.from_pretrained(str(directory), device="cpu", template="deepseek")
+
+
+ANNOTATED = '''\
+def mean(values: list[float], start: int = 0) -> float:
+    total = start
+    for value in values:
+        total += value
+    return total / len(values)
+
+
+def label(count: int, word: str) -> str:
+    suffix = "" if count == 1 else "s"
+    return f"{count} {word}{suffix}"
+'''
+
+
+def test_eval_types_names_and_middle_bpb_on_the_hf_engine(tmp_path, tiny_checkpoint, capsys):
+    """The evaluations that score run on a transformers model too: the export of the tiny checkpoint
+    gives the local engine's figures (same weights, greedy)."""
+    assert cli.main(["export", "--hf", str(tmp_path / "hf"), "--model", str(tiny_checkpoint)]) == 0
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "m.py").write_text(ANNOTATED)
+    figures = {}
+    for model in (str(tiny_checkpoint), str(tmp_path / "hf")):
+        for name, extra in (("types", ["--data", str(tmp_path / "d"), "--limit", "6"]),
+                            ("names", ["--data", str(tmp_path / "d"), "--limit", "3"]),
+                            ("middle-bpb", ["--limit", "2"])):
+            out = tmp_path / f"{name}-{len(figures)}"
+            assert cli.main(["eval", name, "--model", model, *extra, "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+            summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+            rows = (out / ("tasks.jsonl" if name == "middle-bpb" else "items.jsonl")).read_text().splitlines()
+            figures[model, name] = (summary, [json.loads(r) for r in rows])
+    hf, local = str(tmp_path / "hf"), str(tiny_checkpoint)
+    assert figures[hf, "types"][0]["engine"] == "HFEngine" and figures[hf, "middle-bpb"][0]["engine"] == "HFEngine"
+    for name in ("types", "names"):
+        assert [r["middle"] for r in figures[hf, name][1]] == [r["middle"] for r in figures[local, name][1]]
+        assert figures[hf, name][0]["exact"] == figures[local, name][0]["exact"]
+        assert figures[hf, name][0]["items"] == (6 if name == "types" else 2)
+    for h, lo in zip(figures[hf, "middle-bpb"][1], figures[local, "middle-bpb"][1]):
+        assert math.isclose(h["bits"], lo["bits"], rel_tol=1e-3)

@@ -62,7 +62,7 @@ def test_too_many_occurrences_fall_back_to_one_hole_then_to_sampled_logprobs(tin
     for c in result.candidates:
         by_sample[c.text.strip()] = max(by_sample.get(c.text.strip(), float("-inf")), c.logprob)
     assert got and all(math.isclose(s.logprob, by_sample[s.name]) for s in got)
-    assert "name suggestions need" in unavailable(Limited(tiny_engine, {"infill"}))
+    assert "no echo" in unavailable(Limited(tiny_engine, {"infill"}))
 
 
 class Limited:
