@@ -10,7 +10,6 @@ import argparse
 import json
 import sys
 from importlib.metadata import entry_points
-from pathlib import Path
 
 from infill.text import UserError, parse_location, read_source, split_at
 
@@ -33,7 +32,9 @@ def cmd_complete(args) -> int:
     path, line, col = parse_location(args.location)
     prefix, suffix = split_at(read_source(path), line, col)
     engine = load_engine(args.model, device=args.device, template=args.template)
-    req = InfillRequest(config=GenerationConfig(max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed), prefix=prefix, suffix=suffix, ext=path.suffix or None)
+    req = InfillRequest(prefix, suffix,
+                        GenerationConfig(max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed),
+                        ext=path.suffix or None)
     result = engine.infill(req)
     if args.json:
         out = {"middle": result.text, "tokens": result.candidates[0].tokens if result.candidates else 0,

@@ -29,8 +29,8 @@ import torch
 
 from infill import tokenizer as infill_tokens
 from infill.engines import templates as fim
-from infill.engines.base import (SCORE_RESERVE, CannotScore, CompletionResult, GenerationConfig, InfillRequest, SessionPool,
-                                 end_of, fit_lines, prompt_budget, rank, run_to_end, windowed_logprob)
+from infill.engines.base import (SCORE_RESERVE, CannotScore, CompletionResult, GenerationConfig, InfillRequest,
+                                 SessionPool, end_of, fit_lines, prompt_budget, rank, run_to_end, windowed_logprob)
 from infill.engines.local import resolve_device
 from infill.generation import sample
 

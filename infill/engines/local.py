@@ -26,8 +26,8 @@ import torch
 
 from infill import formats
 from infill.checkpoint import load_checkpoint
-from infill.engines.base import (SCORE_RESERVE, CannotScore, CompletionResult, InfillRequest, SessionPool, end_of, fit_lines,
-                                 prompt_budget, rank, run_to_end, windowed_logprob)
+from infill.engines.base import (SCORE_RESERVE, CannotScore, CompletionResult, InfillRequest, SessionPool, end_of,
+                                 fit_lines, prompt_budget, rank, run_to_end, windowed_logprob)
 from infill.generation import Candidate, GenerationConfig, stream
 from infill.generation import score as score_ids
 from infill.model import KVCache, Transformer
@@ -189,7 +189,8 @@ class LocalEngine:
         if not ids:
             return 0.0
         try:
-            prompt, _ = self.build_prompt(InfillRequest(prefix, suffix, GenerationConfig(max_tokens=max(len(ids), SCORE_RESERVE)),
+            prompt, _ = self.build_prompt(InfillRequest(prefix, suffix,
+                                                        GenerationConfig(max_tokens=max(len(ids), SCORE_RESERVE)),
                                                         ext=ext, heal=False))
         except ValueError as exc:
             raise CannotScore(str(exc)) from None

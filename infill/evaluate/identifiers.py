@@ -156,7 +156,7 @@ def _run(engine, items: Iterator[Item], out_dir: Path, name: str, limit: int | N
         for n, item in enumerate(items):
             if n >= limit:
                 break
-            req = InfillRequest(config=GenerationConfig(max_tokens=24), prefix=item.prefix, suffix=item.suffix, stop=("\n",), ext=".py")
+            req = InfillRequest(item.prefix, item.suffix, GenerationConfig(max_tokens=24), stop=("\n",), ext=".py")
             middle = engine.infill(req).text
             guess = predicted(item, middle)
             right = guess is not None and guess == (item.target if item.kind == "name" else normalise(item.target))

@@ -38,7 +38,7 @@ def test_template_detected_and_prompt_built(family_dir):
     assert isinstance(engine, HFEngine) and isinstance(engine, Engine)
     assert engine.template.name == family
     t = engine.template
-    req = InfillRequest(config=GenerationConfig(max_tokens=4), prefix=f"x = 1{t.pre}{t.suf}\n", suffix=f"y = 2{t.mid or t.pre}\n")
+    req = InfillRequest(f"x = 1{t.pre}{t.suf}\n", f"y = 2{t.mid or t.pre}\n", GenerationConfig(max_tokens=4))
     prompt = engine.build_prompt(req)
     ids = {s: engine.tokenizer.convert_tokens_to_ids(s) for s in (t.pre, t.suf, t.mid) if s}
     # the user's sentinel strings are gone: each template sentinel appears exactly where the template puts it
@@ -53,7 +53,7 @@ def test_template_detected_and_prompt_built(family_dir):
 def test_greedy_matches_a_cacheless_reference(family_dir):
     _, directory = family_dir
     engine = HFEngine.from_pretrained(str(directory), device="cpu")
-    req = InfillRequest(config=GenerationConfig(max_tokens=12), prefix="def add(a, b):\n    return ", suffix="\n")
+    req = InfillRequest("def add(a, b):\n    return ", "\n", GenerationConfig(max_tokens=12))
     prompt = engine.build_prompt(req)
     ref = greedy_ref(engine.model, prompt, engine.stop_ids, 12)
     result = engine.infill(req)
@@ -104,14 +104,14 @@ def test_scores_match_a_plain_forward(family_dir):
 
 def test_session_reuse_and_cancel(tmp_path):
     engine = HFEngine.from_pretrained(str(build(tmp_path / "m", "starcoder")), device="cpu")
-    base = InfillRequest(config=GenerationConfig(max_tokens=6), prefix="def add(a, b):\n    return a", suffix="\n")
+    base = InfillRequest("def add(a, b):\n    return a", "\n", GenerationConfig(max_tokens=6))
     first = engine.infill(InfillRequest(**{**base.__dict__, "session": "doc"}))
     longer = InfillRequest(**{**base.__dict__, "prefix": base.prefix + " +", "session": "doc"})
     second = engine.infill(longer)
     assert first.cached_tokens == 0 and second.cached_tokens > 0
     fresh = engine.infill(InfillRequest(**{**longer.__dict__, "session": None}))
     assert second.text == fresh.text  # reuse changes nothing but the work done
-    gen = engine.stream_infill(InfillRequest(config=GenerationConfig(max_tokens=50), prefix="x = ", session="doc"))
+    gen = engine.stream_infill(InfillRequest("x = ", config=GenerationConfig(max_tokens=50), session="doc"))
     next(gen)
     gen.close()  # cancelled after one token: the session still answers correctly
     again = engine.infill(InfillRequest(**{**longer.__dict__}))
@@ -122,10 +122,11 @@ def test_session_reuse_and_cancel(tmp_path):
 
 def test_stop_strings_and_sampling(tmp_path):
     engine = HFEngine.from_pretrained(str(build(tmp_path / "m", "qwen")), device="cpu")
-    req = InfillRequest(config=GenerationConfig(max_tokens=20, temperature=1.0, seed=3, n=3), prefix="for i in", suffix="")
+    req = InfillRequest("for i in", "", GenerationConfig(max_tokens=20, temperature=1.0, seed=3, n=3))
     a, b = engine.infill(req), engine.infill(req)
     assert [c.text for c in a.candidates] == [c.text for c in b.candidates]  # seeded
-    stopped = engine.infill(InfillRequest(config=GenerationConfig(max_tokens=30, temperature=1.0, seed=0), prefix="x", stop=(" ",)))
+    stopped = engine.infill(InfillRequest("x", config=GenerationConfig(max_tokens=30, temperature=1.0, seed=0),
+                                          stop=(" ",)))
     assert " " not in stopped.text
 
 
@@ -135,7 +136,8 @@ def test_infill_export_loads_as_hf_and_agrees_with_local(tmp_path, tiny_checkpoi
     assert isinstance(hf, HFEngine) and hf.template.name == "infill-spm"
     local = load.load_engine(str(tiny_checkpoint), device="cpu")
     assert isinstance(local, LocalEngine) and isinstance(local, Engine)
-    req = InfillRequest(config=GenerationConfig(max_tokens=10), prefix="def add(a, b):\n    return ", suffix="\n\nprint(add(1, 2))\n", heal=False)
+    req = InfillRequest("def add(a, b):\n    return ", "\n\nprint(add(1, 2))\n", GenerationConfig(max_tokens=10),
+                        heal=False)
     assert hf.build_prompt(req) == local.build_prompt(req)[0]
     assert hf.infill(req).text == local.infill(req).text
     # with the file header and token healing at the cursor, greedy and sampled, as the editor asks

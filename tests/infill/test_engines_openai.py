@@ -14,7 +14,9 @@ def test_request_prompt_stops_and_result():
     with Stub() as stub:
         engine = load.load_engine(f"openai:{stub.url}#starcoder")
         assert isinstance(engine, OpenAIEngine) and isinstance(engine, Engine)
-        result = engine.infill(InfillRequest(config=GenerationConfig(max_tokens=16, temperature=0.2, top_p=0.9, seed=7), prefix="def add(a, b):\n<fim_middle>", suffix="\n", stop=("\n\n",)))
+        result = engine.infill(InfillRequest("def add(a, b):\n<fim_middle>", "\n",
+                                             GenerationConfig(max_tokens=16, temperature=0.2, top_p=0.9, seed=7),
+                                             stop=("\n\n",)))
         assert result.text == "    return a + b"
         assert stub.requests[0][:2] == ("GET", "/v1/models")
         [body] = stub.completions()
@@ -38,10 +40,11 @@ def test_stop_rule_and_cancel_close_the_connection():
     with Stub(reply="a" * 400, chunk=1, delay=0.01) as stub:
         engine = OpenAIEngine(stub.url, template="qwen")
         started = time.monotonic()
-        result = engine.infill(InfillRequest(config=GenerationConfig(max_tokens=400), prefix="p", stop_at=lambda t: 5 if len(t) >= 5 else None))
+        result = engine.infill(InfillRequest("p", config=GenerationConfig(max_tokens=400),
+                                             stop_at=lambda t: 5 if len(t) >= 5 else None))
         assert result.text == "aaaaa" and result.candidates[0].finish_reason == "stop_rule"
         assert time.monotonic() - started < 3.5  # not the 400 chunks' 4 s: the stream was closed early
-        gen = engine.stream_infill(InfillRequest(config=GenerationConfig(max_tokens=400), prefix="p"))
+        gen = engine.stream_infill(InfillRequest("p", config=GenerationConfig(max_tokens=400)))
         next(gen)
         gen.close()
         assert stub.disconnected.wait(5)
@@ -49,7 +52,8 @@ def test_stop_rule_and_cancel_close_the_connection():
 
 def test_n_candidates():
     with Stub(reply="xy") as stub:
-        result = OpenAIEngine(stub.url, template="qwen").infill(InfillRequest(config=GenerationConfig(n=3, temperature=1.0), prefix="p"))
+        result = OpenAIEngine(stub.url, template="qwen").infill(InfillRequest("p",
+                                                                              config=GenerationConfig(n=3, temperature=1.0)))
         assert [c.text for c in result.candidates] == ["xy"]  # identical candidates merged
         assert stub.completions()[-1]["n"] == 3
 

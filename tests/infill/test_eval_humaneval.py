@@ -127,7 +127,8 @@ def test_l2r_format_prompts_with_the_prefix_alone(tmp_path, tiny_checkpoint, cap
     for task, row in zip(load_humaneval_infilling("single-line")[:2], rows):
         with_suffix = InfillRequest(prefix=task["prompt"], suffix=task["suffix"], ext=".py")
         assert engine.build_prompt(with_suffix) == engine.build_prompt(InfillRequest(prefix=task["prompt"], ext=".py"))
-        alone = engine.infill(InfillRequest(config=GenerationConfig(max_tokens=8), prefix=task["prompt"], stop=("\n",), ext=".py")).text
+        alone = engine.infill(InfillRequest(task["prompt"], config=GenerationConfig(max_tokens=8), stop=("\n",),
+                                            ext=".py")).text
         assert row["completion"] == humaneval.postprocess("single-line", alone)
 
 

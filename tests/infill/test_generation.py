@@ -82,7 +82,8 @@ def engine(tiny_model, tiny_tokenizer):
 
 def test_session_cache_reuses_prefix_and_changes_nothing(engine):
     prefix, suffix = SOURCE[:3000], SOURCE[3000:4000]
-    plain = [engine.infill(InfillRequest(prefix + extra, suffix, GenerationConfig(max_tokens=8))) for extra in ("", "d", "de")]
+    plain = [engine.infill(InfillRequest(prefix + extra, suffix,
+                                         GenerationConfig(max_tokens=8))) for extra in ("", "d", "de")]
     first = engine.infill(InfillRequest(prefix, suffix, GenerationConfig(max_tokens=8), session="doc"))
     assert first.cached_tokens == 0
     for extra, expected in zip(("", "d", "de"), plain):
@@ -118,9 +119,11 @@ def test_stop_strings_and_n_candidates(engine):
     assert base.text
     cut = base.text[len(base.text) // 2:][:2]
     if cut:
-        stopped = engine.infill(InfillRequest(SOURCE[:500], SOURCE[500:900], GenerationConfig(max_tokens=12), stop=(cut,)))
+        stopped = engine.infill(InfillRequest(SOURCE[:500], SOURCE[500:900], GenerationConfig(max_tokens=12),
+                                              stop=(cut,)))
         assert cut not in stopped.text and base.text.startswith(stopped.text)
-    many = engine.infill(InfillRequest(SOURCE[:500], SOURCE[500:900], GenerationConfig(max_tokens=6, n=4, temperature=1.0, seed=1), session="s"))
+    many = engine.infill(InfillRequest(SOURCE[:500], SOURCE[500:900],
+                                       GenerationConfig(max_tokens=6, n=4, temperature=1.0, seed=1), session="s"))
     logprobs = [c.logprob for c in many.candidates]
     assert logprobs == sorted(logprobs, reverse=True) and len({c.text for c in many.candidates}) == len(logprobs)
 
@@ -173,3 +176,20 @@ def test_speculation_accepts_drafts(tiny_model):
     finally:
         del tiny_model.forward
     assert len(out.tokens) == 60 and len(calls) < 40
+
+
+def test_an_engine_is_freed_once_dropped(tiny_model, tiny_tokenizer):
+    """The heal masks live on the engine (an lru_cache on the method kept every engine, model included)."""
+    import copy
+    import gc
+    import weakref
+
+    engine = LocalEngine(copy.deepcopy(tiny_model), tiny_tokenizer)
+    prompt, heal = engine.build_prompt(InfillRequest("def add(a, b):\n    return a", "\n"))
+    assert heal  # the cursor token was backed off: a mask was built
+    engine.infill(InfillRequest("def add(a, b):\n    return a", "\n", GenerationConfig(max_tokens=2)))
+    assert heal in engine._heal_masks
+    ref = weakref.ref(engine)
+    del engine
+    gc.collect()
+    assert ref() is None

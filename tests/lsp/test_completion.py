@@ -104,7 +104,8 @@ def test_a_5mb_file_costs_what_a_small_one_does(tiny_engine):
 def test_the_engine_obeys_the_plans_stop_rule(tiny_engine):
     free = tiny_engine.infill(InfillRequest("for i in range(", "):\n    pass\n", GenerationConfig(max_tokens=12)))
     assert len(free.text) > 3  # the tiny model says something here, and the rule must cut it
-    cut = tiny_engine.infill(InfillRequest("for i in range(", "):\n    pass\n", GenerationConfig(max_tokens=12), stop_at=lambda t: 2 if len(t) >= 2 else None))
+    cut = tiny_engine.infill(InfillRequest("for i in range(", "):\n    pass\n", GenerationConfig(max_tokens=12),
+                                           stop_at=lambda t: 2 if len(t) >= 2 else None))
     assert cut.text == free.text[:2] and cut.candidates[0].finish_reason == "stop_rule"
 
 

@@ -13,6 +13,7 @@ import pytest_asyncio
 from hf_models import FAMILIES, build
 from lsprotocol import types
 from openai_stub import HFModel, Stub
+from pytest_lsp import ClientServerConfig
 
 from infill.engines import load_engine
 from infill.engines.openai import OpenAIEngine
@@ -184,3 +185,13 @@ async def test_a_server_without_logprobs_turns_types_and_names_off(lsp):
         finally:
             await lsp.stop_client(c)
         assert not any(b.get("echo") for _, _, b in stub.requests if b.get("stream"))
+
+
+async def test_prepare_rename_is_advertised_to_every_client(lsp, tmp_path):
+    """pygls alone answers `renameProvider: true` to a client that does not declare prepareSupport."""
+    c = await ClientServerConfig(server_command=lsp.SERVER + ["--model", str(tmp_path / "none")]).start()
+    try:
+        result = await c.initialize_session(types.InitializeParams(capabilities=types.ClientCapabilities()))
+        assert result.capabilities.rename_provider == types.RenameOptions(prepare_provider=True)
+    finally:
+        await lsp.stop_client(c)
