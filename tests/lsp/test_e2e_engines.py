@@ -15,7 +15,7 @@ from lsprotocol import types
 from openai_stub import HFModel, Stub
 from pytest_lsp import ClientServerConfig
 
-from infill.engines import load_engine
+from infill.engines import load_engine, run_to_end
 from infill.engines.openai import OpenAIEngine
 from lsp import answers, names, scopes
 from lsp.completion import as_completion_item, complete
@@ -77,12 +77,7 @@ def apply(text, edits):
 
 
 def run_names(engine, symbol, k):
-    steps = names.suggest_steps(DOC, symbol, engine, k)
-    try:
-        while True:
-            next(steps)
-    except StopIteration as done:
-        return done.value
+    return run_to_end(names.suggest_steps(DOC, symbol, engine, k))
 
 
 async def test_status_names_the_engine(served):
