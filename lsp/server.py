@@ -377,18 +377,16 @@ def build_server(options: ServerOptions | None = None) -> InfillServer:
         uri, doc = params.text_document.uri, ls.document(params.text_document.uri, python=True)
         if doc is None:
             return []
-        text, enc, (start, end) = doc.source, ls.position_encoding(), ls.offsets(doc, params.range.start,
-                                                                                   params.range.end)
+        text, (start, end) = doc.source, ls.offsets(doc, params.range.start, params.range.end)
         slots = inference.slots_in(text, start, end) if ls.options.type_hints else []
-        out = answers.annotate_action(uri, text, slots, await ls.infer_types(uri, doc, slots),
-                                      ls.options.type_confidence, enc)
+        inferred = await ls.infer_types(uri, doc, slots)
         symbol = scopes.symbol_at(text, start) if ls.options.variable_names else None
-        if symbol is not None:
-            # Editors ask on every cursor move (Automatic): only an explicit request (Invoked) runs the model
-            automatic = params.context.trigger_kind == types.CodeActionTriggerKind.Automatic
-            out += answers.rename_actions(uri, text, symbol, await ls.suggest_names(
-                uri, doc, symbol, cached_only=automatic), enc)
-        return out
+        # Editors ask on every cursor move (Automatic): only an explicit request (Invoked) runs the model
+        automatic = params.context.trigger_kind == types.CodeActionTriggerKind.Automatic
+        suggested = await ls.suggest_names(uri, doc, symbol, cached_only=automatic) if symbol else []
+        enc = ls.position_encoding()
+        return answers.annotate_action(uri, text, slots, inferred, ls.options.type_confidence, enc) \
+            + answers.rename_actions(uri, text, symbol, suggested, enc)
 
     @server.feature(types.TEXT_DOCUMENT_PREPARE_RENAME)
     @guarded(None)
