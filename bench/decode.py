@@ -50,7 +50,8 @@ def main() -> int:
 
     from infill.checkpoint import export_hf, save_checkpoint
     from infill.config import ModelConfig
-    from infill.engine import InfillRequest, LocalEngine
+    from infill.engines import InfillRequest
+    from infill.engines.local import LocalEngine
     from infill.generation import GenerationConfig, generate
     from infill.model import Transformer
     from infill.tokenizer import CodeTokenizer
@@ -102,7 +103,8 @@ def main() -> int:
 
     def reuse(max_tokens: int) -> tuple[float, float, int, int]:
         """Median warm and cold latency (ms) of requests that type 1-3 characters, and the token counts."""
-        req = lambda extra, session: InfillRequest(prefix + extra, suffix, max_tokens=max_tokens, session=session)
+        req = lambda extra, session: InfillRequest(prefix + extra, suffix, GenerationConfig(max_tokens=max_tokens),
+                                                   session=session)
         cold_times, warm_times = [], []
         for _ in range(args.repeats):
             for i in range(1, 4):  # type 1, 2, 3 characters after a request on the unchanged prompt

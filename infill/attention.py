@@ -65,17 +65,15 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str
 
 def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                   doc_ids: torch.Tensor | None = None) -> torch.Tensor:
-    """Plain-PyTorch reference with explicit masks, computed in fp32."""
+    """Plain-PyTorch reference with explicit masks, computed in fp32: the kernels' one reference
+    (`kernels.reference.masked_attention`) with this module's mask (bottom-right causal, documents)."""
+    from kernels.reference import masked_attention
+
     q_len, k_len = q.shape[1], k.shape[1]
-    group = q.shape[2] // k.shape[2]
-    kf = k.float().repeat_interleave(group, dim=2)
-    vf = v.float().repeat_interleave(group, dim=2)
-    scores = torch.einsum("bqhd,bkhd->bhqk", q.float(), kf) / q.shape[-1] ** 0.5
     mask = _mask(q_len, k_len, doc_ids, q.device)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    out = torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), vf)
-    return out.to(q.dtype)
+    if mask is None:
+        mask = torch.ones(1, 1, q_len, k_len, dtype=torch.bool, device=q.device)
+    return masked_attention(q, k, v, mask, q.shape[-1] ** -0.5)
 
 
 def _attention_triton(q, k, v, doc_ids):

@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from infill.config import ModelConfig, available_bytes, check_fits, hf_load_bytes
-from infill.model import Transformer
+from infill.model import Transformer, tied_state
 from infill.tokenizer import CodeTokenizer, TokenizerError
 
 CONFIG_FILE = "config.json"
@@ -48,9 +48,7 @@ def _write_text(path: Path, text: str) -> None:
 
 def _state_for_saving(model: Transformer) -> dict[str, torch.Tensor]:
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    if model.config.tie_embeddings:
-        state.pop("lm_head.weight", None)  # shared with model.embed_tokens.weight
-    return state
+    return tied_state(state, model.config, saving=True)
 
 
 def save_checkpoint(directory: str | Path, model: Transformer, tokenizer: CodeTokenizer,
@@ -138,8 +136,7 @@ def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu"
             raise CheckpointError(f"{weights}: {name} has shape {tuple(tensor.shape)}, "
                                   f"config wants {tuple(expected[name].shape)}")
     model.load_state_dict(state, strict=False, assign=True)
-    if config.tie_embeddings:
-        model.lm_head.weight = model.model.embed_tokens.weight
+    model.tie_weights()
     if len(tokenizer) > config.vocab_size:
         raise CheckpointError(f"{directory / TOKENIZER_FILE}: {len(tokenizer)} tokens exceed the model's "
                               f"vocab_size {config.vocab_size}")

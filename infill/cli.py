@@ -10,7 +10,8 @@ import argparse
 import json
 import sys
 from importlib.metadata import entry_points
-from pathlib import Path
+
+from infill.text import UserError, parse_location, read_source, split_at
 
 EXAMPLES = """examples:
   infill complete app.py:12:5                 fill in at line 12, column 5 (1-based)
@@ -24,54 +25,16 @@ Hugging Face model directory or locally cached hub name, or openai:URL (an OpenA
 """
 
 
-class UserError(Exception):
-    """An error the user can fix; printed as one line."""
-
-
-def parse_location(spec: str) -> tuple[Path, int, int]:
-    """`FILE:LINE:COL` (1-based) -> (path, line, col)."""
-    parts = spec.rsplit(":", 2)
-    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
-        raise UserError(f"expected FILE:LINE:COL with 1-based numbers, got {spec!r}")
-    line, col = int(parts[1]), int(parts[2])
-    if line < 1 or col < 1:
-        raise UserError(f"line and column are 1-based, got {line}:{col}")
-    return Path(parts[0]), line, col
-
-
-def split_at(text: str, line: int, col: int) -> tuple[str, str]:
-    """(prefix, suffix) of `text` at 1-based line and column (columns count characters)."""
-    lines = text.splitlines(keepends=True) or [""]
-    if text.endswith("\n"):
-        lines.append("")
-    if line > len(lines):
-        raise UserError(f"line {line} is past the end of the file ({len(lines)} lines)")
-    body = lines[line - 1].rstrip("\r\n")
-    if col > len(body) + 1:
-        raise UserError(f"column {col} is past the end of line {line} ({len(body)} characters)")
-    offset = sum(len(x) for x in lines[:line - 1]) + col - 1
-    return text[:offset], text[offset:]
-
-
-def read_source(path: Path) -> str:
-    """The UTF-8 text of the file at `path`; UserError when it is missing or not text."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a UTF-8 text file") from None
-
-
 def cmd_complete(args) -> int:
-    from infill.engine import InfillRequest
-    from infill.load import load_engine
+    from infill.engines import GenerationConfig, InfillRequest
+    from infill.engines.load import load_engine
 
     path, line, col = parse_location(args.location)
     prefix, suffix = split_at(read_source(path), line, col)
     engine = load_engine(args.model, device=args.device, template=args.template)
-    req = InfillRequest(prefix=prefix, suffix=suffix, max_tokens=args.max_tokens, temperature=args.temperature,
-                        seed=args.seed, ext=path.suffix or None)
+    req = InfillRequest(prefix, suffix,
+                        GenerationConfig(max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed),
+                        ext=path.suffix or None)
     result = engine.infill(req)
     if args.json:
         out = {"middle": result.text, "tokens": result.candidates[0].tokens if result.candidates else 0,
@@ -86,7 +49,7 @@ def cmd_complete(args) -> int:
 
 def cmd_export(args) -> int:
     from infill.checkpoint import copy_checkpoint, export_hf
-    from infill.load import resolve_model
+    from infill.engines.load import resolve_model
 
     if (args.hf is None) == (args.checkpoint is None):
         raise UserError("give one of --hf OUT (a Hugging Face directory) or --checkpoint OUT (an infill checkpoint)")

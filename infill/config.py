@@ -16,7 +16,9 @@ import os
 from dataclasses import dataclass, field
 
 ATTENTION_BACKENDS = ("sdpa", "ref", "triton", "flash_attn")
-PROMPT_FORMATS = ("spm", "psm", "incoder")
+PROMPT_FORMATS = ("spm", "psm", "incoder", "l2r")
+"""How a model is prompted (`infill.formats`): suffix first, prefix first, InCoder masks, or the prefix
+alone (left to right: the ablation trained without infilling)."""
 LIMITS: dict[str, int] = {
     "vocab_size": 2**20, "dim": 2**16, "n_layer": 1024, "n_head": 1024, "n_kv_head": 1024,
     "intermediate_size": 2**19, "max_seq_len": 2**20,

@@ -109,9 +109,19 @@ def infill_prompt(tok: CodeTokenizer, fmt: str, prefix: str, suffix: str, *, ext
     return encode_fim(tok, fmt, prefix, suffix, ext=ext).ids
 
 
+def end_id(tok: CodeTokenizer, fmt: str) -> int:
+    """The token that ends a middle in format `fmt` (EOS for left to right, else end-of-mask)."""
+    return tok.eos_id if fmt == "l2r" else tok.eom_id
+
+
 def stop_ids(tok: CodeTokenizer, fmt: str) -> frozenset[int]:
     """Tokens that end a generated middle in format `fmt`."""
-    return frozenset({tok.eos_id} if fmt == "l2r" else {tok.eom_id, tok.eos_id})
+    return frozenset({end_id(tok, fmt), tok.eos_id})
+
+
+def ends_in_prefix(fmt: str) -> bool:
+    """Whether the prompt of `fmt` ends in prefix text (SPM, left to right): the formats that heal."""
+    return fmt in ("spm", "l2r")
 
 
 # decoding: the inverse of the encoders, used by tests and by the trainer's infill evaluation ------------

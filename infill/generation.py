@@ -3,7 +3,7 @@
 Generation never sees text. The caller owns the KV cache and says where the prompt starts in it
 (`start_pos`: tokens before it are already cached), so a session cache can skip a shared prefix.
 The cache position advances in one place, `stream`. Text-level rules (stop strings, token healing)
-reach this module as id-level callbacks and masks built by `infill.engine`.
+reach this module as id-level callbacks and masks built by `infill.engines`.
 """
 from __future__ import annotations
 

@@ -141,10 +141,15 @@ class Transformer(nn.Module):
         self.config = config
         self.model = Decoder(config)
         self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
-        if config.tie_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
+        self.tie_weights()
         self.apply(self._init_weights)
         self._rope: dict = {}  # (device, dtype) -> (cos, sin) tables; derived, never saved
+
+    def tie_weights(self) -> None:
+        """With `tie_embeddings`, make the output head the embedding matrix again (after a load that
+        replaced either). Tied weights are one tensor: saved once, as the embedding (`tied_state`)."""
+        if self.config.tie_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
 
     def rope(self, positions: torch.Tensor, dtype: torch.dtype, end: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin (B, T, 1, D) for positions (B, T) below `end`, from a table built once per device and dtype."""
@@ -191,3 +196,21 @@ class Transformer(nn.Module):
         if last_only:
             x = x[:, -1:]
         return self.lm_head(self.model.norm(x))  # (B, T, V)
+
+
+TIED = ("lm_head.weight", "model.embed_tokens.weight")
+"""(the head, the embedding it shares) when `tie_embeddings` is set."""
+
+
+def tied_state(state: dict, config: ModelConfig, *, saving: bool) -> dict:
+    """A state dict as written (`saving`: without the shared head) or as loaded (the head filled in
+    from the embedding when missing), for a tied `config`; unchanged otherwise."""
+    if not config.tie_embeddings:
+        return state
+    head, embedding = TIED
+    state = dict(state)
+    if saving:
+        state.pop(head, None)
+    elif head not in state and embedding in state:
+        state[head] = state[embedding]
+    return state

@@ -28,7 +28,7 @@ import re
 from collections.abc import Generator
 from dataclasses import dataclass
 
-from infill.engine import CompletionResult, InfillRequest, LocalEngine
+from infill.engines import CompletionResult, Engine, GenerationConfig, InfillRequest, run_to_end
 from lsp import syntax
 from lsp.options import ServerOptions
 
@@ -196,12 +196,12 @@ def to_edit(plan: CompletionPlan, middle: str, finish_reason: str = "stop") -> E
 def infill_request(plan: CompletionPlan, options: ServerOptions, *, session: str | None = None,
                    ext: str | None = None) -> InfillRequest:
     """The engine request for a plan: the plan's stop rule, the options' budgets."""
-    return InfillRequest(prefix=plan.prefix, suffix=plan.suffix, max_tokens=options.max_tokens,
-                         temperature=options.temperature, stop_at=plan.end_of,
-                         time_budget_s=options.time_budget_ms / 1000, session=session, ext=ext or None)
+    config = GenerationConfig(max_tokens=options.max_tokens, temperature=options.temperature,
+                              time_budget_s=options.time_budget_ms / 1000)
+    return InfillRequest(plan.prefix, plan.suffix, config, stop_at=plan.end_of, session=session, ext=ext or None)
 
 
-def complete_steps(text: str, offset: int, engine: LocalEngine, options: ServerOptions, *,
+def complete_steps(text: str, offset: int, engine: Engine, options: ServerOptions, *,
                    language: str | None = None, session: str | None = None, ext: str | None = None,
                    ) -> Generator[None, None, tuple[Edit | None, CompletionResult]]:
     """Yield after every generated token; return (the edit or None, the engine's result)."""
@@ -213,15 +213,10 @@ def complete_steps(text: str, offset: int, engine: LocalEngine, options: ServerO
     return to_edit(plan, best.text, best.finish_reason), result
 
 
-def complete(text: str, offset: int, engine: LocalEngine, options: ServerOptions, **kwargs
+def complete(text: str, offset: int, engine: Engine, options: ServerOptions, **kwargs
              ) -> tuple[Edit | None, CompletionResult]:
     """`complete_steps` run to the end, for callers that need not cancel."""
-    steps = complete_steps(text, offset, engine, options, **kwargs)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
+    return run_to_end(complete_steps(text, offset, engine, options, **kwargs))
 
 
 def as_completion_item(text: str, edit: Edit) -> tuple[str, Edit]:

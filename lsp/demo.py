@@ -49,7 +49,7 @@ def _window(text: str, line: int) -> tuple[list[str], int]:
 
 
 def _offset_of(text: str, spec: str) -> int:
-    from infill.cli import UserError, split_at
+    from infill.text import UserError, split_at
 
     parts = spec.split(":")
     if len(parts) != 2 or not all(p.isdigit() and int(p) >= 1 for p in parts):
@@ -77,9 +77,8 @@ def pick_variable(text: str):
 
 
 def run(args) -> int:
-    from infill.cli import UserError, parse_location, read_source, split_at
-    from infill.engine import InfillRequest, LocalEngine
-    from infill.load import load_engine
+    from infill.text import UserError, parse_location, read_source, split_at
+    from infill.engines import load_engine
     from lsp import names, scopes, syntax, types
     from lsp.completion import complete
     from lsp.options import ServerOptions
@@ -96,16 +95,11 @@ def run(args) -> int:
     out.write(f"{path}:{line}:{col} with the model {engine.name} on {engine.device}\n\n")
     window, first = _window(prefix + HOLE + suffix, line)
     out.write("the hole:\n" + _numbered(window, first))
-    if isinstance(engine, LocalEngine):
-        # what an editor shows: the server's own rules (the rest of the line mid-line, a block body
-        # after an opener, ...), see lsp/completion.py
-        edit, result = complete(text, len(prefix), engine, ServerOptions(max_tokens=args.max_tokens),
-                                language=syntax.language_of(path.resolve().as_uri()), ext=path.suffix or None)
-        start, end, middle = (edit.start, edit.end, edit.text) if edit is not None else (len(prefix), len(prefix), "")
-    else:
-        result = engine.infill(InfillRequest(prefix=prefix, suffix=suffix, max_tokens=args.max_tokens,
-                                             ext=path.suffix or None))
-        start, end, middle = len(prefix), len(prefix), result.text
+    # what an editor shows: the server's own rules (the rest of the line mid-line, a block body
+    # after an opener, ...), see lsp/completion.py
+    edit, result = complete(text, len(prefix), engine, ServerOptions(max_tokens=args.max_tokens),
+                            language=syntax.language_of(path.resolve().as_uri()), ext=path.suffix or None)
+    start, end, middle = (edit.start, edit.end, edit.text) if edit is not None else (len(prefix), len(prefix), "")
     tokens = result.candidates[0].tokens if result.candidates else 0
     filled = text[:start] + middle + text[end:]
     window, first = _window(filled, line)
@@ -113,14 +107,13 @@ def run(args) -> int:
     out.write(f"\ninfilled ({tokens} tokens, {result.latency_ms:.0f} ms): {middle!r}\n")
     out.write(_numbered(filled.split("\n")[first - 1:last], first))
 
-    if not isinstance(engine, LocalEngine):
-        out.write("\ntypes and names need an infill checkpoint; this model is served by "
-                  f"{type(engine).__name__}\n")
-        return 0
     if path.suffix not in (".py", ".pyi"):
         out.write("\ntypes and names are inferred for Python files only\n")
         return 0
 
+    if (why := types.unavailable(engine) or names.unavailable(engine)) is not None:
+        out.write(f"\ntypes and names are off for {engine.name}: {why}\n")
+        return 0
     slots = types.type_slots(text)
     inferred = [(slot, types.infer(text, slot, engine)) for slot in slots]
     inferred = [(slot, t) for slot, t in inferred if t is not None]

@@ -3,14 +3,15 @@
 One way through: document text -> `scopes.symbol_at` (the variable and all its occurrences in its
 scope) -> candidates sampled from the engine at the first occurrence (later occurrences hidden behind
 "_", as `infill eval names` does) -> each valid candidate ranked by the InCoder likelihood of the whole
-document with that name in every masked span (`infill.formats.encode_incoder`, scored with
-`infill.generation.score`) -> the top k -> `rename_edits`.
+document with that name in every masked span (`engine.score_holes`) -> the top k -> `rename_edits`.
 
 Rules:
 - A suggestion is a Python identifier, not a keyword, not the current name, and not a name that
   already occurs in the file (renaming onto it could capture or shadow another variable).
-- A variable with more occurrences than the tokenizer has mask tokens, or a prompt longer than the
-  context, is ranked by the sampled candidates' own log-probabilities instead.
+- Ranking falls back, in order: an engine without multi-hole scoring (or a variable with more
+  occurrences than it has holes, or a prompt longer than the context) ranks by `engine.score` of the
+  name at the first occurrence; one that cannot score given text either, by the sampled candidates'
+  own log-probabilities. An engine with none of these cannot suggest names (`unavailable` says why).
 - Only the variable's occurrences are edited (see `lsp.scopes` for what counts as one).
 - `suggest_steps` yields after every generated token so the server can cancel it.
 """
@@ -21,9 +22,7 @@ import re
 from collections.abc import Generator
 from dataclasses import dataclass
 
-from infill import formats
-from infill.engine import InfillRequest, LocalEngine
-from infill.generation import score
+from infill.engines import CannotScore, Engine, GenerationConfig, InfillRequest, run_to_end
 from lsp import scopes
 
 MAX_TOKENS = 8
@@ -62,12 +61,21 @@ def _stop_at(middle: str) -> int | None:
     return m.end() if m and m.end() < len(middle) else None
 
 
-def suggest_steps(text: str, symbol: scopes.Symbol, engine: LocalEngine, k: int = 3, *, seed: int = 0,
+def unavailable(engine: Engine) -> str | None:
+    """Why `engine` cannot rank name suggestions, or None when it can."""
+    if {"multi_hole_score", "score", "sampled_logprobs"} & engine.capabilities:
+        return None
+    why = "; ".join(engine.unavailable.get(c, f"no {c}") for c in ("score", "sampled_logprobs"))
+    return f"name suggestions need the model's log-probabilities: {why}"
+
+
+def suggest_steps(text: str, symbol: scopes.Symbol, engine: Engine, k: int = 3, *, seed: int = 0,
                   time_budget_s: float | None = None) -> Generator[None, None, list[Suggestion]]:
     """Yield after every token; return up to `k` suggested names for `symbol`, most likely first."""
     pieces = _pieces(text, symbol)
-    req = InfillRequest(pieces[0], "_".join(pieces[1:]), max_tokens=MAX_TOKENS, temperature=0.8, seed=seed,
-                        n=SAMPLES, stop_at=_stop_at, ext=".py", time_budget_s=time_budget_s)
+    config = GenerationConfig(max_tokens=MAX_TOKENS, temperature=0.8, seed=seed, n=SAMPLES,
+                              time_budget_s=time_budget_s)
+    req = InfillRequest(pieces[0], "_".join(pieces[1:]), config, stop_at=_stop_at, ext=".py")
     result = yield from engine.stream_infill(req)
     taken = scopes.names_in(text)
     sampled: dict[str, float] = {}
@@ -82,36 +90,30 @@ def suggest_steps(text: str, symbol: scopes.Symbol, engine: LocalEngine, k: int 
     return sorted((Suggestion(n, lp) for n, lp in ranked.items()), key=lambda s: -s.logprob)[:k]
 
 
-def rank(engine: LocalEngine, pieces: list[str], names: list[str]) -> dict[str, float] | None:
-    """InCoder log-likelihood of each name filling every masked span; None when it does not fit."""
-    tok = engine.tokenizer
+def rank(engine: Engine, pieces: list[str], names: list[str]) -> dict[str, float] | None:
+    """Log-likelihood of each name: filling every masked span (InCoder), else the first occurrence with
+    the others hidden behind "_"; None when the engine can do neither here."""
     holes = len(pieces) - 1
-    if holes + 1 > tok.n_masks:
-        return None
-    prompt = formats.encode_incoder(tok, pieces, [None] * holes, ext=".py").ids
-    continuations = []
-    for name in names:
-        ids = tok.encode(name)
-        cont: list[int] = []
-        for j in range(holes):
-            cont += ([tok.mask_id(j)] if j else []) + ids + [tok.eom_id]
-        continuations.append(cont)
-    if len(prompt) + max(len(c) for c in continuations) > engine.model.config.max_seq_len:
-        return None
-    return dict(zip(names, score(engine.model, prompt, continuations)))
+    if "multi_hole_score" in engine.capabilities and holes <= engine.max_holes:
+        try:
+            return dict(zip(names, engine.score_holes(pieces, [[n] * holes for n in names], ext=".py")))
+        except CannotScore:
+            pass
+    if "score" in engine.capabilities:
+        suffix = "_".join(pieces[1:])
+        try:
+            return {n: engine.score(pieces[0], suffix, n, ext=".py", end=False) for n in names}
+        except CannotScore:
+            pass
+    return None
 
 
-def suggest(text: str, offset: int, engine: LocalEngine, k: int = 3) -> list[Suggestion]:
+def suggest(text: str, offset: int, engine: Engine, k: int = 3) -> list[Suggestion]:
     """`suggest_steps` for the variable at `offset`, run to the end ([] when there is none)."""
     symbol = scopes.symbol_at(text, offset)
     if symbol is None:
         return []
-    steps = suggest_steps(text, symbol, engine, k)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
+    return run_to_end(suggest_steps(text, symbol, engine, k))
 
 
 def rename_edits(symbol: scopes.Symbol, new_name: str) -> list[tuple[int, int, str]]:

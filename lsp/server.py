@@ -1,26 +1,32 @@
 """The language server: pygls plumbing around the engine and the feature functions.
 
 Rules:
-- Handlers are short and of one shape: find the document, convert the position (`lsp.positions`),
-  call a feature function (`lsp.completion`), return an lsprotocol type. They never raise to the
-  client: a failure is logged and answered with an empty result.
+- Handlers are short and of one shape (jedi-language-server's): get the document, convert positions,
+  call a feature function (`lsp.completion`, `lsp.types`, `lsp.names`), return an lsprotocol type
+  (`lsp.answers`). One guard (`guarded`) keeps them from raising to the client: a failure is logged
+  and answered with the handler's empty result.
 - The model loads in a background thread; until it is ready, or when it failed to load, requests get
   an empty result at once, never a wait, and the server stays up.
-- Generation runs on the event-loop thread, one request at a time (the engine is not thread-safe),
-  awaiting between tokens, so `$/cancelRequest` and newer requests stop it within a token step. A
-  request is stale as soon as a newer request for its document arrives or the document changes; a
-  stale request stops, and one still waiting for its turn never starts.
+- The model is driven in one place (`InfillServer.drive`): on the event-loop thread, one request at a
+  time (the engine is not thread-safe), awaiting between tokens, so `$/cancelRequest` and newer
+  requests stop it within a token step. A request is stale as soon as a newer completion request for
+  its document arrives (completion) or the document changes; a stale request stops, and one still
+  waiting for its turn never starts.
 - Positions are UTF-16 unless the client offers UTF-8 (then UTF-8, which costs no conversion).
-- `infill/status` (a notification) tells clients the model, device, state and last latencies.
+- `infill/status` (a notification) tells clients the model, device, state and last latencies, and
+  in `off` which features this engine cannot serve and why (`lsp.types.unavailable`,
+  `lsp.names.unavailable`: an OpenAI-compatible server without logprobs); a window message says it
+  once per loaded model.
 - Type inference (`lsp.types`: inlay hints, hover, the "Add inferred type annotations" code action)
   and name suggestions (`lsp.names`: the rename code actions, prepareRename's placeholder) run the
   same way, one slot or symbol at a time, and stop when their document changes. Their results are
   cached per document version, so scrolling does not recompute hints. Rename itself is pure scope
-  analysis (`lsp.scopes`) and works without a model.
+  analysis (`lsp.scopes`) and works without a model. `prepareProvider` is always advertised.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
@@ -31,9 +37,9 @@ from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 
-from lsp import names, positions, scopes, syntax
+from lsp import answers, names, positions, scopes, syntax
 from lsp import types as inference
-from lsp.completion import Edit, as_completion_item, complete_steps
+from lsp.completion import Edit, complete_steps
 from lsp.options import ServerOptions, update_options
 
 log = logging.getLogger(__name__)
@@ -50,7 +56,11 @@ class InfillProtocol(LanguageServerProtocol):
         if general is not None and general.position_encodings and \
                 types.PositionEncodingKind.Utf8 in general.position_encodings:
             general.position_encodings = [types.PositionEncodingKind.Utf8]
-        return (yield from super().lsp_initialize(params))
+        result = yield from super().lsp_initialize(params)
+        # pygls says `renameProvider: true` unless the client declares prepareSupport, which hides
+        # prepareRename (and its suggested placeholder) from clients that would use it
+        result.capabilities.rename_provider = types.RenameOptions(prepare_provider=True)
+        return result
 
     def structure_message(self, data):
         """pygls drops a request whose params do not parse; answer it with the error instead."""
@@ -89,6 +99,8 @@ class InfillServer(LanguageServer):
         self._turn = asyncio.Lock()
         self._results: dict[str, tuple[int, dict]] = {}
         """uri -> (document version, {key: inferred type or suggestions}): the per-version cache."""
+        self.off: dict[str, str] = {}
+        """Features the engine cannot serve (typeHints, variableNames) and why."""
 
     # options and the model ------------------------------------------------------------------------
     def configure(self, raw, *, initial: bool = False) -> None:
@@ -99,8 +111,9 @@ class InfillServer(LanguageServer):
         old, self.options = self.options, new
         if initial or (new.model, new.device) != (old.model, old.device):
             self.start_loading()
-        elif self.engine is not None and new.cache_mb != old.cache_mb:
-            self.engine.cache_bytes = int(new.cache_mb * 2**20)
+        elif new.cache_mb != old.cache_mb and (sessions := getattr(self.engine, "sessions", None)) is not None:
+            sessions.limit_bytes = int(new.cache_mb * 2**20)
+            sessions.trim()
         self.send_status()
 
     def start_loading(self) -> None:
@@ -119,6 +132,11 @@ class InfillServer(LanguageServer):
             return
         if load_id == self._load_id:  # a newer configuration did not start another load meanwhile
             self.engine, self.state, self.message = engine, "ready", ""
+            self.off = {k: why for k, why in (("typeHints", inference.unavailable(engine)),
+                                              ("variableNames", names.unavailable(engine))) if why}
+            for feature, why in self.off.items():
+                shown = {"typeHints": "type hints", "variableNames": "name suggestions"}[feature]
+                self.show(f"infill-lsp: {shown} are off for {engine.name}: {why}", types.MessageType.Warning)
             self.send_status()
 
     # messages to the client -----------------------------------------------------------------------
@@ -139,6 +157,7 @@ class InfillServer(LanguageServer):
             "message": self.message,
             "latencyMs": self.last.latency_ms, "ttftMs": self.last.ttft_ms,
             "promptTokens": self.last.prompt_tokens, "cachedTokens": self.last.cached_tokens,
+            "off": dict(self.off),
         }
 
     def send_status(self) -> None:
@@ -147,71 +166,29 @@ class InfillServer(LanguageServer):
         except Exception:
             log.debug("could not send the status", exc_info=True)
 
-    # completion -----------------------------------------------------------------------------------
+    # documents and positions --------------------------------------------------------------------
     def position_encoding(self) -> str:
         return str(self.workspace.position_encoding or positions.UTF16)
 
-    async def complete(self, uri: str, position: types.Position) -> Edit | None:
-        """The completion edit at `position` of document `uri`, or None (see the module rules)."""
-        ticket = next(self._tickets)
-        self._latest[uri] = ticket
-        if self.engine is None or not self.options.completion:
-            return None
+    def document(self, uri: str, *, python: bool = False):
+        """The open document `uri` (only a Python one with `python`), else None."""
         doc = self.workspace.text_documents.get(uri)
-        if doc is None:
+        if doc is None or python and syntax.language_of(uri, doc.language_id) != "python":
             return None
-        text, version = doc.source, doc.version
-        offset = positions.to_offset(text, position.line, position.character, self.position_encoding())
+        return doc
 
-        def stale() -> bool:
-            return self._latest.get(uri) != ticket or self.workspace.text_documents.get(uri) is not doc \
-                or doc.version != version
+    def offsets(self, doc, *points: types.Position) -> list[int]:
+        return [answers.offset_of(doc.source, p, self.position_encoding()) for p in points]
 
-        async with self._turn:
-            if stale() or self.engine is None:
-                return None
-            started, ttft = time.perf_counter(), None
-            steps = complete_steps(text, offset, self.engine, self.options,
-                                   language=syntax.language_of(uri, doc.language_id),
-                                   session=uri if self.options.cache_mb > 0 else None,
-                                   ext=syntax.extension_of(uri))
-            try:
-                while True:
-                    try:
-                        next(steps)
-                    except StopIteration as done:
-                        edit, result = done.value
-                        break
-                    if ttft is None:
-                        ttft = (time.perf_counter() - started) * 1000
-                    await asyncio.sleep(0)
-                    if stale():
-                        return None
-            finally:
-                steps.close()
-        self.last = Latency((time.perf_counter() - started) * 1000, ttft, result.prompt_tokens,
-                            result.cached_tokens)
-        self.send_status()
-        return edit
-
-    # type inference and names ----------------------------------------------------------------------
-    def cached(self, uri: str, version: int) -> dict:
-        """The result cache of document `uri` at `version` (a new version starts an empty one)."""
-        held = self._results.get(uri)
-        if held is None or held[0] != version:
-            held = self._results[uri] = (version, {})
-        return held[1]
-
-    def cached_version(self, uri: str) -> int | None:
-        held = self._results.get(uri)
-        return held[0] if held else None
-
-    async def _drive(self, uri: str, doc, make_steps):
-        """Run a feature generator to its end on the event loop; None when the document changed first."""
+    # the model, driven in one place ---------------------------------------------------------------
+    async def drive(self, uri: str, doc, make_steps, *, ticket: int | None = None, on_step=None):
+        """Run `make_steps(engine)` (a generator that yields between tokens) to its value on the event
+        loop, one at a time; None when it went stale first (see the module rules)."""
         version = doc.version
 
         def stale() -> bool:
-            return self.workspace.text_documents.get(uri) is not doc or doc.version != version
+            return (ticket is not None and self._latest.get(uri) != ticket) \
+                or self.workspace.text_documents.get(uri) is not doc or doc.version != version
 
         async with self._turn:
             if stale() or self.engine is None:
@@ -223,24 +200,61 @@ class InfillServer(LanguageServer):
                         next(steps)
                     except StopIteration as done:
                         return done.value
+                    if on_step is not None:
+                        on_step()
                     await asyncio.sleep(0)
                     if stale():
                         return None
             finally:
                 steps.close()
 
+    async def complete(self, uri: str, position: types.Position) -> Edit | None:
+        """The completion edit at `position` of document `uri`, or None (see the module rules)."""
+        ticket = next(self._tickets)
+        self._latest[uri] = ticket
+        doc = self.document(uri)
+        if self.engine is None or not self.options.completion or doc is None:
+            return None
+        text, [offset] = doc.source, self.offsets(doc, position)
+        started, first = time.perf_counter(), []
+
+        def make_steps(engine):
+            return complete_steps(text, offset, engine, self.options,
+                                  language=syntax.language_of(uri, doc.language_id),
+                                  session=uri if self.options.cache_mb > 0 else None, ext=syntax.extension_of(uri))
+
+        def on_step():
+            if not first:
+                first.append((time.perf_counter() - started) * 1000)
+        done = await self.drive(uri, doc, make_steps, ticket=ticket, on_step=on_step)
+        if done is None:
+            return None
+        edit, result = done
+        self.last = Latency((time.perf_counter() - started) * 1000, first[0] if first else None,
+                            result.prompt_tokens, result.cached_tokens)
+        self.send_status()
+        return edit
+
+    # type inference and names ----------------------------------------------------------------------
+    def cached(self, uri: str, version: int) -> dict:
+        """The result cache of document `uri` at `version` (a new version starts an empty one)."""
+        held = self._results.get(uri)
+        if held is None or held[0] != version:
+            held = self._results[uri] = (version, {})
+        return held[1]
+
     async def infer_types(self, uri: str, doc, slots: list) -> list:
         """The inferred type (or None) of each slot of `doc`, from the cache when it has them."""
-        version = doc.version
-        cache, out = self.cached(uri, version), []
+        version, out = doc.version, []
+        cache = self.cached(uri, version)
         budget = self.options.time_budget_ms / 1000
         for slot in slots:
             key = ("type", slot)
             if key not in cache:
-                if self.engine is None or not self.options.type_hints:
+                if self.engine is None or not self.options.type_hints or "typeHints" in self.off:
                     return [None] * len(slots)
                 text = doc.source
-                result = await self._drive(uri, doc, lambda e, s=slot: inference.infer_steps(
+                result = await self.drive(uri, doc, lambda e, s=slot: inference.infer_steps(
                     text, s, e, time_budget_s=budget))
                 if self.workspace.text_documents.get(uri) is not doc or doc.version != version:
                     return [None] * len(slots)
@@ -252,17 +266,17 @@ class InfillServer(LanguageServer):
                             ) -> list[names.Suggestion]:
         """The top-k names for `symbol` of `doc`, from the cache when it has them (`cached_only`: only
         from the cache)."""
-        if self.engine is None or not self.options.variable_names:
+        if self.engine is None or not self.options.variable_names or "variableNames" in self.off:
             return []
-        k = self.options.name_suggestions
-        cache, key = self.cached(uri, doc.version), ("names", symbol.spans, k)
+        version, k = doc.version, self.options.name_suggestions
+        cache, key = self.cached(uri, version), ("names", symbol.spans, k)
         if key not in cache and cached_only:
             return []
         if key not in cache:
             text, budget = doc.source, self.options.time_budget_ms / 1000
-            result = await self._drive(uri, doc, lambda e: names.suggest_steps(text, symbol, e, k,
-                                                                             time_budget_s=budget))
-            if result is None or doc.version != self.cached_version(uri):
+            result = await self.drive(uri, doc, lambda e: names.suggest_steps(text, symbol, e, k,
+                                                                            time_budget_s=budget))
+            if result is None or doc.version != version:
                 return []
             cache[key] = result
         return cache[key]
@@ -276,47 +290,30 @@ class InfillServer(LanguageServer):
 
 
 def _load_engine(options: ServerOptions):
-    """Load (the model lookup of `infill complete`) and warm up, in a worker thread."""
-    from infill.engine import InfillRequest
-    from infill.load import load_engine
+    """Load (the model lookup of `infill complete`), ask what it can do, and warm up, in a worker thread."""
+    from infill.engines import GenerationConfig, InfillRequest, load_engine
 
     engine = load_engine(options.model, device=options.device, cache_mb=options.cache_mb)
-    engine.infill(InfillRequest(prefix="x = ", suffix="\n", max_tokens=2))  # first-call costs, now
+    engine.capabilities  # noqa: B018 (a server is asked once, here, off the event loop)
+    engine.infill(InfillRequest("x = ", "\n", GenerationConfig(max_tokens=2)))  # first-call costs, now
     return engine
 
 
-def _range(text: str, edit: Edit, encoding: str) -> types.Range:
-    start = positions.to_position(text, edit.start, encoding)
-    end = positions.to_position(text, edit.end, encoding)
-    return types.Range(types.Position(*start), types.Position(*end))
-
-
-def _span_range(text: str, start: int, end: int, encoding: str) -> types.Range:
-    return _range(text, Edit("", start, end), encoding)
-
-
-def _python_doc(ls: InfillServer, uri: str):
-    """The open document `uri` when it is Python, else None."""
-    doc = ls.workspace.text_documents.get(uri)
-    if doc is None or syntax.language_of(uri, doc.language_id) != "python":
-        return None
-    return doc
-
-
-def _symbol_at(ls: InfillServer, uri: str, position: types.Position):
-    """(document, encoding, offset, symbol) for a Python position, or None where no renameable symbol is."""
-    doc = _python_doc(ls, uri)
-    if doc is None:
-        return None
-    enc = ls.position_encoding()
-    offset = positions.to_offset(doc.source, position.line, position.character, enc)
-    symbol = scopes.symbol_at(doc.source, offset)
-    return None if symbol is None else (doc, enc, offset, symbol)
-
-
-def _workspace_edit(uri: str, text: str, edits: list[tuple[int, int, str]], encoding: str) -> types.WorkspaceEdit:
-    return types.WorkspaceEdit(changes={uri: [
-        types.TextEdit(_span_range(text, start, end, encoding), new) for start, end, new in edits]})
+def guarded(empty):
+    """A handler's guard: its answer, or `empty` on any failure (logged, never raised to the client)."""
+    def wrap(handler):
+        @functools.wraps(handler)
+        async def run(ls: InfillServer, params):
+            try:
+                return await handler(ls, params)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                uri = getattr(getattr(params, "text_document", None), "uri", "")
+                log.exception("%s failed for %s", handler.__name__, uri)
+                return empty() if callable(empty) else empty
+        return run
+    return wrap
 
 
 def build_server(options: ServerOptions | None = None) -> InfillServer:
@@ -336,151 +333,83 @@ def build_server(options: ServerOptions | None = None) -> InfillServer:
         ls.forget(params.text_document.uri)
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
-    async def inline_completion(ls: InfillServer, params: types.InlineCompletionParams
-                                ) -> types.InlineCompletionList:
-        edit, text = await _completion(ls, params.text_document.uri, params.position)
-        if edit is None:
-            return types.InlineCompletionList(items=[])
-        item = types.InlineCompletionItem(insert_text=edit.text, range=_range(text, edit, ls.position_encoding()))
-        return types.InlineCompletionList(items=[item])
+    @guarded(lambda: types.InlineCompletionList(items=[]))
+    async def inline_completion(ls: InfillServer, params: types.InlineCompletionParams):
+        text = getattr(ls.document(params.text_document.uri), "source", "")
+        edit = await ls.complete(params.text_document.uri, params.position)
+        return answers.inline_completions(text, edit, ls.position_encoding())
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[]))
-    async def completion(ls: InfillServer, params: types.CompletionParams) -> types.CompletionList:
-        edit, text = await _completion(ls, params.text_document.uri, params.position)
-        if edit is None:
-            return types.CompletionList(is_incomplete=True, items=[])
-        label, whole = as_completion_item(text, edit)
-        item = types.CompletionItem(
-            label=label, kind=types.CompletionItemKind.Snippet, detail="infill", filter_text=whole.text,
-            insert_text_format=types.InsertTextFormat.PlainText,
-            text_edit=types.TextEdit(_range(text, whole, ls.position_encoding()), whole.text))
-        return types.CompletionList(is_incomplete=True, items=[item])
+    @guarded(lambda: types.CompletionList(is_incomplete=True, items=[]))
+    async def completion(ls: InfillServer, params: types.CompletionParams):
+        text = getattr(ls.document(params.text_document.uri), "source", "")
+        edit = await ls.complete(params.text_document.uri, params.position)
+        return answers.completion_list(text, edit, ls.position_encoding())
 
     @server.feature(types.TEXT_DOCUMENT_INLAY_HINT, types.InlayHintOptions(resolve_provider=False))
-    async def inlay_hint(ls: InfillServer, params: types.InlayHintParams) -> list[types.InlayHint] | None:
-        async def hints():
-            doc = _python_doc(ls, params.text_document.uri)
-            if doc is None or not ls.options.type_hints:
-                return []
-            text, enc = doc.source, ls.position_encoding()
-            start = positions.to_offset(text, params.range.start.line, params.range.start.character, enc)
-            end = positions.to_offset(text, params.range.end.line, params.range.end.character, enc)
-            slots = [s for s in inference.type_slots(text) if start <= s.at <= end]
-            out = []
-            for slot, t in zip(slots, await ls.infer_types(params.text_document.uri, doc, slots)):
-                if t is not None and t.probability >= ls.options.type_confidence:
-                    out.append(types.InlayHint(
-                        position=types.Position(*positions.to_position(text, slot.at, enc)),
-                        label=inference.hint_label(slot, t), kind=types.InlayHintKind.Type,
-                        tooltip=f"inferred by infill, p = {t.probability:.2f}"))
-            return out
-        return await _guarded(hints(), [], "inlay hints", params.text_document.uri)
+    @guarded(list)
+    async def inlay_hint(ls: InfillServer, params: types.InlayHintParams):
+        doc = ls.document(params.text_document.uri, python=True)
+        if doc is None or not ls.options.type_hints:
+            return []
+        text, (start, end) = doc.source, ls.offsets(doc, params.range.start, params.range.end)
+        slots = [s for s in inference.type_slots(text) if start <= s.at <= end]
+        inferred = await ls.infer_types(params.text_document.uri, doc, slots)
+        return answers.inlay_hints(text, slots, inferred, ls.options.type_confidence, ls.position_encoding())
 
     @server.feature(types.TEXT_DOCUMENT_HOVER)
-    async def hover(ls: InfillServer, params: types.HoverParams) -> types.Hover | None:
-        async def answer():
-            doc = _python_doc(ls, params.text_document.uri)
-            if doc is None or not ls.options.type_hints:
-                return None
-            text, enc = doc.source, ls.position_encoding()
-            offset = positions.to_offset(text, params.position.line, params.position.character, enc)
-            slot = next((s for s in inference.type_slots(text) if s.anchor[0] <= offset <= s.anchor[1]), None)
-            if slot is None:
-                return None
-            [t] = await ls.infer_types(params.text_document.uri, doc, [slot])
-            if t is None:
-                return None
-            shown = f"{slot.name}: {t.annotation}" if slot.kind == "param" else f"def {slot.name}(...) -> {t.annotation}"
-            return types.Hover(
-                contents=types.MarkupContent(types.MarkupKind.Markdown,
-                                             f"```python\n{shown}\n```\ninferred by infill, p = {t.probability:.2f}"),
-                range=_span_range(text, *slot.anchor, enc))
-        return await _guarded(answer(), None, "hover", params.text_document.uri)
+    @guarded(None)
+    async def hover(ls: InfillServer, params: types.HoverParams):
+        doc = ls.document(params.text_document.uri, python=True)
+        if doc is None or not ls.options.type_hints:
+            return None
+        text, [offset] = doc.source, ls.offsets(doc, params.position)
+        slot = inference.slot_at(text, offset)
+        if slot is None:
+            return None
+        [t] = await ls.infer_types(params.text_document.uri, doc, [slot])
+        return answers.hover(text, slot, t, ls.position_encoding())
 
     @server.feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(
         code_action_kinds=[types.CodeActionKind.RefactorRewrite], resolve_provider=False))
-    async def code_action(ls: InfillServer, params: types.CodeActionParams) -> list[types.CodeAction] | None:
-        async def actions():
-            uri = params.text_document.uri
-            doc = _python_doc(ls, uri)
-            if doc is None:
-                return []
-            text, enc = doc.source, ls.position_encoding()
-            start = positions.to_offset(text, params.range.start.line, params.range.start.character, enc)
-            end = positions.to_offset(text, params.range.end.line, params.range.end.character, enc)
-            out = []
-            if ls.options.type_hints:
-                slots = [s for s in inference.type_slots(text) if s.function[0] <= end and start <= s.function[1]]
-                inferred = await ls.infer_types(uri, doc, slots)
-                inserts = inference.annotation_edits(slots, inferred, ls.options.type_confidence)
-                if inserts:
-                    out.append(types.CodeAction(
-                        title="Add inferred type annotations", kind=types.CodeActionKind.RefactorRewrite,
-                        edit=_workspace_edit(uri, text, [(at, at, new) for at, new in inserts], enc)))
-            symbol = scopes.symbol_at(text, start) if ls.options.variable_names else None
-            if symbol is not None:
-                # Editors ask for actions on every cursor move (Automatic): sampling names then would run
-                # the model all the time, so only an explicit request (Invoked) computes them.
-                automatic = params.context.trigger_kind == types.CodeActionTriggerKind.Automatic
-                for s in await ls.suggest_names(uri, doc, symbol, cached_only=automatic):
-                    out.append(types.CodeAction(
-                        title=f"Rename '{symbol.name}' to '{s.name}'", kind=types.CodeActionKind.RefactorRewrite,
-                        edit=_workspace_edit(uri, text, names.rename_edits(symbol, s.name), enc)))
-            return out
-        return await _guarded(actions(), [], "code actions", params.text_document.uri)
+    @guarded(list)
+    async def code_action(ls: InfillServer, params: types.CodeActionParams):
+        uri, doc = params.text_document.uri, ls.document(params.text_document.uri, python=True)
+        if doc is None:
+            return []
+        text, (start, end) = doc.source, ls.offsets(doc, params.range.start, params.range.end)
+        slots = inference.slots_in(text, start, end) if ls.options.type_hints else []
+        inferred = await ls.infer_types(uri, doc, slots)
+        symbol = scopes.symbol_at(text, start) if ls.options.variable_names else None
+        # Editors ask on every cursor move (Automatic): only an explicit request (Invoked) runs the model
+        automatic = params.context.trigger_kind == types.CodeActionTriggerKind.Automatic
+        suggested = await ls.suggest_names(uri, doc, symbol, cached_only=automatic) if symbol else []
+        enc = ls.position_encoding()
+        return answers.annotate_action(uri, text, slots, inferred, ls.options.type_confidence, enc) \
+            + answers.rename_actions(uri, text, symbol, suggested, enc)
 
     @server.feature(types.TEXT_DOCUMENT_PREPARE_RENAME)
+    @guarded(None)
     async def prepare_rename(ls: InfillServer, params: types.PrepareRenameParams):
-        async def answer():
-            found = _symbol_at(ls, params.text_document.uri, params.position)
-            if found is None:
-                return None
-            doc, enc, offset, symbol = found
-            text = doc.source
-            here = next(s for s in symbol.spans if s[0] <= offset <= s[1])
-            best = await ls.suggest_names(params.text_document.uri, doc, symbol)
-            return types.PrepareRenamePlaceholder(range=_span_range(text, *here, enc),
-                                                  placeholder=best[0].name if best else symbol.name)
-        return await _guarded(answer(), None, "prepareRename", params.text_document.uri)
+        doc = ls.document(params.text_document.uri, python=True)
+        offset = ls.offsets(doc, params.position)[0] if doc is not None else 0
+        symbol = scopes.symbol_at(doc.source, offset) if doc is not None else None
+        if symbol is None:
+            return None
+        best = await ls.suggest_names(params.text_document.uri, doc, symbol)
+        return answers.rename_placeholder(doc.source, symbol, offset, best, ls.position_encoding())
 
     @server.feature(types.TEXT_DOCUMENT_RENAME, types.RenameOptions(prepare_provider=True))
-    async def rename(ls: InfillServer, params: types.RenameParams) -> types.WorkspaceEdit | None:
-        async def answer():
-            uri = params.text_document.uri
-            found = _symbol_at(ls, uri, params.position)
-            if found is None:
-                return None
-            doc, enc, _, symbol = found
-            try:
-                edits = names.rename_edits(symbol, params.new_name)
-            except ValueError as exc:
-                ls.show(f"infill-lsp: {exc}", types.MessageType.Warning)
-                return None
-            return _workspace_edit(uri, doc.source, edits, enc)
-        return await _guarded(answer(), None, "rename", params.text_document.uri)
+    @guarded(None)
+    async def rename(ls: InfillServer, params: types.RenameParams):
+        doc = ls.document(params.text_document.uri, python=True)
+        symbol = scopes.symbol_at(doc.source, ls.offsets(doc, params.position)[0]) if doc is not None else None
+        if symbol is None:
+            return None
+        if not names.is_valid_name(params.new_name):
+            ls.show(f"infill-lsp: {params.new_name!r} is not a valid Python name", types.MessageType.Warning)
+            return None
+        edits = names.rename_edits(symbol, params.new_name)
+        return answers.workspace_edit(params.text_document.uri, doc.source, edits, ls.position_encoding())
 
     return server
-
-
-async def _guarded(work, empty, what: str, uri: str):
-    """`work`'s answer, or `empty` on any failure (logged, never raised to the client)."""
-    try:
-        return await work
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("%s failed for %s", what, uri)
-        return empty
-
-
-async def _completion(ls: InfillServer, uri: str, position: types.Position) -> tuple[Edit | None, str]:
-    """(edit, the text it applies to); (None, "") on any failure, which is logged, never raised."""
-    try:
-        doc = ls.workspace.text_documents.get(uri)
-        text = doc.source if doc is not None else ""
-        return await ls.complete(uri, position), text
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("completion failed at %s %s", uri, position)
-        return None, ""

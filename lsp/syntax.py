@@ -18,24 +18,16 @@ from functools import lru_cache
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlparse
 
+from infill import corpus
+
 log = logging.getLogger(__name__)
 
 WINDOW_CHARS = 8192
 OPENERS = (":", "{")
 
-# Extension -> tree-sitter language; these are the languages the training data covers, and a few more.
-LANGUAGE_BY_EXT: dict[str, str] = {
-    ".py": "python", ".pyi": "python",
-    ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript", ".jsx": "javascript",
-    ".ts": "typescript", ".mts": "typescript", ".cts": "typescript", ".tsx": "tsx",
-    ".c": "c", ".h": "c",
-    ".cc": "cpp", ".cpp": "cpp", ".cxx": "cpp", ".c++": "cpp", ".hh": "cpp", ".hpp": "cpp", ".hxx": "cpp",
-    ".cu": "cuda", ".cuh": "cuda",
-    ".java": "java", ".go": "go", ".rs": "rust",
-    ".sh": "bash", ".bash": "bash", ".zsh": "bash",
-    ".rb": "ruby", ".lua": "lua", ".kt": "kotlin", ".swift": "swift", ".cs": "csharp", ".php": "php",
-    ".scala": "scala",
-}
+# Extension -> tree-sitter grammar: the corpus's languages (`infill.corpus`, the one table), and a few more.
+LANGUAGE_BY_EXT: dict[str, str] = {ext: corpus.grammar_of_extension(ext)
+                                   for ext in (*corpus.LANGUAGES, *corpus.EDITOR_ONLY)}
 # Editor languageIds that differ from the tree-sitter name.
 LANGUAGE_BY_ID: dict[str, str] = {
     "javascriptreact": "javascript", "typescriptreact": "tsx", "shellscript": "bash", "sh": "bash",

@@ -2,9 +2,9 @@
 
 One way through: document text -> `type_slots` (where an annotation is missing, found with
 tree-sitter) -> `slot_prompt` (prefix ending in ": " or " -> ", the rest as suffix) -> the engine's
-middle, cut at the end of the annotation -> `normalise` -> its probability (`infill.generation.score`
-of the annotation followed by the end-of-middle token) -> `InferredType`. `annotation_edits` turns the
-confident ones into insertions.
+middle, cut at the end of the annotation -> `normalise` -> its probability (`engine.score` of exactly
+that annotation as the whole middle) -> `InferredType`. `annotation_edits` turns the confident ones
+into insertions.
 
 Rules:
 - A slot is an unannotated parameter (plain, with a default, `*args`, `**kwargs`, keyword-only) or a
@@ -15,6 +15,9 @@ Rules:
 - The inferred type is the longest start of the middle, cut at a whitespace boundary, that parses as a
   Python expression (a model that rambles on after the type still gives the type; its probability,
   scored for exactly that type, says how much to trust it). A middle with no such start is no type.
+- On an engine that cannot score given text but returns the log-probabilities of what it samples
+  (a server without `echo`), the probability is that of the generated middle; an engine with neither
+  cannot serve type hints, and `unavailable` says why.
 - Everything is a pure function of (text, slot, engine); `infer_steps` yields after every generated
   token so the server can cancel it.
 """
@@ -25,9 +28,8 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from functools import lru_cache
 
-from infill.engine import InfillRequest, LocalEngine
-from infill.evaluate.identifiers import cut_annotation, normalise
-from infill.generation import score
+from infill.engines import Engine, GenerationConfig, InfillRequest, run_to_end
+from infill.text import cut_annotation, normalise
 from lsp import positions, syntax
 
 MAX_TOKENS = 16
@@ -82,6 +84,16 @@ def _type_slots(text: str) -> tuple[Slot, ...]:
     return tuple(sorted(out, key=lambda s: s.at))
 
 
+def slot_at(text: str, offset: int) -> Slot | None:
+    """The slot whose anchor (parameter or function name) is at `offset`, or None."""
+    return next((s for s in type_slots(text) if s.anchor[0] <= offset <= s.anchor[1]), None)
+
+
+def slots_in(text: str, start: int, end: int) -> list[Slot]:
+    """The slots of every function that overlaps text[start:end]."""
+    return [s for s in type_slots(text) if s.function[0] <= end and start <= s.function[1]]
+
+
 def _is_method(fn) -> bool:
     parent = fn.parent
     if parent is not None and parent.type == "decorated_definition":
@@ -134,19 +146,30 @@ def _stop_rule(kind: str):
     return stop_at
 
 
-def infer_steps(text: str, slot: Slot, engine: LocalEngine, *, time_budget_s: float | None = None
+def unavailable(engine: Engine) -> str | None:
+    """Why `engine` cannot infer types, or None when it can."""
+    if {"score", "sampled_logprobs"} & engine.capabilities:
+        return None
+    why = "; ".join(engine.unavailable.get(c, f"no {c}") for c in ("score", "sampled_logprobs"))
+    return f"type hints need the model's log-probabilities: {why}"
+
+
+def infer_steps(text: str, slot: Slot, engine: Engine, *, time_budget_s: float | None = None
                 ) -> Generator[None, None, InferredType | None]:
     """Yield after every token; return the inferred type of `slot` with its probability, or None."""
     prefix, suffix = slot_prompt(text, slot)
-    req = InfillRequest(prefix, suffix, max_tokens=MAX_TOKENS, stop_at=_stop_rule(slot.kind), ext=".py",
-                        time_budget_s=time_budget_s)
+    req = InfillRequest(prefix, suffix, GenerationConfig(max_tokens=MAX_TOKENS, time_budget_s=time_budget_s),
+                        stop_at=_stop_rule(slot.kind), ext=".py")
     result = yield from engine.stream_infill(req)
     if not result.candidates:
         return None
-    annotation = annotation_of(result.candidates[0].text, slot.kind)
+    best = result.candidates[0]
+    annotation = annotation_of(best.text, slot.kind)
     if not annotation:
         return None
     yield
+    if "score" not in engine.capabilities:  # the sampled middle's own probability
+        return InferredType(annotation, min(math.exp(best.logprob), 1.0))
     return InferredType(annotation, probability(engine, prefix, suffix, annotation))
 
 
@@ -161,24 +184,14 @@ def annotation_of(middle: str, kind: str) -> str | None:
     return None
 
 
-def probability(engine: LocalEngine, prefix: str, suffix: str, middle: str) -> float:
+def probability(engine: Engine, prefix: str, suffix: str, middle: str) -> float:
     """The model's probability that the middle between `prefix` and `suffix` is exactly `middle`."""
-    tok = engine.tokenizer
-    prompt, _ = engine.build_prompt(InfillRequest(prefix, suffix, max_tokens=MAX_TOKENS + 2, ext=".py",
-                                                  heal=False))
-    end = tok.eos_id if engine.format == "l2r" else tok.eom_id
-    logprob = score(engine.model, prompt, [tok.encode(middle) + [end]])[0]
-    return math.exp(logprob)
+    return math.exp(engine.score(prefix, suffix, middle, ext=".py"))
 
 
-def infer(text: str, slot: Slot, engine: LocalEngine) -> InferredType | None:
+def infer(text: str, slot: Slot, engine: Engine) -> InferredType | None:
     """`infer_steps` run to the end."""
-    steps = infer_steps(text, slot, engine)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
+    return run_to_end(infer_steps(text, slot, engine))
 
 
 def annotation_edits(slots: list[Slot], inferred: list[InferredType | None], confidence: float

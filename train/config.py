@@ -217,8 +217,7 @@ class TrainConfig:
     def model_config(self) -> ModelConfig:
         """The ModelConfig of this run (the preset with `model_overrides` applied)."""
         overrides = dict(self.model_overrides)
-        overrides.setdefault("prompt_format", self.objective.eval_format
-                             if self.objective.eval_format != "l2r" else "spm")
+        overrides.setdefault("prompt_format", self.objective.eval_format)
         return ModelConfig.from_preset(self.model, **overrides)
 
     def to_dict(self) -> dict:

@@ -19,8 +19,6 @@ Rules:
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import json
 import multiprocessing
 import random
 import sysconfig
@@ -29,9 +27,9 @@ from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
+from infill.corpus import read_shard, shard_paths
 from infill.tokenizer import CodeTokenizer
 from train.config import TrainConfig
-from train.data.shards import shard_paths
 from train.masking import chunk_budget, document_examples
 from train.packing import Row, pack
 
@@ -57,8 +55,7 @@ class Corpus:
         item = self.shards[shard]
         if isinstance(item, list):
             return item
-        with gzip.open(item, "rt", encoding="utf-8") as f:
-            return [json.loads(line) for line in f]
+        return list(read_shard(item))
 
     def iter_records(self) -> Iterator[dict]:
         for i in range(len(self.shards)):

@@ -7,24 +7,32 @@ Rules:
 - User text is encoded literally: every special-token string is removed from the prefix and suffix
   first, and the template's sentinels enter the prompt as ids.
 - The decode loop is ours (not `generate`), so `stream_infill` yields after every token and a caller
-  can cancel between tokens. Sampling is `infill.generation.sample`, so seeds mean the same here.
+  can cancel between tokens. Sampling is `infill.generation.sample`, n candidates as one batch, so
+  seeds mean the same here as on the local engine (the same weights draw the same samples).
+- Token healing, as the local engine does it: when the template's prompt ends in prefix text (SPM),
+  its last token is backed off and the first generated token must start with that token's text.
 - One transformers `DynamicCache` per session: a request whose prompt shares a prefix with the
   session's previous one crops the cache to that prefix and computes only the rest. The least
-  recently used sessions go first once their caches pass `cache_mb`.
+  recently used sessions go first once their caches pass `cache_mb` (`base.SessionPool`).
+- Scoring: `score` is the template's prompt, then the middle, then the template's first end token
+  the vocabulary has (else EOS). `score_holes` needs InCoder mask tokens (`<|mask:N|>`,
+  `<|endofmask|>`: InCoder and this project's exports) and uses InCoder's format.
 """
 from __future__ import annotations
 
 import inspect
 import time
-from collections import OrderedDict
 from collections.abc import Generator
+from dataclasses import replace
 
 import torch
 
-from infill.engine import Completion, CompletionResult, InfillRequest, resolve_device
-from infill.engines import end_of, fit_lines, run_to_end
+from infill import tokenizer as infill_tokens
 from infill.engines import templates as fim
-from infill.generation import GenerationConfig, sample
+from infill.engines.base import (SCORE_RESERVE, CannotScore, CompletionResult, GenerationConfig, InfillRequest,
+                                 SessionPool, end_of, fit_lines, prompt_budget, rank, run_to_end, windowed_logprob)
+from infill.engines.local import resolve_device
+from infill.generation import sample
 
 
 def _cache_bytes(cache) -> int:
@@ -57,7 +65,7 @@ class _Session:
 
 
 class HFEngine:
-    """Infilling with a transformers causal LM and a FIM template."""
+    """Infilling and scoring with a transformers causal LM and a FIM template."""
 
     def __init__(self, model, tokenizer, template: fim.Template | str | None = None, *, name: str = "hf",
                  cache_mb: float = 256.0):
@@ -67,16 +75,31 @@ class HFEngine:
         self.template = fim.get(template) if isinstance(template, str) else template or fim.detect(vocab)
         self.name = name
         self.device = str(next(model.parameters()).device)
-        self.cache_bytes = int(cache_mb * 2**20)
-        self.sessions: OrderedDict[str, _Session] = OrderedDict()
+        self.sessions: SessionPool[_Session] = SessionPool(cache_mb, lambda s: _cache_bytes(s.cache))
         self.context = int(getattr(model.config, "max_position_embeddings", None) or 2048)
         self.sentinel_ids = {s: self._sentinel_id(s, vocab) for s in (self.template.pre, self.template.suf,
-                                                                      self.template.mid) if s}
+                                                                      self.template.mid, self.template.meta) if s}
         self.stop_ids = frozenset({vocab[s] for s in self.template.stops if s in vocab}
                                   | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
+        self.end_id = next((vocab[s] for s in self.template.stops if s in vocab), tokenizer.eos_token_id)
         decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
         self.specials = list(tokenizer.all_special_tokens) + [t.content for t in decoder.values() if t.special] \
             + list(self.template.sentinels)
+        self.mask_ids: list[int] = []
+        while infill_tokens.mask_token(len(self.mask_ids)) in vocab:
+            self.mask_ids.append(vocab[infill_tokens.mask_token(len(self.mask_ids))])
+        self.eom_id = vocab.get(infill_tokens.EOM)
+        self.max_holes = max(len(self.mask_ids) - 1, 0) if self.eom_id is not None else 0
+        self.unavailable: dict[str, str] = {}
+        caps = {"infill", "score", "sampled_logprobs", "text_score"}
+        if self.max_holes >= 1:
+            caps.add("multi_hole_score")
+        else:
+            self.unavailable["multi_hole_score"] = "the tokenizer has no InCoder mask tokens"
+        if self.end_id is None:
+            caps.discard("score")
+            self.unavailable["score"] = "the tokenizer has no token that ends a middle"
+        self.capabilities = frozenset(caps)
 
     def _sentinel_id(self, s: str, vocab: dict) -> int:
         for form in (s, "▁" + s):  # sentencepiece vocabularies (Code Llama) spell it with a word marker
@@ -107,19 +130,56 @@ class HFEngine:
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
-    def build_prompt(self, req: InfillRequest) -> list[int]:
-        """Prompt ids: cleaned, trimmed to the context at line boundaries, rendered by the template."""
-        prefix = fim.clean(req.prefix, self.specials)
-        suffix = fim.clean(req.suffix, self.specials)
-        budget = self.context - req.max_tokens - 16
-        if budget <= 0:
-            raise ValueError(f"max_tokens {req.max_tokens} leaves no room for a prompt (context {self.context})")
-        count = lambda lines: [len(x) for x in self.tokenizer(lines, add_special_tokens=False)["input_ids"]]  # noqa: E731
-        prefix, suffix = fit_lines(prefix, suffix, budget, count)
-        ids = [self.tokenizer.bos_token_id] if self.template.bos and self.tokenizer.bos_token_id is not None else []
-        for text, sentinel in self.template.pieces(prefix, suffix):
+    def _count(self, lines: list[str]) -> list[int]:
+        return [len(x) for x in self.tokenizer(lines, add_special_tokens=False)["input_ids"]]
+
+    def _bos(self) -> list[int]:
+        return [self.tokenizer.bos_token_id] if self.template.bos and self.tokenizer.bos_token_id is not None else []
+
+    def _pieces_ids(self, pieces: list[tuple[str, bool]]) -> list[int]:
+        ids: list[int] = []
+        for text, sentinel in pieces:
             ids += [self.sentinel_ids[text]] if sentinel else self._encode(text)
         return ids
+
+    def healed_prompt(self, req: InfillRequest) -> tuple[list[int], str]:
+        """(prompt ids, healed text): the text the middle must start with, already cut from the prompt."""
+        prefix = fim.clean(req.prefix, self.specials)
+        suffix = fim.clean(req.suffix, self.specials)
+        budget = prompt_budget(self.context, req)
+        prefix, suffix = fit_lines(prefix, suffix, budget, self._count)
+        ids = self._bos() + self._pieces_ids(self.template.pieces(prefix, suffix, req.ext))
+        heal = ""
+        if req.heal and self.template.ends_in_prefix and prefix and ids[-1] not in self._special_ids:
+            heal = self._token_texts()[ids[-1]]
+            ids = ids[:-1]
+        return ids, heal
+
+    def build_prompt(self, req: InfillRequest) -> list[int]:
+        """Prompt ids: cleaned, trimmed to the context at line boundaries, rendered by the template."""
+        return self.healed_prompt(req)[0]
+
+    @property
+    def _special_ids(self) -> frozenset[int]:
+        if not hasattr(self, "_special_id_set"):
+            vocab = self.tokenizer.get_vocab()
+            self._special_id_set = frozenset(vocab[s] for s in self.specials if s in vocab)
+        return self._special_id_set
+
+    def _token_texts(self) -> list[str]:
+        """The text of every token on its own (computed once per engine)."""
+        if not hasattr(self, "_texts"):
+            self._texts = [self.tokenizer.decode([i], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+                           for i in range(len(self.tokenizer))]
+        return self._texts
+
+    def _heal_mask(self, heal: str, vocab_size: int) -> torch.Tensor:
+        allowed = torch.zeros(vocab_size, dtype=torch.bool)
+        special = self._special_ids
+        for i, text in enumerate(self._token_texts()[:vocab_size]):
+            if i not in special and text.startswith(heal):
+                allowed[i] = True
+        return allowed.to(self.device)
 
     # sessions -------------------------------------------------------------------------------------
     def _session(self, key: str | None) -> _Session:
@@ -127,16 +187,10 @@ class HFEngine:
 
         if key is None:
             return _Session(DynamicCache())
-        session = self.sessions.pop(key, None) or _Session(DynamicCache())
-        self.sessions[key] = session
-        total = sum(_cache_bytes(s.cache) for s in self.sessions.values())
-        while total > self.cache_bytes and len(self.sessions) > 1:
-            _, old = self.sessions.popitem(last=False)
-            total -= _cache_bytes(old.cache)
-        return session
+        return self.sessions.get(key, lambda old: old or _Session(DynamicCache()))
 
     def drop_session(self, key: str) -> None:
-        self.sessions.pop(key, None)
+        self.sessions.drop(key)
 
     @torch.inference_mode()
     def _forward(self, ids: list[int], cache) -> torch.Tensor:
@@ -148,9 +202,8 @@ class HFEngine:
     def stream_infill(self, req: InfillRequest) -> Generator[None, None, CompletionResult]:
         """Yield after every generated token (a place to cancel); return the CompletionResult."""
         started = time.perf_counter()
-        config = GenerationConfig(max_tokens=req.max_tokens, temperature=req.temperature, top_k=req.top_k,
-                                  top_p=req.top_p, seed=req.seed, n=req.n, time_budget_s=req.time_budget_s)
-        prompt = self.build_prompt(req)
+        config = replace(req.config, stop_ids=self.stop_ids)
+        prompt, heal = self.healed_prompt(req)
         session = self._session(req.session)
         keep = 0
         limit = min(len(session.tokens), len(prompt) - 1)
@@ -161,44 +214,126 @@ class HFEngine:
         cached = keep
         if keep < len(prompt) - 1:
             self._forward(prompt[keep:-1], session.cache)
-        base = len(prompt) - 1
         session.tokens = prompt[:-1]
+        n = config.n
+        cache = session.cache
+        if n > 1:  # the prefilled prompt copied into n rows; the session keeps the prompt only
+            import copy
+
+            cache = copy.deepcopy(session.cache)
+            cache.batch_repeat_interleave(n)
         generator = None
         if config.temperature > 0:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(config.seed if config.seed is not None else time.time_ns() % 2**63)
-        completions: dict[str, Completion] = {}
-        for _ in range(config.n):
-            _crop(session.cache, base)
-            fed, out, logprob, reason = [prompt[-1]], [], 0.0, "length"
-            text, in_cache = "", 0
-            while len(out) < config.max_tokens:
-                logits = self._forward(fed[-1:], session.cache)
-                in_cache = len(fed)
-                nxt, lp = sample(logits, config, generator)
-                token = int(nxt[0])
-                if token in self.stop_ids:
-                    reason = "stop"
-                    break
-                out.append(token)
-                logprob += float(lp[0])
-                text = self.tokenizer.decode(out, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-                yield
-                if end_of(text, req) is not None:
-                    reason = "stop_rule"
-                    break
-                if config.time_budget_s is not None and time.perf_counter() - started > config.time_budget_s:
-                    reason = "time"
-                    break
-                fed.append(token)
-            session.tokens = prompt[:-1] + fed[:in_cache]
-            if (end := end_of(text, req)) is not None:
-                text = text[:end]
-            if text not in completions or completions[text].logprob < logprob:
-                completions[text] = Completion(text, len(out), logprob, reason)
-        ranked = sorted(completions.values(), key=lambda c: -c.logprob)
+        rows: list[list[int]] = [[] for _ in range(n)]
+        logprob, reason, texts = [0.0] * n, [""] * n, [""] * n
+        allowed = None
+        nxt = torch.tensor([[prompt[-1]]] * n, device=self.device)
+        while not all(reason) and config.max_tokens > 0:
+            with torch.inference_mode():
+                logits = self.model(input_ids=nxt, past_key_values=cache, use_cache=True).logits[:, -1].float()
+            if heal and allowed is None and not any(rows):
+                allowed = self._heal_mask(heal, logits.shape[-1])
+            token, lp = sample(logits, config, generator, allowed if not any(rows) else None)
+            for r, (t, lpr) in enumerate(zip(token.tolist(), lp.tolist())):
+                if reason[r]:
+                    continue
+                if t in config.stop_ids:
+                    reason[r] = "stop"
+                    continue
+                rows[r].append(t)
+                logprob[r] += lpr
+                texts[r] = self._text(rows[r], heal)
+                if end_of(texts[r], req) is not None:
+                    reason[r] = "stop_rule"
+                elif len(rows[r]) >= config.max_tokens:
+                    reason[r] = "length"
+            if not all(reason) and config.time_budget_s is not None \
+                    and time.perf_counter() - started > config.time_budget_s:
+                reason = [x or "time" for x in reason]
+            yield
+            nxt = token[:, None]
+        if config.max_tokens == 0:
+            reason = ["length"] * n
+        if n == 1:
+            fed = len(prompt) + len(rows[0]) - (0 if reason[0] == "stop" else 1)
+            session.tokens = (prompt + rows[0])[:fed]
+            _crop(cache, len(session.tokens))
+        ranked = rank(zip(texts, map(len, rows), logprob, reason), req)
         return CompletionResult(ranked, (time.perf_counter() - started) * 1000, len(prompt), cached,
                                 extra={"template": self.template.name})
 
+    def _text(self, ids: list[int], heal: str) -> str:
+        text = self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        return text[len(heal):] if heal and text.startswith(heal) else text
+
     def infill(self, req: InfillRequest) -> CompletionResult:
         return run_to_end(self.stream_infill(req))
+
+    # scoring --------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _continuation_logprobs(self, prompt: list[int], continuations: list[list[int]]) -> list[float]:
+        """Log-probability of each continuation after `prompt`, one padded batch (no cache)."""
+        longest = max(len(c) for c in continuations)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        rows = torch.tensor([prompt + c + [pad] * (longest - len(c)) for c in continuations], device=self.device)
+        mask = torch.tensor([[1] * (len(prompt) + len(c)) + [0] * (longest - len(c)) for c in continuations],
+                            device=self.device)
+        logits = self.model(input_ids=rows, attention_mask=mask).logits[:, len(prompt) - 1:-1].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        return [float(logprobs[r, torch.arange(len(c)), torch.tensor(c)].sum()) if c else 0.0
+                for r, c in enumerate(continuations)]
+
+    def score(self, prefix: str, suffix: str, middle: str, *, ext: str | None = None, end: bool = True) -> float:
+        """Log-probability of `middle` (and, with `end`, the template's end token) after the prompt."""
+        if "score" not in self.capabilities:
+            raise CannotScore(self.unavailable["score"])
+        ids = self._encode(fim.clean(middle, self.specials)) + ([self.end_id] if end else [])
+        if not ids:
+            return 0.0
+        try:
+            config = GenerationConfig(max_tokens=max(len(ids), SCORE_RESERVE))
+            prompt = self.build_prompt(InfillRequest(prefix, suffix, config, ext=ext, heal=False))
+        except ValueError as exc:
+            raise CannotScore(str(exc)) from None
+        return self._continuation_logprobs(prompt, [ids])[0]
+
+    def score_holes(self, pieces: list[str], fills: list[list[str]], *, ext: str | None = None) -> list[float]:
+        """InCoder multi-hole log-probabilities: `K0 <M0> K1 ... <Mn> <M0> F0 <EOM> <M1> F1 <EOM> ...`."""
+        holes = len(pieces) - 1
+        if holes < 1 or holes > self.max_holes:
+            raise CannotScore(self.unavailable.get("multi_hole_score")
+                              or f"{holes} holes: this model scores 1 to {self.max_holes}")
+        if any(len(f) != holes for f in fills):
+            raise ValueError(f"each fill needs {holes} texts")
+        if not fills:
+            return []
+        prompt = self._bos() + self._pieces_ids(self.template.header(ext))
+        for j, piece in enumerate(pieces):
+            prompt += self._encode(fim.clean(piece, self.specials)) + [self.mask_ids[j]]
+        prompt.append(self.mask_ids[0])
+        continuations = []
+        for fill in fills:
+            cont: list[int] = []
+            for j, text in enumerate(fill):
+                cont += ([self.mask_ids[j]] if j else []) + self._encode(fim.clean(text, self.specials)) \
+                    + [self.eom_id]
+            continuations.append(cont)
+        if len(prompt) + max(len(c) for c in continuations) > self.context:
+            raise CannotScore("the holes and their text are longer than the context")
+        return self._continuation_logprobs(prompt, continuations)
+
+    def score_text(self, text: str, *, window: int | None = None) -> tuple[float, int]:
+        """Left-to-right log-likelihood of `text` after BOS (else EOS)."""
+        tok = self.tokenizer
+        start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        ids = [start] + self._encode(text)
+        return windowed_logprob(ids, min(window or self.context, self.context), self._chunk_logprobs)
+
+    @torch.inference_mode()
+    def _chunk_logprobs(self, chunk: list[int]) -> list[float]:
+        x = torch.tensor([chunk], device=self.device)
+        logprobs = torch.log_softmax(self.model(input_ids=x).logits[0, :-1].float(), dim=-1)
+        return logprobs.gather(-1, x[0, 1:, None]).squeeze(-1).tolist()
+

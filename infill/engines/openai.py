@@ -4,26 +4,37 @@ Rules:
 - The prompt is built here with a FIM template (`openai:URL#TEMPLATE`, or `template=`; default
   `infill-spm`, this project's exported models), after every sentinel string is removed from the
   user's text; the server only continues it.
-- The engine talks to the given URL only: `POST {URL}/v1/completions` and, once, `GET {URL}/v1/models`
-  for the served model's name. Redirects are not followed; a failure is one `EngineError` line.
+- The engine talks to the given URL only (httpx, no proxies from the environment, no redirects):
+  `POST {URL}/v1/completions` and, once, `GET {URL}/v1/models` for the served model's name. A failure
+  is one `EngineError` line.
 - Requests stream (server-sent events), so `stream_infill` yields after every chunk; closing the
-  generator, a stop rule or the time budget closes the connection, which cancels the request.
+  generator, a stop rule or the time budget closes the response mid-stream, which drops the
+  connection and so cancels the request on the server.
 - Stop strings (the request's and the template's end tokens) go to the server, and are applied again
   here, since servers differ in how they treat them.
+- What the server can do is asked once, on first use of `capabilities`, with two one-token requests:
+  `echo` + `logprobs` (vLLM) gives "score" (the prompt's own token log-probabilities, so a given
+  middle can be scored); `logprobs` alone gives "sampled_logprobs" (candidates come back with their
+  log-probabilities and can be ranked). A server with neither gets only "infill", and `unavailable`
+  says why. A server that cannot be reached is asked again next time.
+- A score is the sum of the log-probabilities of the echoed tokens that start inside the middle
+  (and the end token), found by the `text_offset`s the server returns.
 """
 from __future__ import annotations
 
-import http.client
 import json
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from urllib.parse import urlsplit
 
-from infill.engine import Completion, CompletionResult, InfillRequest
-from infill.engines import end_of, run_to_end
+import httpx
+
 from infill.engines import templates as fim
+from infill.engines.base import CannotScore, CompletionResult, InfillRequest, end_of, rank, run_to_end
 
 DEFAULT_TEMPLATE = "infill-spm"
+NO_SCORE = "the server returns no prompt logprobs (echo + logprobs on /v1/completions)"
+NO_LOGPROBS = "the server returns no logprobs"
 
 
 class EngineError(ValueError):
@@ -31,7 +42,9 @@ class EngineError(ValueError):
 
 
 class OpenAIEngine:
-    """Infilling through an OpenAI-compatible `/v1/completions` endpoint."""
+    """Infilling (and scoring, where the server allows) through an OpenAI-compatible `/v1/completions`."""
+
+    max_holes = 0
 
     def __init__(self, url: str, *, template: str | None = None, model: str | None = None,
                  timeout_s: float = 60.0):
@@ -42,123 +55,190 @@ class OpenAIEngine:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"openai:URL needs an http(s) URL, got {url!r}")
         self.url = url.rstrip("/")
-        self.scheme, self.host, self.port = parts.scheme, parts.hostname, parts.port
-        self.base_path = parts.path.rstrip("/")
-        if self.base_path.endswith("/v1"):
-            self.base_path = self.base_path[:-3]
+        base = self.url[:-3] if self.url.endswith("/v1") else self.url
         self.template = fim.get(template or DEFAULT_TEMPLATE)
         self.served_model = model
         self.timeout_s = timeout_s
         self.name = f"openai:{self.url}"
         self.device = "remote"
+        self._client = httpx.Client(base_url=base, timeout=timeout_s, follow_redirects=False, trust_env=False)
+        self._caps: frozenset[str] | None = None
+        self.unavailable: dict[str, str] = {"multi_hole_score": "a completions server scores one hole at a time",
+                                            "text_score": "perplexity needs the model's logits, not a server"}
 
     # http -----------------------------------------------------------------------------------------
-    def _connect(self, timeout: float) -> http.client.HTTPConnection:
-        cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
-        return cls(self.host, self.port, timeout=timeout)
-
     def _fail(self, what: str) -> EngineError:
         return EngineError(f"{self.name}: {what}")
 
     def _model_name(self) -> str | None:
         """The served model's id from /v1/models (asked once); None if the server does not say."""
         if self.served_model is None:
-            conn = self._connect(10)
             try:
-                conn.request("GET", self.base_path + "/v1/models")
-                resp = conn.getresponse()
-                data = json.loads(resp.read()) if resp.status == 200 else {}
+                resp = self._client.get("/v1/models", timeout=10)
+                data = resp.json() if resp.status_code == 200 else {}
                 self.served_model = (data.get("data") or [{}])[0].get("id", "")
-            except (OSError, ValueError, http.client.HTTPException, AttributeError):
+            except (httpx.HTTPError, ValueError, AttributeError, IndexError):
                 self.served_model = ""
-            finally:
-                conn.close()
         return self.served_model or None
+
+    def _body(self, **fields) -> dict:
+        if (model := self._model_name()) is not None:
+            fields["model"] = model
+        return fields
+
+    def _post(self, body: dict) -> dict:
+        """One non-streamed completion request; its JSON answer."""
+        try:
+            resp = self._client.post("/v1/completions", json=body)
+        except httpx.HTTPError as exc:
+            raise self._fail(f"cannot reach the server ({exc})") from None
+        if resp.status_code != 200:
+            raise self._fail(f"HTTP {resp.status_code}: {_first_line(resp.text) or resp.reason_phrase}")
+        try:
+            return resp.json()
+        except ValueError:
+            raise self._fail("the answer is not JSON") from None
 
     def drop_session(self, key: str) -> None:
         """Sessions live on the server (its prefix cache), nothing to drop here."""
 
+    def close(self) -> None:
+        self._client.close()
+
+    # capabilities ---------------------------------------------------------------------------------
+    @property
+    def capabilities(self) -> frozenset[str]:
+        if self._caps is None:
+            caps = {"infill"}
+            try:
+                echoed = self._post(self._body(prompt="x = 1", max_tokens=1, temperature=0, echo=True, logprobs=1))
+                if len(_logprobs(echoed).get("token_logprobs") or []) >= 2:
+                    caps |= {"score", "sampled_logprobs"}
+            except EngineError as exc:
+                if "cannot reach" in str(exc):
+                    self.unavailable.update(score=str(exc), sampled_logprobs=str(exc))
+                    return frozenset(caps)  # not cached: asked again once the server is up
+            if "score" not in caps:
+                self.unavailable["score"] = NO_SCORE
+                try:
+                    plain = self._post(self._body(prompt="x = 1", max_tokens=1, temperature=0, logprobs=1))
+                    if _logprobs(plain).get("token_logprobs"):
+                        caps.add("sampled_logprobs")
+                except EngineError:
+                    pass
+                if "sampled_logprobs" not in caps:
+                    self.unavailable["sampled_logprobs"] = NO_LOGPROBS
+            self._caps = frozenset(caps)
+        return self._caps
+
     # generation -----------------------------------------------------------------------------------
+    def _clean(self, text: str) -> str:
+        return fim.clean(text, self.template.sentinels)
+
     def build_prompt(self, req: InfillRequest) -> str:
-        specials = self.template.sentinels
-        return self.template.render(fim.clean(req.prefix, specials), fim.clean(req.suffix, specials))
+        return self.template.render(self._clean(req.prefix), self._clean(req.suffix), req.ext)
 
     def stream_infill(self, req: InfillRequest) -> Generator[None, None, CompletionResult]:
         """Yield after every streamed chunk (a place to cancel); return the CompletionResult."""
         started = time.perf_counter()
-        body = {"prompt": self.build_prompt(req), "max_tokens": req.max_tokens, "temperature": req.temperature,
-                "n": req.n, "stream": True, "stop": list(dict.fromkeys((*req.stop, *self.template.stops)))}
-        if req.top_p is not None:
-            body["top_p"] = req.top_p
-        if req.top_k is not None:
-            body["top_k"] = req.top_k
-        if req.seed is not None:
-            body["seed"] = req.seed
-        if (model := self._model_name()) is not None:
-            body["model"] = model
-        timeout = min(self.timeout_s, req.time_budget_s + 5) if req.time_budget_s else self.timeout_s
-        texts, reasons = [""] * req.n, ["length"] * req.n
-        conn = self._connect(timeout)
+        config = req.config
+        want_logprobs = "sampled_logprobs" in self.capabilities
+        body = {"prompt": self.build_prompt(req), "max_tokens": config.max_tokens, "temperature": config.temperature,
+                "n": config.n, "stream": True, "stop": list(dict.fromkeys((*req.stop, *self.template.stops)))}
+        for key in ("top_p", "top_k", "seed"):
+            if getattr(config, key) is not None:
+                body[key] = getattr(config, key)
+        if want_logprobs:
+            body["logprobs"] = 1
+        body = self._body(**body)
+        n = config.n
+        texts, reasons, logprobs, tokens = [""] * n, ["length"] * n, [0.0] * n, [0] * n
+        timeout = min(self.timeout_s, config.time_budget_s + 5) if config.time_budget_s else self.timeout_s
         try:
-            try:
-                conn.request("POST", self.base_path + "/v1/completions", body=json.dumps(body),
-                             headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
-                resp = conn.getresponse()
-            except (OSError, http.client.HTTPException) as exc:
-                raise self._fail(f"cannot reach the server ({exc})") from None
-            if resp.status != 200:
-                detail = resp.read(500).decode("utf-8", errors="replace").strip().splitlines()
-                raise self._fail(f"HTTP {resp.status}: {detail[0] if detail else resp.reason}")
-            for event in _events(resp, self._fail):
-                for choice in event.get("choices", []):
-                    i = int(choice.get("index", 0))
-                    if 0 <= i < req.n:
-                        texts[i] += choice.get("text", "")
-                        if choice.get("finish_reason"):
-                            reasons[i] = "stop" if choice["finish_reason"] == "stop" else "length"
-                yield
-                if all(end_of(t, req) is not None for t in texts):
-                    reasons = ["stop_rule"] * req.n
-                    break
-                if req.time_budget_s is not None and time.perf_counter() - started > req.time_budget_s:
-                    reasons = ["time"] * req.n
-                    break
-        finally:
-            conn.close()  # also what cancels a request the caller abandoned
-        completions: dict[str, Completion] = {}
-        for text, reason in zip(texts, reasons):
-            if (end := end_of(text, req)) is not None:
-                text = text[:end]
-            completions.setdefault(text, Completion(text, 0, 0.0, reason))
-        return CompletionResult(list(completions.values()), (time.perf_counter() - started) * 1000, 0,
+            with self._client.stream("POST", "/v1/completions", json=body, timeout=timeout,
+                                     headers={"Accept": "text/event-stream"}) as resp:
+                if resp.status_code != 200:
+                    detail = _first_line(resp.read()[:500].decode("utf-8", errors="replace"))
+                    raise self._fail(f"HTTP {resp.status_code}: {detail or resp.reason_phrase}")
+                for event in self._events(resp):
+                    for choice in event.get("choices", []):
+                        i = int(choice.get("index", 0))
+                        if 0 <= i < n:
+                            texts[i] += choice.get("text", "")
+                            lps = [x for x in (_logprobs(choice).get("token_logprobs") or []) if x is not None]
+                            logprobs[i] += sum(lps)
+                            tokens[i] += len(lps)
+                            if choice.get("finish_reason"):
+                                reasons[i] = "stop" if choice["finish_reason"] == "stop" else "length"
+                    yield  # closing the generator here leaves the `with`: the response closes mid-stream
+                    if all(end_of(t, req) is not None for t in texts):
+                        reasons = ["stop_rule"] * n
+                        break
+                    if config.time_budget_s is not None and time.perf_counter() - started > config.time_budget_s:
+                        reasons = ["time"] * n
+                        break
+        except httpx.HTTPError as exc:
+            raise self._fail(f"cannot reach the server, or the stream broke ({exc})") from None
+        rows = zip(texts, tokens, logprobs, reasons)
+        return CompletionResult(rank(rows, req), (time.perf_counter() - started) * 1000, 0,
                                 extra={"template": self.template.name})
+
+    def _events(self, resp: httpx.Response) -> Iterator[dict]:
+        """The JSON payloads of a server-sent-event stream, or of a plain JSON answer, until [DONE]."""
+        if "text/event-stream" not in resp.headers.get("content-type", ""):
+            try:
+                yield json.loads(resp.read())
+            except ValueError:
+                raise self._fail("the answer is not JSON") from None
+            return
+        for line in resp.iter_lines():
+            line = line.strip()
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return
+            try:
+                yield json.loads(data)
+            except ValueError:
+                raise self._fail("a streamed event is not JSON") from None
 
     def infill(self, req: InfillRequest) -> CompletionResult:
         return run_to_end(self.stream_infill(req))
 
+    # scoring --------------------------------------------------------------------------------------
+    def score(self, prefix: str, suffix: str, middle: str, *, ext: str | None = None, end: bool = True) -> float:
+        """Log-probability of `middle` (and, with `end`, the template's first end token) after the
+        prompt, from the server's echoed prompt logprobs."""
+        if "score" not in self.capabilities:
+            raise CannotScore(self.unavailable.get("score", NO_SCORE))
+        prompt = self.build_prompt(InfillRequest(prefix, suffix, ext=ext))
+        full = prompt + self._clean(middle) + (self.template.stops[0] if end else "")
+        if len(full) == len(prompt):
+            return 0.0
+        lp = _logprobs(self._post(self._body(prompt=full, max_tokens=1, temperature=0, echo=True, logprobs=1)))
+        values, offsets = lp.get("token_logprobs") or [], lp.get("text_offset") or []
+        if len(offsets) != len(values):
+            raise CannotScore("the server's logprobs have no text offsets")
+        picked = [v for v, at in zip(values, offsets) if len(prompt) <= at < len(full)]
+        if not picked or any(v is None for v in picked):
+            raise CannotScore("the server returned no logprobs for the middle")
+        return float(sum(picked))
 
-def _events(resp: http.client.HTTPResponse, fail):
-    """The JSON payloads of a server-sent-event stream, or of a plain JSON answer, until [DONE]."""
-    if "text/event-stream" not in (resp.getheader("Content-Type") or ""):
-        try:
-            yield json.loads(resp.read())
-        except ValueError:
-            raise fail("the answer is not JSON") from None
-        return
-    while True:
-        try:
-            line = resp.readline()
-        except (OSError, http.client.HTTPException) as exc:
-            raise fail(f"the stream broke ({exc})") from None
-        if not line:
-            return
-        line = line.strip()
-        if not line.startswith(b"data:"):
-            continue
-        data = line[5:].strip()
-        if data == b"[DONE]":
-            return
-        try:
-            yield json.loads(data)
-        except ValueError:
-            raise fail("a streamed event is not JSON") from None
+    def score_holes(self, pieces: list[str], fills: list[list[str]], *, ext: str | None = None) -> list[float]:
+        raise CannotScore(self.unavailable["multi_hole_score"])
+
+    def score_text(self, text: str, *, window: int | None = None) -> tuple[float, int]:
+        raise CannotScore(self.unavailable["text_score"])
+
+
+def _logprobs(answer: dict) -> dict:
+    """The `logprobs` object of a choice, or of an answer's first choice; {} when there is none."""
+    if "choices" in answer:
+        answer = (answer.get("choices") or [{}])[0]
+    return answer.get("logprobs") or {}
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0] if lines else ""

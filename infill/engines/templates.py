@@ -11,7 +11,8 @@ Families (PSM unless the name ends in `-spm`, which puts the suffix first, as in
 - qwen: `<|fim_prefix|>`, `<|fim_suffix|>`, `<|fim_middle|>` (Qwen2.5-Coder)
 - codellama: `<PRE> prefix <SUF>suffix <MID>` (Code Llama; BOS first, ends at `<EOT>`)
 - incoder: `prefix<|mask:0|>suffix<|mask:1|><|mask:0|>`, ends at `<|endofmask|>` (InCoder)
-- infill: this project's exported models (the qwen-style sentinels, ends at `<|endofmask|>`)
+- infill: this project's exported models (the qwen-style sentinels, ends at `<|endofmask|>`, and the
+  `<|file|> ext=.py` header when the file extension is known)
 """
 from __future__ import annotations
 
@@ -34,8 +35,20 @@ class Template:
     pad: str = ""
     """Text around the prefix for families that expect it (Code Llama's spaces)."""
     incoder: bool = False
+    meta: str = ""
+    """The file-metadata sentinel, for families trained with a header (`<|file|> ext=.py` and a line
+    break before the prompt; this project's models)."""
 
-    def pieces(self, prefix: str, suffix: str) -> list[tuple[str, bool]]:
+    def header(self, ext: str | None) -> list[tuple[str, bool]]:
+        """The file-metadata header for extension `ext`, as pieces ([] without one)."""
+        return [(self.meta, True), (f" ext={ext}\n", False)] if self.meta and ext else []
+
+    @property
+    def ends_in_prefix(self) -> bool:
+        """The prompt ends in the prefix's text (SPM): the cursor token can be healed."""
+        return self.spm and not self.incoder
+
+    def pieces(self, prefix: str, suffix: str, ext: str | None = None) -> list[tuple[str, bool]]:
         """The prompt for one hole as (text, is_sentinel) pieces; generation continues it."""
         S = lambda s: (s, True)  # noqa: E731
         T = lambda s: (s, False)  # noqa: E731
@@ -47,15 +60,15 @@ class Template:
         else:
             p = self.pad
             out = [S(self.pre), T(p + prefix + p), S(self.suf), T(suffix + p), S(self.mid)]
-        return [x for x in out if x[0]]
+        return self.header(ext) + [x for x in out if x[0]]
 
-    def render(self, prefix: str, suffix: str) -> str:
+    def render(self, prefix: str, suffix: str, ext: str | None = None) -> str:
         """The prompt as one string (for a server that parses sentinels in its prompt)."""
-        return "".join(text for text, _ in self.pieces(prefix, suffix))
+        return "".join(text for text, _ in self.pieces(prefix, suffix, ext))
 
     @property
     def sentinels(self) -> tuple[str, ...]:
-        return tuple(s for s in (self.pre, self.suf, self.mid, *self.stops) if s)
+        return tuple(s for s in (self.pre, self.suf, self.mid, self.meta, *self.stops) if s)
 
 
 _QWEN_STOPS = ("<|endoftext|>", "<|fim_pad|>", "<|file_sep|>", "<|repo_name|>", "<|im_end|>")
@@ -70,7 +83,7 @@ _FAMILIES: dict[str, Template] = {
     "incoder": Template("incoder", infill_tokens.mask_token(0), infill_tokens.mask_token(1), "",
                         (infill_tokens.EOM,), incoder=True),
     "infill": Template("infill", infill_tokens.FIM_PREFIX, infill_tokens.FIM_SUFFIX, infill_tokens.FIM_MIDDLE,
-                       (infill_tokens.EOM, infill_tokens.EOS)),
+                       (infill_tokens.EOM, infill_tokens.EOS), meta=infill_tokens.FILE_META),
 }
 TEMPLATES: dict[str, Template] = dict(_FAMILIES)
 TEMPLATES.update({f"{k}-spm": Template(**{**v.__dict__, "name": f"{k}-spm", "spm": True})

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from infill.config import PROMPT_FORMATS
 
-FORMATS = (*PROMPT_FORMATS, "l2r")
-"""What --format takes: the model formats, and the prefix alone (left-to-right)."""
+FORMATS = PROMPT_FORMATS
+"""What --format takes: the model formats (`l2r` is the prefix alone)."""
 
 EXAMPLES = """examples:
   infill eval humaneval-infilling --split single-line --model ckpt/ --out runs/sl
@@ -35,8 +35,8 @@ def _print_summary(summary: dict) -> None:
 
 
 def _engine(args):
-    from infill.engine import LocalEngine
-    from infill.load import load_engine
+    from infill.engines.local import LocalEngine
+    from infill.engines.load import load_engine
 
     engine = load_engine(args.model, device=args.device, template=args.template)
     fmt = getattr(args, "format", None)
@@ -107,15 +107,13 @@ def cmd_score(args) -> int:
 
 
 def cmd_middle_bpb(args) -> int:
-    from infill.engine import LocalEngine
     from infill.evaluate import humaneval
 
     tasks = humaneval.load_tasks(args.split, args.limit)
     engine = _engine(args)
-    if not isinstance(engine, LocalEngine):
-        raise ValueError("middle-bpb needs an infill checkpoint (it scores with the model's own logits)")
-    meta = {"eval": "middle-bpb", "split": args.split, "model": engine.name, "format": engine.format,
-            "limit": args.limit}
+    fmt = getattr(engine, "format", None) or getattr(getattr(engine, "template", None), "name", None)
+    meta = {"eval": "middle-bpb", "split": args.split, "model": engine.name, "engine": type(engine).__name__,
+            "format": fmt, "limit": args.limit}
     summary = humaneval.middle_bits(engine, tasks, Path(args.out), meta=meta, progress=not args.quiet)
     _print_summary(summary)
     return 0

@@ -3,25 +3,18 @@
 Rules:
 - A directory that holds data-pipeline shards (`*.jsonl.gz` / `*.jsonl`, one JSON record per line
   with `text`, `path`, `language` and `split`) yields their records whose split is not `train`
-  (the pipeline's `validation` groups, which no training step saw). The format is read directly:
-  `infill` never imports `train`.
+  (the pipeline's `validation` groups, which no training step saw), read by `infill.corpus`.
 - Any other directory yields its source files (recursively, sorted, UTF-8 only), with the language
-  from the file extension; hidden directories and `__pycache__` are skipped.
+  from the file extension (`infill.corpus.LANGUAGES`); hidden directories and `__pycache__` are skipped.
 - Order is deterministic, so `--limit N` always means the same N documents.
 """
 from __future__ import annotations
 
-import gzip
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-LANGUAGES: dict[str, str] = {
-    ".py": "python", ".pyi": "python", ".js": "javascript", ".mjs": "javascript", ".jsx": "javascript",
-    ".ts": "typescript", ".tsx": "typescript", ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp",
-    ".hpp": "cpp", ".cu": "cpp", ".java": "java", ".go": "go", ".rs": "rust", ".sh": "shell",
-}
+from infill.corpus import LANGUAGES, read_shard
 
 
 @dataclass(frozen=True)
@@ -42,20 +35,14 @@ def iter_documents(directory: Path, languages: set[str] | None = None) -> Iterat
     shards = _shards(directory)
     if shards:
         for shard in shards:
-            opener = gzip.open if shard.name.endswith(".gz") else open
-            with opener(shard, "rt", encoding="utf-8") as f:
-                for n, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                        text, language = record["text"], record.get("language") or ""
-                    except (ValueError, KeyError, TypeError):
-                        raise ValueError(f"{shard}:{n}: not a data-shard record (needs text and language)") from None
-                    if record.get("split") == "train" or not text:
-                        continue
-                    if languages is None or language in languages:
-                        yield Document(record.get("path", f"{shard.name}:{n}"), language, text)
+            for n, record in enumerate(read_shard(shard), 1):
+                text, language = record.get("text"), record.get("language") or ""
+                if not isinstance(text, str):
+                    raise ValueError(f"{shard}: record {n} is not a data-shard record (needs text and language)")
+                if record.get("split") == "train" or not text:
+                    continue
+                if languages is None or language in languages:
+                    yield Document(record.get("path", f"{shard.name}:{n}"), language, text)
         return
     for path in sorted(directory.rglob("*")):
         if any(part.startswith(".") or part == "__pycache__" for part in path.relative_to(directory).parts):

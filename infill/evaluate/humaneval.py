@@ -72,7 +72,7 @@ def generate(engine, tasks: list[dict], split: str, *, samples: int = 1, tempera
     Each sample is its own request with its own seed: engines merge identical candidates of one
     request, and a merged duplicate would bias pass@k. Greedy decoding (temperature 0) asks once and
     repeats the answer `samples` times, since every greedy sample is the same."""
-    from infill.engine import InfillRequest
+    from infill.engines import GenerationConfig, InfillRequest
 
     if max_tokens is None:
         max_tokens = 64 if split == "single-line" else 256
@@ -80,9 +80,9 @@ def generate(engine, tasks: list[dict], split: str, *, samples: int = 1, tempera
     for i, task in enumerate(tasks):
         texts = []
         for j in range(1 if temperature == 0 else samples):
-            req = InfillRequest(prefix=task["prompt"], suffix=task["suffix"], max_tokens=max_tokens,
-                                temperature=temperature, top_p=0.95 if temperature > 0 else None,
-                                seed=seed + i * 1000 + j, stop=stop, ext=".py")
+            config = GenerationConfig(max_tokens=max_tokens, temperature=temperature,
+                                      top_p=0.95 if temperature > 0 else None, seed=seed + i * 1000 + j)
+            req = InfillRequest(task["prompt"], task["suffix"], config, stop=stop, ext=".py")
             texts.append(postprocess(split, engine.infill(req).text))
         yield task, texts * samples if temperature == 0 else texts
 
@@ -192,31 +192,25 @@ def middle_bits(engine, tasks: list[dict], out_dir: Path | None, *, meta: dict |
     writes `tasks.jsonl` (per task) and `summary.json` to `out_dir` (if given), returns the summary.
 
     The likelihood form of the benchmark: it still separates models whose greedy middles all fail
-    (pass@1 at its floor). The middle is scored as its own tokens after the prompt (no token healing,
-    no end token, so every format scores the same tokens); the prompt is fitted to the context as for
-    generation. Needs an engine with a local model (`LocalEngine`)."""
-    import torch
+    (pass@1 at its floor). The middle is scored as its own tokens after the prompt (`engine.score`
+    without the end token, so every format scores the same tokens), the prompt fitted to the context
+    as for generation. Needs an engine that can score ("score" in `engine.capabilities`)."""
     from tqdm import tqdm
 
-    from infill.engine import InfillRequest
-    from infill.generation import score
+    from infill.engines import CannotScore
 
-    tok = engine.tokenizer
+    if "score" not in engine.capabilities:
+        raise CannotScore(f"middle-bpb needs an engine that scores text: {engine.unavailable.get('score')}")
     bits = total_bytes = 0.0
     per_task = []
     for task in tqdm(tasks, desc="middles", unit="task", file=sys.stderr, disable=not progress):
         middle = task["canonical_solution"]
-        ids = tok.encode(middle)
-        req = InfillRequest(prefix=task["prompt"], suffix=task["suffix"], max_tokens=len(ids), ext=".py", heal=False)
-        prompt, _ = engine.build_prompt(req)
-        with torch.no_grad():
-            [logprob] = score(engine.model, prompt, [ids])
+        logprob = engine.score(task["prompt"], task["suffix"], middle, ext=".py", end=False)
         n = len(middle.encode("utf-8"))
         task_bits = -logprob / math.log(2)
         bits += task_bits
         total_bytes += n
-        per_task.append({"task_id": task["task_id"], "bits": round(task_bits, 4), "bytes": n,
-                         "prompt_tokens": len(prompt)})
+        per_task.append({"task_id": task["task_id"], "bits": round(task_bits, 4), "bytes": n})
     summary = {**(meta or {}), "bits_per_byte": round(bits / max(total_bytes, 1), 4), "tasks": len(tasks)}
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)

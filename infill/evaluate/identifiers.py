@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from infill.evaluate.documents import Document, iter_documents
+from infill.text import cut_annotation, normalise
 
 DEFAULT_LIMIT = 500
 MIN_NAME = 4
@@ -134,34 +135,6 @@ def name_items(doc: Document) -> Iterator[Item]:
         yield Item(where, "name", pieces[0], "_".join(pieces[1:]), chosen)
 
 
-def cut_annotation(text: str, stops: str) -> str:
-    """`text` up to the first character of `stops` outside brackets and strings, or a line break."""
-    depth, quote = 0, ""
-    for i, ch in enumerate(text):
-        if quote:
-            if ch == quote:
-                quote = ""
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            if depth == 0 and ch in stops:
-                return text[:i]
-            depth -= 1
-        elif ch == "\n" or (depth == 0 and ch in stops):
-            return text[:i]
-    return text
-
-
-def normalise(annotation: str) -> str | None:
-    """The canonical text of an annotation (`ast` round trip), or None if it does not parse."""
-    try:
-        return ast.unparse(ast.parse(annotation.strip(), mode="eval").body)
-    except (SyntaxError, ValueError, RecursionError):
-        return None
-
-
 def predicted(item: Item, middle: str) -> str | None:
     if item.kind == "name":
         m = _IDENT.match(middle)
@@ -172,7 +145,7 @@ def predicted(item: Item, middle: str) -> str | None:
 def _run(engine, items: Iterator[Item], out_dir: Path, name: str, limit: int | None, progress: bool) -> dict:
     from tqdm import tqdm
 
-    from infill.engine import InfillRequest
+    from infill.engines import GenerationConfig, InfillRequest
 
     started = time.monotonic()
     limit = DEFAULT_LIMIT if limit is None else limit
@@ -183,7 +156,7 @@ def _run(engine, items: Iterator[Item], out_dir: Path, name: str, limit: int | N
         for n, item in enumerate(items):
             if n >= limit:
                 break
-            req = InfillRequest(prefix=item.prefix, suffix=item.suffix, max_tokens=24, stop=("\n",), ext=".py")
+            req = InfillRequest(item.prefix, item.suffix, GenerationConfig(max_tokens=24), stop=("\n",), ext=".py")
             middle = engine.infill(req).text
             guess = predicted(item, middle)
             right = guess is not None and guess == (item.target if item.kind == "name" else normalise(item.target))

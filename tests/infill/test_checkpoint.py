@@ -158,7 +158,7 @@ def test_check_fits():
 
 def test_hugging_face_directories_are_checked_too(tmp_path):
     from infill.config import hf_load_bytes
-    from infill.load import load_engine
+    from infill.engines import load_engine
 
     llama = {"model_type": "llama", "vocab_size": 1000, "hidden_size": 64, "num_hidden_layers": 2,
              "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 160,

@@ -4,7 +4,9 @@ import sys
 
 import pytest
 
-from infill import cli, load
+from infill import cli
+from infill.text import split_at
+from infill.engines import load
 
 
 @pytest.fixture
@@ -94,10 +96,10 @@ def test_export_checkpoint_dtype(tmp_path, tiny_checkpoint, capsys):
 
 def test_split_at():
     text = "ab\ncd\n"
-    assert cli.split_at(text, 1, 1) == ("", text)
-    assert cli.split_at(text, 2, 3) == ("ab\ncd", "\n")
-    assert cli.split_at(text, 3, 1) == (text, "")
-    assert cli.split_at("héllo", 1, 3) == ("hé", "llo")
+    assert split_at(text, 1, 1) == ("", text)
+    assert split_at(text, 2, 3) == ("ab\ncd", "\n")
+    assert split_at(text, 3, 1) == (text, "")
+    assert split_at("héllo", 1, 3) == ("hé", "llo")
 
 
 def test_console_script_help():

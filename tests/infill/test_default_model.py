@@ -5,7 +5,8 @@ import json
 
 import torch
 
-from infill import cli, load
+from infill import cli
+from infill.engines import load
 from infill.checkpoint import load_checkpoint
 
 MAX_BYTES = 50 * 2**20

@@ -1,47 +1,17 @@
 """HFEngine on tiny random transformers models, one per FIM template family; nothing is downloaded."""
+import json
+import math
+
 import pytest
 import torch
 
-from infill import cli, load
-from infill.engine import InfillRequest, LocalEngine
-from infill.engines import Engine
+from infill import cli
+from infill.engines import CannotScore, Engine, GenerationConfig, InfillRequest, load
 from infill.engines import templates as fim
+from infill.engines.local import LocalEngine
 from infill.engines.hf import HFEngine
 
-FAMILIES = {
-    # family: (special tokens, bos, eos)
-    "starcoder": (["<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>"], "<|endoftext|>", "<|endoftext|>"),
-    "santacoder": (["<fim-prefix>", "<fim-middle>", "<fim-suffix>", "<fim-pad>"], "<|endoftext|>", "<|endoftext|>"),
-    "deepseek": (["<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"], "<｜begin▁of▁sentence｜>",
-                 "<｜end▁of▁sentence｜>"),
-    "qwen": (["<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|file_sep|>"], None,
-             "<|endoftext|>"),
-    "codellama": (["<PRE>", "<SUF>", "<MID>", "<EOT>"], "<s>", "</s>"),
-    "incoder": (["<|mask:0|>", "<|mask:1|>", "<|endofmask|>"], "<|endoftext|>", "<|endoftext|>"),
-}
-TEXTS = ["def add(a, b):\n    return a + b\n", "for i in range(10):\n    print(i)\n", "x = [1, 2, 3]\n"] * 5
-
-
-def build(directory, family, seed=0):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    extra, bos, eos = FAMILIES[family]
-    specials = [t for t in dict.fromkeys([eos, bos, *extra]) if t]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(TEXTS, trainers.BpeTrainer(vocab_size=320, special_tokens=specials,
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos,
-                                     additional_special_tokens=extra)
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(hf_tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         bos_token_id=hf_tok.bos_token_id, eos_token_id=hf_tok.eos_token_id)
-    LlamaForCausalLM(config).save_pretrained(directory)
-    hf_tok.save_pretrained(directory)
-    return directory
+from hf_models import FAMILIES, build
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
@@ -68,7 +38,7 @@ def test_template_detected_and_prompt_built(family_dir):
     assert isinstance(engine, HFEngine) and isinstance(engine, Engine)
     assert engine.template.name == family
     t = engine.template
-    req = InfillRequest(prefix=f"x = 1{t.pre}{t.suf}\n", suffix=f"y = 2{t.mid or t.pre}\n", max_tokens=4)
+    req = InfillRequest(f"x = 1{t.pre}{t.suf}\n", f"y = 2{t.mid or t.pre}\n", GenerationConfig(max_tokens=4))
     prompt = engine.build_prompt(req)
     ids = {s: engine.tokenizer.convert_tokens_to_ids(s) for s in (t.pre, t.suf, t.mid) if s}
     # the user's sentinel strings are gone: each template sentinel appears exactly where the template puts it
@@ -83,7 +53,7 @@ def test_template_detected_and_prompt_built(family_dir):
 def test_greedy_matches_a_cacheless_reference(family_dir):
     _, directory = family_dir
     engine = HFEngine.from_pretrained(str(directory), device="cpu")
-    req = InfillRequest(prefix="def add(a, b):\n    return ", suffix="\n", max_tokens=12)
+    req = InfillRequest("def add(a, b):\n    return ", "\n", GenerationConfig(max_tokens=12))
     prompt = engine.build_prompt(req)
     ref = greedy_ref(engine.model, prompt, engine.stop_ids, 12)
     result = engine.infill(req)
@@ -91,16 +61,57 @@ def test_greedy_matches_a_cacheless_reference(family_dir):
     assert result.text == expected and result.candidates[0].tokens == len(ref)
 
 
+@torch.inference_mode()
+def logprob_ref(model, prompt, cont):
+    """Log-probability of `cont` after `prompt` by one plain forward pass."""
+    lp = torch.log_softmax(model(input_ids=torch.tensor([prompt + cont])).logits[0].float(), -1)
+    return sum(float(lp[len(prompt) - 1 + i, t]) for i, t in enumerate(cont))
+
+
+def test_scores_match_a_plain_forward(family_dir):
+    family, directory = family_dir
+    engine = HFEngine.from_pretrained(str(directory), device="cpu")
+    assert {"infill", "score", "sampled_logprobs", "text_score"} <= engine.capabilities
+    prompt = engine.build_prompt(InfillRequest("def f(", "):\n"))
+    middle = engine.tokenizer("a, b", add_special_tokens=False)["input_ids"]
+    end = engine.tokenizer.convert_tokens_to_ids(engine.template.stops[0])
+    assert math.isclose(engine.score("def f(", "):\n", "a, b"), logprob_ref(engine.model, prompt, middle + [end]),
+                        rel_tol=1e-4)
+    assert math.isclose(engine.score("def f(", "):\n", "a, b", end=False), logprob_ref(engine.model, prompt, middle),
+                        rel_tol=1e-4)
+    text = "for i in range(10):\n    print(i)\n"
+    ids = engine.tokenizer(text, add_special_tokens=False)["input_ids"]
+    start = engine.tokenizer.bos_token_id if engine.tokenizer.bos_token_id is not None else engine.tokenizer.eos_token_id
+    logprob, n = engine.score_text(text)
+    assert n == len(ids) and math.isclose(logprob, logprob_ref(engine.model, [start], ids), rel_tol=1e-4)
+    pieces, fills = ["x = ", " + ", "\n"], [["a", "a"], ["b", "b"]]
+    if family != "incoder":
+        assert "multi_hole_score" not in engine.capabilities and engine.unavailable["multi_hole_score"]
+        with pytest.raises(CannotScore):
+            engine.score_holes(pieces, fills)
+        return
+    assert "multi_hole_score" in engine.capabilities and engine.max_holes == 1
+    got = engine.score_holes(pieces[1:], [f[:1] for f in fills])
+    tok = engine.tokenizer
+    m0, m1, eom = (tok.convert_tokens_to_ids(t) for t in ("<|mask:0|>", "<|mask:1|>", "<|endofmask|>"))
+    enc = lambda t: tok(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    prompt = enc(" + ") + [m0] + enc("\n") + [m1, m0]
+    for value, fill in zip(got, ["a", "b"]):
+        assert math.isclose(value, logprob_ref(engine.model, prompt, enc(fill) + [eom]), rel_tol=1e-4)
+    with pytest.raises(CannotScore):
+        engine.score_holes(pieces, fills)  # two holes need three mask tokens
+
+
 def test_session_reuse_and_cancel(tmp_path):
     engine = HFEngine.from_pretrained(str(build(tmp_path / "m", "starcoder")), device="cpu")
-    base = InfillRequest(prefix="def add(a, b):\n    return a", suffix="\n", max_tokens=6)
+    base = InfillRequest("def add(a, b):\n    return a", "\n", GenerationConfig(max_tokens=6))
     first = engine.infill(InfillRequest(**{**base.__dict__, "session": "doc"}))
     longer = InfillRequest(**{**base.__dict__, "prefix": base.prefix + " +", "session": "doc"})
     second = engine.infill(longer)
     assert first.cached_tokens == 0 and second.cached_tokens > 0
     fresh = engine.infill(InfillRequest(**{**longer.__dict__, "session": None}))
     assert second.text == fresh.text  # reuse changes nothing but the work done
-    gen = engine.stream_infill(InfillRequest(prefix="x = ", max_tokens=50, session="doc"))
+    gen = engine.stream_infill(InfillRequest("x = ", config=GenerationConfig(max_tokens=50), session="doc"))
     next(gen)
     gen.close()  # cancelled after one token: the session still answers correctly
     again = engine.infill(InfillRequest(**{**longer.__dict__}))
@@ -111,10 +122,11 @@ def test_session_reuse_and_cancel(tmp_path):
 
 def test_stop_strings_and_sampling(tmp_path):
     engine = HFEngine.from_pretrained(str(build(tmp_path / "m", "qwen")), device="cpu")
-    req = InfillRequest(prefix="for i in", suffix="", max_tokens=20, temperature=1.0, seed=3, n=3)
+    req = InfillRequest("for i in", "", GenerationConfig(max_tokens=20, temperature=1.0, seed=3, n=3))
     a, b = engine.infill(req), engine.infill(req)
     assert [c.text for c in a.candidates] == [c.text for c in b.candidates]  # seeded
-    stopped = engine.infill(InfillRequest(prefix="x", max_tokens=30, temperature=1.0, seed=0, stop=(" ",)))
+    stopped = engine.infill(InfillRequest("x", config=GenerationConfig(max_tokens=30, temperature=1.0, seed=0),
+                                          stop=(" ",)))
     assert " " not in stopped.text
 
 
@@ -124,10 +136,26 @@ def test_infill_export_loads_as_hf_and_agrees_with_local(tmp_path, tiny_checkpoi
     assert isinstance(hf, HFEngine) and hf.template.name == "infill-spm"
     local = load.load_engine(str(tiny_checkpoint), device="cpu")
     assert isinstance(local, LocalEngine) and isinstance(local, Engine)
-    req = InfillRequest(prefix="def add(a, b):\n    return ", suffix="\n\nprint(add(1, 2))\n", max_tokens=10,
+    req = InfillRequest("def add(a, b):\n    return ", "\n\nprint(add(1, 2))\n", GenerationConfig(max_tokens=10),
                         heal=False)
     assert hf.build_prompt(req) == local.build_prompt(req)[0]
     assert hf.infill(req).text == local.infill(req).text
+    # with the file header and token healing at the cursor, greedy and sampled, as the editor asks
+    for config in (GenerationConfig(max_tokens=10), GenerationConfig(max_tokens=6, temperature=0.8, seed=3, n=4)):
+        req = InfillRequest("def add(a, b):\n    return a", "\n", config, ext=".py")
+        assert hf.healed_prompt(req)[0] == local.build_prompt(req)[0]
+        assert hf.healed_prompt(req)[1].encode() == local.build_prompt(req)[1] != b""
+        got, want = hf.infill(req), local.infill(req)
+        assert [c.text for c in got.candidates] == [c.text for c in want.candidates]
+        assert all(math.isclose(g.logprob, w.logprob, rel_tol=1e-3, abs_tol=1e-4)
+                   for g, w in zip(got.candidates, want.candidates))
+    # the same weights score the same: one hole, several holes (InCoder), a whole document
+    assert hf.capabilities == local.capabilities and hf.max_holes == local.max_holes > 1
+    assert math.isclose(hf.score("def f(", "):\n", "a, b"), local.score("def f(", "):\n", "a, b"), rel_tol=1e-4)
+    pieces, fills = ["x = ", " + ", "\n"], [["a", "a"], ["bb", "bb"]]
+    for h, lo in zip(hf.score_holes(pieces, fills), local.score_holes(pieces, fills)):
+        assert math.isclose(h, lo, rel_tol=1e-4)
+    assert math.isclose(hf.score_text("x = 1\n")[0], local.score_text("x = 1\n")[0], rel_tol=1e-4)
 
 
 def test_templates_and_errors(tmp_path):
@@ -146,3 +174,43 @@ def test_templates_and_errors(tmp_path):
     directory = build(tmp_path / "m", "starcoder")
     with pytest.raises(ValueError, match="tokenizer lacks"):
         HFEngine.from_pretrained(str(directory), device="cpu", template="deepseek")
+
+
+ANNOTATED = '''\
+def mean(values: list[float], start: int = 0) -> float:
+    total = start
+    for value in values:
+        total += value
+    return total / len(values)
+
+
+def label(count: int, word: str) -> str:
+    suffix = "" if count == 1 else "s"
+    return f"{count} {word}{suffix}"
+'''
+
+
+def test_eval_types_names_and_middle_bpb_on_the_hf_engine(tmp_path, tiny_checkpoint, capsys):
+    """The evaluations that score run on a transformers model too: the export of the tiny checkpoint
+    gives the local engine's figures (same weights, greedy)."""
+    assert cli.main(["export", "--hf", str(tmp_path / "hf"), "--model", str(tiny_checkpoint)]) == 0
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "m.py").write_text(ANNOTATED)
+    figures = {}
+    for model in (str(tiny_checkpoint), str(tmp_path / "hf")):
+        for name, extra in (("types", ["--data", str(tmp_path / "d"), "--limit", "6"]),
+                            ("names", ["--data", str(tmp_path / "d"), "--limit", "3"]),
+                            ("middle-bpb", ["--limit", "2"])):
+            out = tmp_path / f"{name}-{len(figures)}"
+            assert cli.main(["eval", name, "--model", model, *extra, "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+            summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+            rows = (out / ("tasks.jsonl" if name == "middle-bpb" else "items.jsonl")).read_text().splitlines()
+            figures[model, name] = (summary, [json.loads(r) for r in rows])
+    hf, local = str(tmp_path / "hf"), str(tiny_checkpoint)
+    assert figures[hf, "types"][0]["engine"] == "HFEngine" and figures[hf, "middle-bpb"][0]["engine"] == "HFEngine"
+    for name in ("types", "names"):
+        assert [r["middle"] for r in figures[hf, name][1]] == [r["middle"] for r in figures[local, name][1]]
+        assert figures[hf, name][0]["exact"] == figures[local, name][0]["exact"]
+        assert figures[hf, name][0]["items"] == (6 if name == "types" else 2)
+    for h, lo in zip(figures[hf, "middle-bpb"][1], figures[local, "middle-bpb"][1]):
+        assert math.isclose(h["bits"], lo["bits"], rel_tol=1e-3)

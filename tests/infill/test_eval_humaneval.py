@@ -113,7 +113,8 @@ def test_model_run_end_to_end(tmp_path, tiny_checkpoint, capsys):
 
 
 def test_l2r_format_prompts_with_the_prefix_alone(tmp_path, tiny_checkpoint, capsys):
-    from infill.engine import InfillRequest, LocalEngine
+    from infill.engines import GenerationConfig, InfillRequest
+    from infill.engines.local import LocalEngine
 
     out = tmp_path / "l2r"
     code = cli.main(["eval", "humaneval-infilling", "--format", "l2r", "--model", str(tiny_checkpoint),
@@ -126,12 +127,13 @@ def test_l2r_format_prompts_with_the_prefix_alone(tmp_path, tiny_checkpoint, cap
     for task, row in zip(load_humaneval_infilling("single-line")[:2], rows):
         with_suffix = InfillRequest(prefix=task["prompt"], suffix=task["suffix"], ext=".py")
         assert engine.build_prompt(with_suffix) == engine.build_prompt(InfillRequest(prefix=task["prompt"], ext=".py"))
-        alone = engine.infill(InfillRequest(prefix=task["prompt"], max_tokens=8, stop=("\n",), ext=".py")).text
+        alone = engine.infill(InfillRequest(task["prompt"], config=GenerationConfig(max_tokens=8), stop=("\n",),
+                                            ext=".py")).text
         assert row["completion"] == humaneval.postprocess("single-line", alone)
 
 
 def test_format_is_for_infill_checkpoints_only(tmp_path, capsys, monkeypatch):
-    from infill import load
+    from infill.engines import load
 
     class Other:  # any engine that is not a LocalEngine
         name, device = "other", "cpu"
@@ -164,7 +166,7 @@ def test_middle_bpb_scores_the_canonical_middle(tmp_path, tiny_checkpoint, capsy
     import torch
 
     from infill import formats
-    from infill.engine import LocalEngine
+    from infill.engines.local import LocalEngine
     from infill.generation import score
 
     code = cli.main(["eval", "middle-bpb", "--model", str(tiny_checkpoint), "--limit", "3", "--out", str(tmp_path / "m"),

@@ -2,7 +2,7 @@
 import json
 
 from infill import cli
-from infill.engine import Completion, CompletionResult
+from infill.engines import Completion, CompletionResult
 from infill.evaluate import identifiers
 from infill.evaluate.documents import Document
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from infill import cli
-from infill.engine import LocalEngine
+from infill.engines.local import LocalEngine
 from infill.evaluate import perplexity
 from infill.evaluate.documents import iter_documents
 
@@ -25,14 +25,14 @@ def test_nll_matches_one_full_forward(engine, tiny_tokenizer):
     with torch.no_grad():
         logprobs = torch.log_softmax(engine.model(torch.tensor([ids]))[0].float(), -1)
     ref = -sum(float(logprobs[i, ids[i + 1]]) for i in range(len(ids) - 1))
-    nll, tokens = perplexity._Scorer(engine).nll(CODE)
-    assert tokens == len(ids) - 1 and nll == pytest.approx(ref, rel=1e-5)
+    logprob, tokens = engine.score_text(CODE)
+    assert tokens == len(ids) - 1 and -logprob == pytest.approx(ref, rel=1e-5)
 
 
 def test_windows_score_every_token_once(engine, tiny_tokenizer):
     text = CODE * 20
-    full, n_full = perplexity._Scorer(engine).nll(text)
-    windowed, n_windowed = perplexity._Scorer(engine).nll(text, max_tokens=64)
+    full, n_full = engine.score_text(text)
+    windowed, n_windowed = engine.score_text(text, window=64)
     assert n_full == n_windowed == len(tiny_tokenizer.encode(text))
     assert windowed == pytest.approx(full, rel=0.1) and windowed != full
 

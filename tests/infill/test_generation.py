@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from infill.engine import InfillRequest, LocalEngine
+from infill.engines import InfillRequest
+from infill.engines.local import LocalEngine
 from infill.generation import GenerationConfig, generate, sample, score
 from infill.model import KVCache
 
@@ -81,11 +82,12 @@ def engine(tiny_model, tiny_tokenizer):
 
 def test_session_cache_reuses_prefix_and_changes_nothing(engine):
     prefix, suffix = SOURCE[:3000], SOURCE[3000:4000]
-    plain = [engine.infill(InfillRequest(prefix + extra, suffix, max_tokens=8)) for extra in ("", "d", "de")]
-    first = engine.infill(InfillRequest(prefix, suffix, max_tokens=8, session="doc"))
+    plain = [engine.infill(InfillRequest(prefix + extra, suffix,
+                                         GenerationConfig(max_tokens=8))) for extra in ("", "d", "de")]
+    first = engine.infill(InfillRequest(prefix, suffix, GenerationConfig(max_tokens=8), session="doc"))
     assert first.cached_tokens == 0
     for extra, expected in zip(("", "d", "de"), plain):
-        got = engine.infill(InfillRequest(prefix + extra, suffix, max_tokens=8, session="doc"))
+        got = engine.infill(InfillRequest(prefix + extra, suffix, GenerationConfig(max_tokens=8), session="doc"))
         assert got.text == expected.text
         assert got.cached_tokens >= got.prompt_tokens - 3
 
@@ -93,7 +95,7 @@ def test_session_cache_reuses_prefix_and_changes_nothing(engine):
 def test_session_memory_is_bounded(tiny_model, tiny_tokenizer):
     engine = LocalEngine(tiny_model, tiny_tokenizer, cache_mb=0.2)
     for i in range(6):
-        engine.infill(InfillRequest(SOURCE[:2000], "", max_tokens=4, session=f"doc{i}"))
+        engine.infill(InfillRequest(SOURCE[:2000], "", GenerationConfig(max_tokens=4), session=f"doc{i}"))
     assert 1 <= len(engine.sessions) < 6
     assert sum(s.cache.nbytes() for s in engine.sessions.values()) <= 0.2 * 2**20 or len(engine.sessions) == 1
     assert "doc5" in engine.sessions  # the most recent survives
@@ -104,8 +106,8 @@ def test_token_healing(engine, tiny_tokenizer):
     prompt, heal = engine.build_prompt(InfillRequest(prefix, "\n"))
     assert heal and prefix.encode().endswith(heal)
     assert tiny_tokenizer.decode(prompt).endswith(prefix[:-len(heal)])
-    result = engine.infill(InfillRequest(prefix, "\n", max_tokens=5))
-    unhealed = engine.infill(InfillRequest(prefix, "\n", max_tokens=5, heal=False))
+    result = engine.infill(InfillRequest(prefix, "\n", GenerationConfig(max_tokens=5)))
+    unhealed = engine.infill(InfillRequest(prefix, "\n", GenerationConfig(max_tokens=5), heal=False))
     assert result.candidates[0].tokens == 5 and unhealed.text != result.text or True
     # the first generated token was forced to start with the healed bytes, which the text then omits
     mask = engine._heal_mask(heal)
@@ -113,24 +115,25 @@ def test_token_healing(engine, tiny_tokenizer):
 
 
 def test_stop_strings_and_n_candidates(engine):
-    base = engine.infill(InfillRequest(SOURCE[:500], SOURCE[500:900], max_tokens=12))
+    base = engine.infill(InfillRequest(SOURCE[:500], SOURCE[500:900], GenerationConfig(max_tokens=12)))
     assert base.text
     cut = base.text[len(base.text) // 2:][:2]
     if cut:
-        stopped = engine.infill(InfillRequest(SOURCE[:500], SOURCE[500:900], max_tokens=12, stop=(cut,)))
+        stopped = engine.infill(InfillRequest(SOURCE[:500], SOURCE[500:900], GenerationConfig(max_tokens=12),
+                                              stop=(cut,)))
         assert cut not in stopped.text and base.text.startswith(stopped.text)
-    many = engine.infill(InfillRequest(SOURCE[:500], SOURCE[500:900], max_tokens=6, n=4, temperature=1.0, seed=1,
-                                       session="s"))
+    many = engine.infill(InfillRequest(SOURCE[:500], SOURCE[500:900],
+                                       GenerationConfig(max_tokens=6, n=4, temperature=1.0, seed=1), session="s"))
     logprobs = [c.logprob for c in many.candidates]
     assert logprobs == sorted(logprobs, reverse=True) and len({c.text for c in many.candidates}) == len(logprobs)
 
 
 def test_prompt_budget_trims_at_lines(engine):
     long_prefix = SOURCE * 3
-    prompt, _ = engine.build_prompt(InfillRequest(long_prefix, SOURCE, max_tokens=64))
+    prompt, _ = engine.build_prompt(InfillRequest(long_prefix, SOURCE, GenerationConfig(max_tokens=64)))
     assert len(prompt) <= engine.model.config.max_seq_len - 64
     with pytest.raises(ValueError, match="leaves no room"):
-        engine.build_prompt(InfillRequest("x", "", max_tokens=10_000))
+        engine.build_prompt(InfillRequest("x", "", GenerationConfig(max_tokens=10_000)))
 
 
 def test_lookup_draft():
@@ -173,3 +176,20 @@ def test_speculation_accepts_drafts(tiny_model):
     finally:
         del tiny_model.forward
     assert len(out.tokens) == 60 and len(calls) < 40
+
+
+def test_an_engine_is_freed_once_dropped(tiny_model, tiny_tokenizer):
+    """The heal masks live on the engine (an lru_cache on the method kept every engine, model included)."""
+    import copy
+    import gc
+    import weakref
+
+    engine = LocalEngine(copy.deepcopy(tiny_model), tiny_tokenizer)
+    prompt, heal = engine.build_prompt(InfillRequest("def add(a, b):\n    return a", "\n"))
+    assert heal  # the cursor token was backed off: a mask was built
+    engine.infill(InfillRequest("def add(a, b):\n    return a", "\n", GenerationConfig(max_tokens=2)))
+    assert heal in engine._heal_masks
+    ref = weakref.ref(engine)
+    del engine
+    gc.collect()
+    assert ref() is None

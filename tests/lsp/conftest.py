@@ -67,7 +67,7 @@ async def completion(client: LanguageClient, uri: str, line: int, character: int
 
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_checkpoint):
-    from infill.engine import LocalEngine
+    from infill.engines.local import LocalEngine
 
     return LocalEngine.from_dir(tiny_checkpoint, device="cpu")
 

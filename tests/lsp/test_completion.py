@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from infill.engine import InfillRequest
+from infill.engines import GenerationConfig, InfillRequest
 from lsp.completion import as_completion_item, complete, plan_completion, to_edit
 from lsp.options import ServerOptions
 
@@ -102,9 +102,10 @@ def test_a_5mb_file_costs_what_a_small_one_does(tiny_engine):
 
 
 def test_the_engine_obeys_the_plans_stop_rule(tiny_engine):
-    free = tiny_engine.infill(InfillRequest("for i in range(", "):\n    pass\n", max_tokens=12))
+    free = tiny_engine.infill(InfillRequest("for i in range(", "):\n    pass\n", GenerationConfig(max_tokens=12)))
     assert len(free.text) > 3  # the tiny model says something here, and the rule must cut it
-    cut = tiny_engine.infill(InfillRequest("for i in range(", "):\n    pass\n", max_tokens=12, stop_at=lambda t: 2 if len(t) >= 2 else None))
+    cut = tiny_engine.infill(InfillRequest("for i in range(", "):\n    pass\n", GenerationConfig(max_tokens=12),
+                                           stop_at=lambda t: 2 if len(t) >= 2 else None))
     assert cut.text == free.text[:2] and cut.candidates[0].finish_reason == "stop_rule"
 
 

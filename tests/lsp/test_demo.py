@@ -2,7 +2,8 @@
 from pathlib import Path
 
 from infill import cli
-from infill.engine import LocalEngine
+from infill.text import split_at
+from infill.engines.local import LocalEngine
 from lsp import demo, names, types
 from lsp.completion import complete
 from lsp.options import ServerOptions
@@ -15,7 +16,7 @@ def test_demo_prints_the_hole_the_infill_a_type_and_names(tiny_checkpoint, capsy
     out, err = capsys.readouterr()
     assert code == 0, err
     text = EXAMPLE.read_text()
-    prefix, suffix = cli.split_at(text, 7, 16)
+    prefix, suffix = split_at(text, 7, 16)
     engine = LocalEngine.from_dir(tiny_checkpoint)
     edit, _ = complete(text, len(prefix), engine, ServerOptions(max_tokens=12), language="python", ext=".py")
     middle = edit.text if edit is not None else ""  # what the server would show

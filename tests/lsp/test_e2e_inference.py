@@ -9,6 +9,7 @@ import pytest_asyncio
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig
 
+from infill.engines import run_to_end
 from lsp import names, scopes
 from lsp.types import infer, type_slots
 
@@ -101,12 +102,7 @@ async def test_code_actions_annotate_and_rename(tclient, tiny_engine):
         out = apply(DOC, a.edit.changes[URI])
         ast.parse(out)
     symbol = scopes.symbol_at(DOC, DOC.index("result"))
-    want = names.suggest_steps(DOC, symbol, tiny_engine, 2)
-    try:
-        while True:
-            next(want)
-    except StopIteration as done:
-        want = done.value
+    want = run_to_end(names.suggest_steps(DOC, symbol, tiny_engine, 2))
     assert titles[len(annotate):] == [f"Rename 'result' to '{s.name}'" for s in want]
     for a in actions[len(annotate):]:
         out = apply(DOC, a.edit.changes[URI])

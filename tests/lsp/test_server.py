@@ -7,9 +7,9 @@ import pytest
 from lsprotocol import types
 from pygls.workspace import Workspace
 
-from infill.engine import Completion, CompletionResult
+from infill.engines import Completion, CompletionResult
 from lsp.options import ServerOptions
-from lsp.server import _completion, build_server
+from lsp.server import build_server
 
 pytestmark = pytest.mark.asyncio
 URI = "file:///doc.py"
@@ -111,9 +111,20 @@ async def test_requests_while_loading_or_without_a_model_return_at_once(server, 
     assert await server.complete(URI, types.Position(0, 4)) is None
 
 
+def handler(server, method):
+    return server.protocol.fm.features[method]
+
+
 async def test_unknown_uris_and_requests_before_initialize_are_empty(server):
-    assert await _completion(server, "file:///never-opened.py", types.Position(0, 0)) == (None, "")
+    params = types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier("file:///never-opened.py"), position=types.Position(0, 0),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked))
+    inline = handler(server, types.TEXT_DOCUMENT_INLINE_COMPLETION)
+    assert await inline(params) == types.InlineCompletionList(items=[])
     fresh = build_server(ServerOptions())
-    fresh.engine = SlowEngine()  # no initialize: no workspace yet
-    assert await _completion(fresh, URI, types.Position(0, 0)) == (None, "")
+    fresh.engine = SlowEngine()  # no initialize: no workspace yet, the guard answers empty
+    assert await handler(fresh, types.TEXT_DOCUMENT_INLINE_COMPLETION)(params) == \
+        types.InlineCompletionList(items=[])
+    hover = types.HoverParams(text_document=types.TextDocumentIdentifier(URI), position=types.Position(0, 0))
+    assert await handler(fresh, types.TEXT_DOCUMENT_HOVER)(hover) is None
     assert fresh.engine.started == 0

@@ -163,7 +163,7 @@ def _command(page, title: str) -> None:
 
 @pytest.mark.timeout(600)
 def test_vscode_ghost_text_and_names(tools, tmp_path, tiny_checkpoint):
-    from infill.engine import LocalEngine
+    from infill.engines.local import LocalEngine
     from playwright.sync_api import expect, sync_playwright
 
     # $INFILL_E2E_MODEL swaps the tiny checkpoint for another one (e.g. infill/default_model, for the

@@ -25,7 +25,7 @@ class DataConfig:
     """SPDX ids to keep. An expression `A OR B` is kept if any side is; `A AND B` if both are.
     Add "unknown" to keep files whose license could not be found."""
     languages: tuple[str, ...] | None = None
-    """Languages to keep (names from `harvest.LANGUAGES`); None keeps every known language."""
+    """Languages to keep (names from `infill.corpus.LANGUAGES`); None keeps every known language."""
     max_file_bytes: int = 1_000_000
     """Drop files larger than this (CodeParrot: 1 MB). Larger files are never read into memory."""
     max_line_length: int = 1000
@@ -60,7 +60,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         self.licenses = tuple(self.licenses)
         if self.languages is not None:
-            from train.data.harvest import LANGUAGES
+            from infill.corpus import LANGUAGES
 
             self.languages = tuple(self.languages)
             unknown = sorted(set(self.languages) - set(LANGUAGES.values()))

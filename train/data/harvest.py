@@ -16,23 +16,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from infill.corpus import language_of
 from train.data.config import DataConfig
 from train.data.licenses import metadata_license
 from train.data.records import Record, drop
-
-# Extension -> language. Files with any other extension are not harvested (and not counted).
-LANGUAGES: dict[str, str] = {
-    ".py": "python", ".pyi": "python",
-    ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript", ".jsx": "javascript",
-    ".ts": "typescript", ".tsx": "typescript", ".mts": "typescript", ".cts": "typescript",
-    ".c": "c", ".h": "c",
-    ".cc": "cpp", ".cpp": "cpp", ".cxx": "cpp", ".c++": "cpp", ".hh": "cpp", ".hpp": "cpp",
-    ".hxx": "cpp", ".cuh": "cpp", ".cu": "cpp",
-    ".java": "java",
-    ".go": "go",
-    ".rs": "rust",
-    ".sh": "shell", ".bash": "shell", ".zsh": "shell",
-}
 
 SKIP_DIRS = frozenset({"__pycache__", "node_modules", ".git", ".hg", ".svn", ".tox", ".venv",
                        "venv", ".mypy_cache", ".pytest_cache"})
@@ -54,11 +41,6 @@ class Source:
     license: str = ""
     kind: str = "dir"  # "dir", "git", "package" or "stdlib"
     files: tuple[tuple[str, str, str], ...] | None = None
-
-
-def language_of(path: str) -> str | None:
-    """Language of a file by its extension, or None when not harvested."""
-    return LANGUAGES.get(os.path.splitext(path)[1].lower())
 
 
 # A repository's own .git/config is someone else's code: `core.fsmonitor` names a command that

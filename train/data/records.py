@@ -5,7 +5,7 @@ datatrove elsewhere):
 
     text      file contents (str; "" once removed)
     path      path inside its source, with "/" separators
-    language  "python", "c", ... (see `harvest.LANGUAGES`)
+    language  "python", "c", ... (see `infill.corpus.LANGUAGES`)
     source    repository or package name ("python-stdlib" for the standard library)
     version   package version or git commit, "" when unknown
     license   SPDX id or expression, "unknown" when none was found
@@ -19,11 +19,9 @@ pipeline (absolute file path, fingerprints) and never reach the shards.
 """
 from __future__ import annotations
 
-from typing import Any
+from infill.corpus import OUTPUT_FIELDS, Record
 
-Record = dict[str, Any]
-
-OUTPUT_FIELDS = ("text", "path", "language", "source", "version", "license", "group", "split")
+__all__ = ["OUTPUT_FIELDS", "Record", "drop", "is_removed", "to_output"]
 
 
 def drop(record: Record, rule: str) -> Record:

@@ -1,4 +1,5 @@
-"""Shards: the corpus on disk as gzip-compressed JSON Lines, and the way back.
+"""Shards: writing the corpus to disk as gzip-compressed JSON Lines (reading it back is
+`infill.corpus.read_shards`, re-exported here, since evaluation and the loader read shards too).
 
 Files are `{split}-{index:05d}.jsonl.gz` in the output directory, one record per line with the
 fields of `records.OUTPUT_FIELDS`. A shard is written under a temporary name and renamed when
@@ -6,15 +7,14 @@ complete, so a crashed run never leaves a truncated shard behind a valid name.
 """
 from __future__ import annotations
 
-import glob
 import gzip
 import json
 import os
-from collections.abc import Iterator
 
+from infill.corpus import SHARD_GLOB, read_shards, shard_paths
 from train.data.records import Record, to_output
 
-SHARD_GLOB = "*-[0-9][0-9][0-9][0-9][0-9].jsonl.gz"
+__all__ = ["SHARD_GLOB", "ShardWriter", "read_shards", "shard_paths"]
 # Shards are written by the one process that also deduplicates: level 1 compresses about twice as
 # fast as gzip's default 6, for files about a quarter larger (0.28 vs 0.22 of the text on code).
 COMPRESS_LEVEL = 1
@@ -78,17 +78,3 @@ class ShardWriter:
             self.close()
         else:
             self.abort()
-
-
-def shard_paths(data_dir: str, split: str | None = None) -> list[str]:
-    """Sorted shard files of a built corpus, of one split or all."""
-    pattern = f"{split}-[0-9]*.jsonl.gz" if split else SHARD_GLOB
-    return sorted(glob.glob(os.path.join(data_dir, pattern)))
-
-
-def read_shards(data_dir: str, split: str | None = None) -> Iterator[Record]:
-    """Stream the records of a built corpus, shard by shard, in order."""
-    for path in shard_paths(data_dir, split):
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            for line in f:
-                yield json.loads(line)

@@ -2,38 +2,45 @@
  * The server's code actions that the commands pick from (lsp/server.py `code_action`).
  *
  * Rules:
- * - Name suggestions are the actions titled `Rename 'old' to 'new'`, best first, as the server ranks them.
- * - Annotations are the one action titled `Add inferred type annotations`.
- * Only titles are read here; the edits are the server's and are applied as they are.
+ * - Actions are recognised by their `data.kind` (lsp/names.py and lsp/types.py set it), never by
+ *   their titles, which are English text for people and may change.
+ * - Name suggestions have `data.kind` "infill.rename" with `data.from` and `data.to`; the server
+ *   sends them best first, and that order is kept.
+ * - Annotations are the one action with `data.kind` "infill.annotate".
+ * The edits are the server's and are applied as they are.
  */
 
-export const ANNOTATE_TITLE = "Add inferred type annotations";
-const RENAME = /^Rename '(.+)' to '(.+)'$/;
+export const ANNOTATE_KIND = "infill.annotate";
+export const RENAME_KIND = "infill.rename";
 
-export interface Titled {
-    title: string;
+export interface WithData {
+    data?: unknown;
 }
 
-export interface NameChoice<A extends Titled> {
+export interface NameChoice<A extends WithData> {
     from: string;
     to: string;
     rank: number;
     action: A;
 }
 
+function dataOf(action: WithData): Record<string, unknown> {
+    return typeof action.data === "object" && action.data !== null ? action.data as Record<string, unknown> : {};
+}
+
 /** The rename suggestions among `actions`, in the server's order. */
-export function nameChoices<A extends Titled>(actions: readonly A[]): NameChoice<A>[] {
+export function nameChoices<A extends WithData>(actions: readonly A[]): NameChoice<A>[] {
     const out: NameChoice<A>[] = [];
     for (const action of actions) {
-        const m = RENAME.exec(action.title);
-        if (m) {
-            out.push({ from: m[1], to: m[2], rank: out.length + 1, action });
+        const data = dataOf(action);
+        if (data.kind === RENAME_KIND && typeof data.from === "string" && typeof data.to === "string") {
+            out.push({ from: data.from, to: data.to, rank: out.length + 1, action });
         }
     }
     return out;
 }
 
-/** The "Add inferred type annotations" action, if the server offered one. */
-export function annotateAction<A extends Titled>(actions: readonly A[]): A | undefined {
-    return actions.find((a) => a.title === ANNOTATE_TITLE);
+/** The type-annotation action, if the server offered one. */
+export function annotateAction<A extends WithData>(actions: readonly A[]): A | undefined {
+    return actions.find((a) => dataOf(a).kind === ANNOTATE_KIND);
 }

@@ -1,23 +1,26 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { ANNOTATE_TITLE, annotateAction, nameChoices } from "../src/actions";
+import { ANNOTATE_KIND, RENAME_KIND, annotateAction, nameChoices } from "../src/actions";
 
 const actions = [
-    { title: ANNOTATE_TITLE, id: 0 },
-    { title: "Rename 'x' to 'count'", id: 1 },
-    { title: "Rename 'x' to 'it's'", id: 2 },
-    { title: "Rename 'x' to 'total'", id: 3 },
-    { title: "Extract method", id: 4 },
+    { title: "Ajouter les annotations", data: { kind: ANNOTATE_KIND }, id: 0 },
+    { title: "Renommer", data: { kind: RENAME_KIND, from: "x", to: "count" }, id: 1 },
+    { title: "Rename 'x' to 'it's'", data: { kind: RENAME_KIND, from: "x", to: "it's" }, id: 2 },
+    { title: "Rename 'x' to 'total'", data: { kind: RENAME_KIND, from: "x", to: "total" }, id: 3 },
+    { title: "Rename 'x' to 'bogus'", id: 4 },
+    { title: "Extract method", data: { kind: "other" }, id: 5 },
 ];
 
-test("rename suggestions keep the server's order, with their action", () => {
+test("rename suggestions are found by data.kind and keep the server's order", () => {
     const choices = nameChoices(actions);
     assert.deepEqual(choices.map((c) => [c.from, c.to, c.rank, c.action.id]),
         [["x", "count", 1, 1], ["x", "it's", 2, 2], ["x", "total", 3, 3]]);
     assert.deepEqual(nameChoices([]), []);
 });
 
-test("the annotation action is found by its title only", () => {
+test("the annotation action is found by data.kind, whatever its title", () => {
     assert.equal(annotateAction(actions)?.id, 0);
     assert.equal(annotateAction(actions.slice(1)), undefined);
+    const titledOnly: { title: string; data?: unknown }[] = [{ title: "Add inferred type annotations" }];
+    assert.equal(annotateAction(titledOnly), undefined);
 });

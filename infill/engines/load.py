@@ -16,9 +16,9 @@ import json
 import os
 from pathlib import Path
 
-from infill.engine import LocalEngine
+from infill.engines.local import LocalEngine
 
-DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+DEFAULT_MODEL_DIR = Path(__file__).parent.parent / "default_model"
 ENV_VAR = "INFILL_MODEL"
 
 
@@ -69,7 +69,7 @@ def load_engine(name: str | None = None, *, device: str = "auto", cache_mb: floa
         return OpenAIEngine(model[len("openai:"):], template=template)
     if kind == "hf":
         from infill.checkpoint import check_hf_dir
-        from infill.engine import resolve_device
+        from infill.engines.local import resolve_device
         from infill.engines.hf import HFEngine
 
         if Path(model).expanduser().is_dir():  # sizes and memory checked before transformers allocates
