@@ -219,7 +219,7 @@ def run(args) -> int:
     try:
         options = ServerOptions(max_tokens=args.max_tokens, time_budget_ms=args.time_budget_ms)
     except ValueError as exc:
-        raise ValueError(str(exc).replace("maxTokens", "--max-tokens").replace("timeBudgetMs", "--time-budget-ms"))
+        raise ValueError(str(exc).replace("maxTokens", "--max-tokens").replace("timeBudgetMs", "--time-budget-ms")) from None
     if args.data:
         root, data = Path(args.data), args.data
     else:
