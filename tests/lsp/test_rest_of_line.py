@@ -148,3 +148,12 @@ def test_bad_input_is_one_line(tiny_checkpoint, tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and why in err and err.count("\n") == 1, (args, err)
     assert not (tmp_path / "o").exists()
+
+
+def test_the_default_data_is_the_installed_held_out_package(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    root, label = rest_of_line.held_out_package_dir()
+    assert root.name == "detect_secrets" and label.startswith("detect-secrets ") and (root / "__init__.py").is_file()
+    monkeypatch.setattr("infill.corpus.HELD_OUT_PACKAGES", ("no-such-distribution-here",))
+    code = cli.main(["eval", "rest-of-line", "--model", str(tiny_checkpoint), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no-such-distribution-here is not installed" in err and err.count("\n") == 1
