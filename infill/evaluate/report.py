@@ -69,8 +69,9 @@ def read_runs(dirs: list[Path]) -> list[Row]:
         rows += [Row(model, benchmark, m, float(summary[m]), "measured", sandboxed)
                  for m in HEADLINES[kind] if m in summary]
         baselines = summary.get("baselines") if isinstance(summary.get("baselines"), dict) else {}
-        rows += [Row(str(name), benchmark, HEADLINES[kind][0], float(value), "measured", sandboxed)
-                 for name, value in sorted(baselines.items())]
+        for name, value in sorted(baselines.items()):  # two models on the same items share one baseline row
+            row = Row(str(name), benchmark, HEADLINES[kind][0], float(value), "measured", sandboxed)
+            rows += [] if row in rows else [row]
     return rows
 
 
