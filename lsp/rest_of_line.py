@@ -160,7 +160,8 @@ def held_out_package_dir() -> tuple[Path, str]:
     try:
         dist = importlib.metadata.distribution(name)
     except importlib.metadata.PackageNotFoundError:
-        raise ValueError(f"the held-out package {name} is not installed; pip install {name}, or pass --data DIR") from None
+        raise ValueError(f"the held-out package {name} is not installed; pip install {name}, "
+                         "or pass --data DIR") from None
     tops = sorted({str(f).split("/", 1)[0] for f in dist.files or () if str(f).endswith(".py") and "/" in str(f)})
     if not tops:
         raise ValueError(f"the held-out package {name} has no Python package directory; pass --data DIR")
@@ -219,7 +220,8 @@ def run(args) -> int:
     try:
         options = ServerOptions(max_tokens=args.max_tokens, time_budget_ms=args.time_budget_ms)
     except ValueError as exc:
-        raise ValueError(str(exc).replace("maxTokens", "--max-tokens").replace("timeBudgetMs", "--time-budget-ms")) from None
+        message = str(exc).replace("maxTokens", "--max-tokens").replace("timeBudgetMs", "--time-budget-ms")
+        raise ValueError(message) from None
     if args.data:
         root, data = Path(args.data), args.data
     else:
@@ -245,9 +247,11 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output directory (summary.json, items.jsonl)")
     p.add_argument("--data", default=None, help="a directory of Python files (default: the installed held-out "
                                                 "package, which no corpus holds)")
-    p.add_argument("-n", type=int, default=DEFAULT_N, help=f"items, half whole-line, half mid-line (default {DEFAULT_N})")
+    p.add_argument("-n", type=int, default=DEFAULT_N,
+                   help=f"items, half whole-line, half mid-line (default {DEFAULT_N})")
     p.add_argument("--seed", type=int, default=0, help="seed of the item sampling (default 0)")
-    p.add_argument("--max-tokens", type=int, default=64, help="token budget of one completion (default 64, the server's)")
+    p.add_argument("--max-tokens", type=int, default=64,
+                   help="token budget of one completion (default 64, the server's)")
     p.add_argument("--time-budget-ms", type=float, default=60_000,
                    help="time budget of one completion (default 60000, so a loaded machine does not change the "
                         "figure; an editor's default is 2000)")
