@@ -1,7 +1,8 @@
 """The `infill` command.
 
-Core subcommands live here (`complete`, `export`, and the `eval` group from `infill.evaluate.cli`); packages that build on the core (`train`) add
-theirs through the `infill.commands` entry-point group, so the core never imports them. Every user
+Core subcommands live here (`complete`, `export`, and the `eval` group from `infill.evaluate.cli`); packages that build on the core (`train`, `lsp`) add
+theirs through the `infill.commands` entry-point group, so the core never imports them. An entry point
+named `eval.NAME` adds `infill eval NAME` (its `register` gets the `eval` group's subparsers). Every user
 error is one line on stderr and exit status 2, never a traceback.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ EXAMPLES = """examples:
   infill export --hf out/hf --model ckpt/     a Hugging Face Llama directory (transformers, vLLM, llama.cpp)
   infill export --checkpoint small/ --dtype bfloat16 --model ckpt/   the same checkpoint at half the size
   infill eval humaneval-infilling --model ckpt/ --out runs/sl   HumanEval-infilling pass@1 (see infill eval -h)
+  infill eval rest-of-line --out runs/rol     rest-of-line exact match as an editor asks, beside a copy baseline
 
 The model: --model DIR, else $INFILL_MODEL, else the built-in default model. --model also takes a
 Hugging Face model directory or locally cached hub name, or openai:URL (an OpenAI-compatible server).
@@ -99,15 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     from infill.evaluate.cli import register as register_eval
 
-    register_eval(sub)
-
+    groups = {"": sub, "eval.": register_eval(sub)}
     for ep in sorted(entry_points(group="infill.commands"), key=lambda e: e.name):
+        group, name = ("eval.", ep.name[5:]) if ep.name.startswith("eval.") else ("", ep.name)
         try:
             register = ep.load()
         except ImportError as exc:  # an optional package that is not installed
-            sub.add_parser(ep.name, help=f"unavailable: {exc}")
+            groups[group].add_parser(name, help=f"unavailable: {exc}")
             continue
-        register(sub)
+        register(groups[group])
     return parser
 
 

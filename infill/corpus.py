@@ -10,6 +10,8 @@ Rules:
   with any other extension are not harvested. CUDA (`.cu`, `.cuh`) is its own language, "cuda".
 - `GRAMMARS` names the tree-sitter grammar of a language where it differs from the language name,
   and `EDITOR_ONLY` adds the languages the editor knows how to parse but the corpus does not hold.
+- `HELD_OUT_PACKAGES` are installed distributions no corpus may hold (the data pipeline drops them
+  by default), so the rest-of-line evaluation (`infill eval rest-of-line`) reads code no model saw.
 - Shards are `{split}-{index:05d}.jsonl.gz`: one record per line. `read_shard` also reads a plain
   `.jsonl`; a line that is not a JSON object is a `ValueError` naming the file and line.
 """
@@ -47,6 +49,21 @@ EDITOR_ONLY: dict[str, str] = {
     ".scala": "scala",
 }
 """Extension -> tree-sitter grammar of languages the editor parses but the corpus does not hold."""
+
+HELD_OUT_PACKAGES: tuple[str, ...] = ("detect-secrets",)
+"""Distributions kept out of every corpus, by normalised name (lower case, `_` as `-`).
+
+detect-secrets 1.5.0 (Apache-2.0, 87 Python files, about 7,800 lines of ordinary application code:
+plugins, a scanner, a CLI) was installed after the default model's corpus was built, is vendored by
+no package that the corpus holds (unlike requests, urllib3 and certifi, which pip vendors, or httpx
+and httpcore, whose forks httpx2 and httpcore2 are in it), and is not a test suite or generated code.
+"""
+
+
+def package_key(name: str) -> str:
+    """A distribution name as `HELD_OUT_PACKAGES` spells it: lower case, `_` and `.` as `-`."""
+    return name.strip().lower().replace("_", "-").replace(".", "-")
+
 
 SHARD_GLOB = "*-[0-9][0-9][0-9][0-9][0-9].jsonl.gz"
 

@@ -5,6 +5,8 @@
 #   scripts/cpu_model.sh sweep    # IsoFLOP sweep: 4 sizes x 3 budgets (~80 min) -> docs/images/isoflop.png
 #   scripts/cpu_model.sh optim    # AdamW against Muon, 20 minutes of wall time each
 #   scripts/cpu_model.sh train    # the 2-hour run (recipe cpu-2h) -> runs/cpu-2h/model
+#   scripts/cpu_model.sh eval [MODEL]  # the ship test: the shipped model against MODEL (default
+#                                      # runs/cpu-2h/model; also a model gpu_oneshot.sh returned) -> runs/eval-ship
 #
 # Every training uses both cores (one run at a time). Interrupted? Run the same command again.
 set -euo pipefail
@@ -38,8 +40,21 @@ case "${1:-}" in
         "$PY" -m infill.cli train plot runs/cpu-2h --out runs/cpu-2h/loss.png
         final_eval runs/cpu-2h
         ;;
+    eval)  # issue 18's three ship criteria, both models on the same data and items (docs/eval.md)
+        for run in "shipped:infill/default_model" "candidate:${2:-runs/cpu-2h/model}"; do
+            model=${run#*:} out=runs/eval-ship/${run%%:*}
+            "$PY" -m infill.cli eval perplexity --data corpus --limit 40 --model "$model" --out "$out/bpb" --quiet
+            "$PY" -m infill.cli eval humaneval-infilling --split single-line --model "$model" \
+                --out "$out/single-line" --quiet
+            # 80 lines of the held-out package (detect-secrets), through the language server's completion,
+            # beside the copy baseline; the candidate ships only if it beats both
+            "$PY" -m infill.cli eval rest-of-line --model "$model" --out "$out/rest-of-line" --quiet
+        done
+        "$PY" -m infill.cli eval report runs/eval-ship/{shipped,candidate}/{bpb,single-line,rest-of-line} \
+            --out runs/eval-ship/report
+        ;;
     *)
-        sed -n '2,9p' "$0" >&2
+        sed -n '2,11p' "$0" >&2
         exit 2
         ;;
 esac

@@ -44,6 +44,8 @@ $INFILL eval perplexity --data corpus --limit 40 --model $M --out $E/bpb --quiet
 $INFILL eval perplexity --data corpus --limit 40 --model $A --out $E/bpb-l2r --quiet
 $INFILL eval types --data corpus --model $M --out $E/types --quiet
 $INFILL eval names --data corpus --model $M --out $E/names --quiet
+# the rest of a line as an editor asks, on the held-out package (detect-secrets), beside the copy baseline
+$INFILL eval rest-of-line --model $M --out $E/rest-of-line --quiet
 ) &
 wait
 # the floor: an empty line in every single-line hole
@@ -51,7 +53,7 @@ $PY -c "import json; from infill.benchmarks import load_humaneval_infilling as t
 for t in tasks('single-line'): print(json.dumps({'task_id': t['task_id'], 'completion': '\\n'}))" > $E/noop-single-line.jsonl
 $INFILL eval score --samples $E/noop-single-line.jsonl --out $E/noop-single-line --quiet
 $INFILL eval report $E/single-line $E/multi-line $E/single-line-l2r $E/noop-single-line $E/middle-bpb $E/middle-bpb-l2r $E/bpb \
-    $E/bpb-l2r $E/types $E/names --out $E/report
+    $E/bpb-l2r $E/types $E/names $E/rest-of-line --out $E/report
 cp $E/report/report.md $E/report/report.png docs/default_model/
 unset OMP_NUM_THREADS
 $PY bench/lsp_latency.py --json --lines 10 --model $M

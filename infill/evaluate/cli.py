@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   infill eval perplexity --model ckpt/ --data held-out/ --out runs/ppl
   infill eval types --model ckpt/ --out runs/types
   infill eval names --model ckpt/ --out runs/names
+  infill eval rest-of-line --out runs/rol   # the rest of a line, as the language server completes it, beside a copy baseline
   infill eval report runs/sl runs/ppl --out report/
 
 --model: an infill checkpoint, a Hugging Face model directory or cached hub name (--template to set its
@@ -171,11 +172,12 @@ def _sandbox_options(p: argparse.ArgumentParser) -> None:
                         "machine scores nothing")
 
 
-def register(sub) -> None:
-    """Add `infill eval` and its subcommands to the `infill` parser."""
+def register(sub):
+    """Add `infill eval` and its subcommands to the `infill` parser; return its subparsers, where the
+    `infill.commands` entry points named `eval.NAME` add theirs (`infill eval rest-of-line`, from lsp)."""
     from infill.benchmarks import SPLITS
 
-    parser = sub.add_parser("eval", help="evaluate a model: HumanEval-infilling, perplexity, types, names, report",
+    parser = sub.add_parser("eval", help="evaluate a model: HumanEval-infilling, perplexity, types, names, rest of line, report",
                             description="Evaluate a model or score given samples.", epilog=EXAMPLES,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     ev = parser.add_subparsers(dest="eval_command", metavar="EVAL")
@@ -227,3 +229,4 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_report)
 
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    return ev

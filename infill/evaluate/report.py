@@ -6,6 +6,8 @@ Rules:
 - Published figures are only ever shown as published: a separate source column in the table and
   hatched, labelled bars in the plot. Each names the paper it comes from. Only figures checked
   against their paper are listed; a benchmark without one simply has none.
+- A run may carry `baselines` (name -> value of its first headline metric, measured on the same items,
+  as `infill eval rest-of-line`'s copy baseline); each is a row of its own, beside the model.
 - A run whose `summary.json` says `"unsandboxed": true` (its programs ran on the host, with
   `--unsafe-no-sandbox`) has every figure marked UNSANDBOXED, in the table and in the plot.
 """
@@ -39,7 +41,8 @@ PUBLISHED: tuple[Row, ...] = (
 
 HEADLINES = {"humaneval-infilling": ("pass@1", "pass@10", "pass@100"), "perplexity": ("bits_per_byte",),
              "middle-bpb": ("bits_per_byte",),
-             "types": ("exact_return", "exact_param", "exact"), "names": ("exact",)}
+             "types": ("exact_return", "exact_param", "exact"), "names": ("exact",),
+             "rest-of-line": ("exact",)}
 
 
 def read_runs(dirs: list[Path]) -> list[Row]:
@@ -65,6 +68,10 @@ def read_runs(dirs: list[Path]) -> list[Row]:
         sandboxed = not summary.get("unsandboxed", False) and mode != "fallback"  # "fallback": the old harness's
         rows += [Row(model, benchmark, m, float(summary[m]), "measured", sandboxed)
                  for m in HEADLINES[kind] if m in summary]
+        baselines = summary.get("baselines") if isinstance(summary.get("baselines"), dict) else {}
+        for name, value in sorted(baselines.items()):  # two models on the same items share one baseline row
+            row = Row(str(name), benchmark, HEADLINES[kind][0], float(value), "measured", sandboxed)
+            rows += [] if row in rows else [row]
     return rows
 
 

@@ -43,3 +43,14 @@ def test_prefix_only_runs_are_labelled(tmp_path, capsys):
     assert cli.main(["eval", "report", str(a), str(b), "--out", str(tmp_path / "r")]) == 0
     md = (tmp_path / "r" / "report.md").read_text()
     assert "| m (prefix-only prompt) | 10.0% | measured here |" in md and "| m | 20.0% | measured here |" in md
+
+
+def test_a_baseline_is_a_row_beside_the_model_once(tmp_path):
+    base = {"eval": "rest-of-line", "items": 80, "baselines": {"copy baseline": 0.025}}
+    a = run_dir(tmp_path, "a", {**base, "model": "old", "exact": 0.0})
+    b = run_dir(tmp_path, "b", {**base, "model": "new", "exact": 0.0625})
+    rows = report.read_runs([a, b])
+    assert [(r.model, r.value) for r in rows] == [("old", 0.0), ("copy baseline", 0.025), ("new", 0.0625)]
+    md = report.markdown(rows)
+    assert "| rest-of-line | exact | new | 6.2% | measured here |" in md
+    assert md.count("| rest-of-line | exact | copy baseline | 2.5% | measured here |") == 1

@@ -120,3 +120,23 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert rc == 2
     assert err.count("\n") == 1 and err.startswith("infill data: error:") and message in err
+
+
+def test_the_held_out_package_never_enters_a_corpus(tmp_path):
+    # infill eval rest-of-line reads infill.corpus.HELD_OUT_PACKAGES as code no model saw: the
+    # pipeline drops a source of that name (spelled as a distribution or as its import directory).
+    from infill.corpus import HELD_OUT_PACKAGES
+    from train.data.config import DataConfig
+
+    assert DataConfig().exclude_packages == HELD_OUT_PACKAGES == ("detect-secrets",)
+    for name in ("mitlib", "detect_secrets"):
+        (tmp_path / "src" / name).mkdir(parents=True)
+        (tmp_path / "src" / name / "LICENSE").write_text(MIT)
+        (tmp_path / "src" / name / f"{name}_core.py").write_text(_module(7 if name == "mitlib" else 8))
+    out = tmp_path / "corpus"
+    assert _run(["data", "build", str(tmp_path / "src" / "mitlib"), str(tmp_path / "src" / "detect_secrets"),
+                 "--out", str(out), "--val-fraction", "0", "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["packages"]) == ["mitlib"]
+    with gzip.open(out / "train-00000.jsonl.gz", "rt") as f:
+        assert [json.loads(line)["path"] for line in f] == ["mitlib_core.py"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from infill.corpus import HELD_OUT_PACKAGES, package_key
+
 # Permissive SPDX ids kept by default. Anything else (GPL, LGPL, AGPL, MPL, proprietary, unknown)
 # is counted and dropped unless named in `DataConfig.licenses`.
 PERMISSIVE_LICENSES: tuple[str, ...] = (
@@ -46,6 +48,9 @@ class DataConfig:
     """Words per n-gram shared with a benchmark that marks a file as contaminated (GPT-3: 13)."""
     held_out: tuple[str, ...] = ()
     """Extra files or directories (text, .jsonl, .jsonl.gz) to decontaminate against."""
+    exclude_packages: tuple[str, ...] = HELD_OUT_PACKAGES
+    """Sources (installed distributions, by name) never harvested. The default keeps the held-out
+    package of `infill eval rest-of-line` (`infill.corpus.HELD_OUT_PACKAGES`) out of every corpus."""
     benchmarks: bool = True
     """Decontaminate against the shipped HumanEval-infilling splits."""
     val_fraction: float = 0.05
@@ -67,6 +72,7 @@ class DataConfig:
             if unknown:
                 raise ValueError(f"unknown languages {unknown}; known: {sorted(set(LANGUAGES.values()))}")
         self.held_out = tuple(str(p) for p in self.held_out)
+        self.exclude_packages = tuple(package_key(str(p)) for p in self.exclude_packages)
         if not self.licenses:
             raise ValueError("licenses must name at least one SPDX id")
         for name in ("max_file_bytes", "max_line_length", "num_perm", "shingle_size",

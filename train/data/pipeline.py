@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from tqdm import tqdm
 
+from infill.corpus import package_key
 from train.data.config import DataConfig
 from train.data.decontaminate import decontaminate
 from train.data.dedup import Deduplicator, deduplicate, fingerprint
@@ -135,7 +136,8 @@ def _prepare_out(out_dir: str, overwrite: bool) -> None:
 
 def build(sources: list[Source], out_dir: str, config: DataConfig, *, workers: int = 1,
           progress: bool = True, overwrite: bool = False) -> dict:
-    """Run the whole pipeline over `sources` into `out_dir`; return the report's dict.
+    """Run the whole pipeline over `sources` into `out_dir`; return the report's dict. Sources named in
+    `config.exclude_packages` (by default the evaluations' held-out package) are dropped first.
 
     Raises `ValueError` for an unusable output directory or held-out path."""
     if workers < 1:
@@ -145,6 +147,7 @@ def build(sources: list[Source], out_dir: str, config: DataConfig, *, workers: i
         raise ValueError(f"held-out path {missing[0]!r} does not exist")
     _prepare_out(out_dir, overwrite)
     start = time.perf_counter()
+    sources = [s for s in sources if package_key(s.name) not in config.exclude_packages]
     # A first, stat-only pass sizes the progress bar without holding the file list.
     total = sum(r["bytes"] for r in discover(sources, config))
     report = Report()
