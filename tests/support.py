@@ -25,3 +25,16 @@ def require_sandbox() -> None:
         if os.environ.get("CI"):
             pytest.fail(f"CI must have the evaluation sandbox: {prot['reason']}")
         pytest.skip(f"no evaluation sandbox here: {prot['reason']}")
+
+
+def leftover(tag: str) -> list[int]:
+    """Host pids whose command line carries `tag` (what a sandbox run must not leave behind)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if tag.encode() in (d / "cmdline").read_bytes():
+                    found.append(int(d.name))
+            except OSError:
+                pass
+    return found

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from hostile import ATTACKS, TASK, Machine, completion, machine_attacks, memory_bomb
-from support import require_sandbox
+from support import leftover, require_sandbox
 
 from infill import cli
 from infill.benchmarks import SPLITS, load_humaneval_infilling
@@ -32,19 +32,6 @@ def machine(tmp_path, monkeypatch):
     m = Machine(home, outside)
     yield m
     m.clean()
-
-
-def leftover(tag: str) -> list[int]:
-    """Host pids whose command line carries `tag`."""
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if tag.encode() in (d / "cmdline").read_bytes():
-                    found.append(int(d.name))
-            except OSError:
-                pass
-    return found
 
 
 def test_the_task_passes_with_its_canonical_middle(task):

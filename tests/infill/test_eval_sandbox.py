@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from support import require_sandbox
+from support import leftover, require_sandbox
 
 from infill.evaluate import cgroups
 from infill.evaluate.sandbox import SandboxConfig, protections, run_program
@@ -19,19 +19,6 @@ FAST = SandboxConfig(timeout_s=2.0)
 def _sandboxed(request):
     if request.node.originalname != "test_bad_limits_are_value_errors":
         require_sandbox()
-
-
-def leftover(tag: str) -> list[int]:
-    """Pids whose command line carries `tag`."""
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if tag.encode() in (d / "cmdline").read_bytes():
-                    found.append(int(d.name))
-            except OSError:
-                pass
-    return found
 
 
 @pytest.mark.parametrize("source, status", [

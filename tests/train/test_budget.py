@@ -2,7 +2,6 @@
 import time
 
 import pytest
-import torch
 
 from train.budget import BudgetPlan, parse_duration
 from train.config import apply_overrides
@@ -11,14 +10,7 @@ from train.recipes import recipe
 from train.state import list_checkpoints
 from train.trainer import get_lr, train
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on shared, busy cores: one thread is several times faster than a contended pool."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _quick(*items):

@@ -2,21 +2,13 @@
 import json
 
 import pytest
-import torch
 
 from train.config import apply_overrides
 from train.isoflop import fit_minimum, main, parse_shape, run_config, shape_overrides
 from train.recipes import recipe
 from train.trainer import flops_per_token
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on shared, busy cores: one thread is several times faster than a contended pool."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _base():

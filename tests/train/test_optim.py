@@ -12,14 +12,7 @@ from train.optim import Optimizers, configure_optimizer
 from train.recipes import recipe
 from train.trainer import train
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on shared, busy cores: one thread is several times faster than a contended pool."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _config(*items):
