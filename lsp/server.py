@@ -90,6 +90,8 @@ class Latency:
     ttft_ms: float | None = None
     prompt_tokens: int | None = None
     cached_tokens: int | None = None
+    tokens: int | None = None
+    """Tokens generated for the suggestion shown."""
     typed_through: bool = False
 
 
@@ -172,7 +174,7 @@ class InfillServer(LanguageServer):
             "message": self.message,
             "latencyMs": self.last.latency_ms, "ttftMs": self.last.ttft_ms,
             "promptTokens": self.last.prompt_tokens, "cachedTokens": self.last.cached_tokens,
-            "typedThrough": self.last.typed_through,
+            "tokens": self.last.tokens, "typedThrough": self.last.typed_through,
             "off": dict(self.off),
         }
 
@@ -248,7 +250,8 @@ class InfillServer(LanguageServer):
         if edit is not None:
             self._shown[uri] = (text, edit)
         self.last = Latency((time.perf_counter() - started) * 1000, first[0] if first else None,
-                            result.prompt_tokens, result.cached_tokens)
+                            result.prompt_tokens, result.cached_tokens,
+                            result.candidates[0].tokens if result.candidates else 0)
         self.send_status()
         return edit
 

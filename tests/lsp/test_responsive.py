@@ -87,10 +87,10 @@ async def test_a_typing_storm_is_answered_while_type_inference_runs(lsp):
                         range=types.Range(types.Position(9, 2 + i), types.Position(9, 2 + i)), text="x")]))
                 lags.append(await rename_ms(client))
                 await asyncio.sleep(max(0.0, 0.05 - (time.perf_counter() - tick)))
-            assert not hints.done()  # the model was busy all along
             p95 = sorted(lags)[int(0.95 * (len(lags) - 1))]
             # generous: a busy 2-core machine; before the worker, p95 was ~2,000 ms (a chunk's wait)
             assert p95 < 1000, (p95, statistics.median(lags))
+            assert not hints.done()  # the model was busy all along
             hints.cancel()
         finally:
             await lsp.stop_client(client)
