@@ -235,8 +235,9 @@ def engine_token_ms(model: str, docs: list[tuple[str, int]], max_tokens: int, bu
     engine = load_engine(model, device="cpu", cache_mb=256)
     options = ServerOptions(max_tokens=max_tokens, time_budget_ms=budget_ms)
     out: list[float] = []
-    # on a thread of its own, as the server's model worker runs it (on this machine torch ran several
-    # times slower on the main thread than on another one, so the main thread is no fair reference)
+    # on a thread of its own, as the server's model worker runs it: the same arrangement of threads, so
+    # the ratio is the server's own overhead (on a loaded machine torch's speed differed between the
+    # main thread and another one, which is not what this compares)
     worker = threading.Thread(target=_engine_token_ms, args=(engine, options, docs, out))
     worker.start()
     worker.join()

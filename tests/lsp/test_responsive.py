@@ -60,6 +60,11 @@ async def test_a_hung_model_server_does_not_hold_a_rename(lsp):
             await until(lambda: len(stub.completions()) >= 2)  # the warm-up's, then the hung one
             await asyncio.sleep(0.2)  # the engine is inside its read now
             assert await rename_ms(client) < 5000  # before the worker: held the whole 30 s
+            started = time.perf_counter()
+            prepared = await asyncio.wait_for(client.text_document_prepare_rename_async(types.PrepareRenameParams(
+                text_document=types.TextDocumentIdentifier(TYPED), position=types.Position(1, 4))), 60)
+            assert time.perf_counter() - started < 5  # the worker is busy: no model for the placeholder
+            assert prepared.placeholder == "result"
             client.cancel_request(types.CancelParams(id="hung"))
         finally:
             await lsp.stop_client(client)
