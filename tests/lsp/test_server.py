@@ -96,6 +96,17 @@ async def test_a_cancel_seen_by_the_reader_stops_the_model_while_the_loop_is_bus
     assert await asyncio.wait_for(task, 10) is None
 
 
+async def test_a_newer_completion_request_seen_by_the_reader_stops_the_older_one(server):
+    server.protocol._ctx_msg_id.set("old")
+    task = ask(server)
+    await until(lambda: server.engine.steps > 0)
+    server.on_read(json.dumps({"jsonrpc": "2.0", "id": "new", "method": "textDocument/inlineCompletion", "params": {
+        "textDocument": {"uri": URI}, "position": {"line": 0, "character": 4},
+        "context": {"triggerKind": 2}}}).encode())
+    assert server.engine.closed.wait(10)  # the loop is blocked: the reader's flag stopped it
+    assert await asyncio.wait_for(task, 10) is None
+
+
 async def test_an_edit_seen_by_the_reader_drops_a_request_before_it_starts(server):
     server.workspace.put_text_document(types.TextDocumentItem("file:///other.py", "python", 1, "y = "))
     running = ask(server, "file:///other.py")
