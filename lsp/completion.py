@@ -19,6 +19,8 @@ Rules:
 - Indentation follows the document: tabs or spaces as the document uses them; a body starts on the
   line below an opener at the body's indentation.
 - A multi-line middle cut short by the token or time budget drops its unfinished last line.
+- Typed-through (`typed_through`): typing the start of the suggestion shown leaves the rest of it as
+  the suggestion, with no model call.
 - Text the tokenizer cannot take (lone surrogates from broken encodings) becomes U+FFFD, one for one,
   so offsets do not move.
 """
@@ -217,6 +219,21 @@ def complete(text: str, offset: int, engine: Engine, options: ServerOptions, **k
              ) -> tuple[Edit | None, CompletionResult]:
     """`complete_steps` run to the end, for callers that need not cancel."""
     return run_to_end(complete_steps(text, offset, engine, options, **kwargs))
+
+
+def typed_through(shown: str, edit: Edit, text: str, offset: int) -> Edit | None:
+    """The rest of `edit` (shown as ghost text in document `shown`) once the user has typed its first
+    characters, giving `text` with the cursor at `offset`; None unless exactly that happened: text
+    inserted at the edit's start, all of it a proper beginning of the edit's text, nothing else changed.
+    (Tabby's and llama.vim's cache: no model call while the user types what was suggested.)"""
+    typed = offset - edit.start
+    if typed <= 0 or typed >= len(edit.text) or len(text) != len(shown) + typed:
+        return None
+    if not edit.text.startswith(text[edit.start:offset]):
+        return None
+    if text[:edit.start] != shown[:edit.start] or text[offset:] != shown[edit.start:]:
+        return None
+    return Edit(edit.text[typed:], offset, edit.end + typed)
 
 
 def as_completion_item(text: str, edit: Edit) -> tuple[str, Edit]:

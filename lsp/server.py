@@ -7,11 +7,20 @@ Rules:
   and answered with the handler's empty result.
 - The model loads in a background thread; until it is ready, or when it failed to load, requests get
   an empty result at once, never a wait, and the server stays up.
-- The model is driven in one place (`InfillServer.drive`): on the event-loop thread, one request at a
-  time (the engine is not thread-safe), awaiting between tokens, so `$/cancelRequest` and newer
-  requests stop it within a token step. A request is stale as soon as a newer completion request for
-  its document arrives (completion) or the document changes; a stale request stops, and one still
-  waiting for its turn never starts.
+- The model is driven in one place (`InfillServer.drive`), on one worker thread (`lsp.worker`): one
+  job at a time (the engine is not thread-safe), checking between tokens whether to stop, so the
+  event loop never runs a forward pass or waits on a model server, and a cheap request (didChange,
+  rename, prepareRename, hover from the cache, a model-free code action) is answered within
+  milliseconds whatever the model is doing. A job stops, or never starts, when it is cancelled
+  (`$/cancelRequest`), when a newer completion request for its document arrives, or when its document
+  changes; the reader thread sees these before the loop does (`on_read`), so they work while the
+  loop is busy. Every other engine call (dropping or trimming session caches) is queued on the same
+  worker. Responses are written from the loop thread only.
+- Typed-through cache: when the user types the first characters of the ghost text last shown for a
+  document (and nothing else changed), the rest of that suggestion is the answer, with no model call
+  (`lsp.completion.typed_through`); the status says `typedThrough`.
+- prepareRename asks the model for its placeholder only when the worker is idle; while it is busy
+  the placeholder comes from the name cache or is the current name, so a rename never waits.
 - Positions are UTF-16 unless the client offers UTF-8 (then UTF-8, which costs no conversion).
 - `infill/status` (a notification) tells clients the model, device, state and last latencies, and
   in `off` which features this engine cannot serve and why (`lsp.types.unavailable`,
@@ -39,8 +48,9 @@ from pygls.protocol import LanguageServerProtocol, lsp_method
 
 from lsp import answers, names, positions, scopes, syntax
 from lsp import types as inference
-from lsp.completion import Edit, complete_steps
+from lsp.completion import Edit, complete_steps, typed_through
 from lsp.options import ServerOptions, update_options
+from lsp.worker import Job, ModelWorker
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -80,6 +90,9 @@ class Latency:
     ttft_ms: float | None = None
     prompt_tokens: int | None = None
     cached_tokens: int | None = None
+    tokens: int | None = None
+    """Tokens generated for the suggestion shown."""
+    typed_through: bool = False
 
 
 class InfillServer(LanguageServer):
@@ -96,7 +109,9 @@ class InfillServer(LanguageServer):
         self._load_id = 0
         self._tickets = itertools.count(1)
         self._latest: dict[str, int] = {}
-        self._turn = asyncio.Lock()
+        self.worker = ModelWorker()
+        self._shown: dict[str, tuple[str, Edit]] = {}
+        """uri -> (document text, edit): the last suggestion shown, for the typed-through cache."""
         self._results: dict[str, tuple[int, dict]] = {}
         """uri -> (document version, {key: inferred type or suggestions}): the per-version cache."""
         self.off: dict[str, str] = {}
@@ -112,8 +127,10 @@ class InfillServer(LanguageServer):
         if initial or (new.model, new.device) != (old.model, old.device):
             self.start_loading()
         elif new.cache_mb != old.cache_mb and (sessions := getattr(self.engine, "sessions", None)) is not None:
-            sessions.limit_bytes = int(new.cache_mb * 2**20)
-            sessions.trim()
+            def trim(limit=int(new.cache_mb * 2**20)):
+                sessions.limit_bytes = limit
+                sessions.trim()
+            self.worker.call(trim)
         self.send_status()
 
     def start_loading(self) -> None:
@@ -157,6 +174,7 @@ class InfillServer(LanguageServer):
             "message": self.message,
             "latencyMs": self.last.latency_ms, "ttftMs": self.last.ttft_ms,
             "promptTokens": self.last.prompt_tokens, "cachedTokens": self.last.cached_tokens,
+            "tokens": self.last.tokens, "typedThrough": self.last.typed_through,
             "off": dict(self.off),
         }
 
@@ -181,32 +199,25 @@ class InfillServer(LanguageServer):
         return [answers.offset_of(doc.source, p, self.position_encoding()) for p in points]
 
     # the model, driven in one place ---------------------------------------------------------------
-    async def drive(self, uri: str, doc, make_steps, *, ticket: int | None = None, on_step=None):
-        """Run `make_steps(engine)` (a generator that yields between tokens) to its value on the event
-        loop, one at a time; None when it went stale first (see the module rules)."""
-        version = doc.version
+    def on_read(self, body: bytes) -> None:
+        """The transport's reader-thread hook: cancellations and edits reach the worker at once."""
+        self.worker.peek(body)
+
+    async def drive(self, uri: str, doc, make_steps, *, ticket: int | None = None, on_step=None,
+                    completion: bool = False):
+        """Run `make_steps(engine)` (a generator that yields between tokens) to its value on the model
+        worker; None when it went stale first (see the module rules)."""
+        engine, version = self.engine, doc.version
+        if engine is None:
+            return None
 
         def stale() -> bool:
             return (ticket is not None and self._latest.get(uri) != ticket) \
                 or self.workspace.text_documents.get(uri) is not doc or doc.version != version
 
-        async with self._turn:
-            if stale() or self.engine is None:
-                return None
-            steps = make_steps(self.engine)
-            try:
-                while True:
-                    try:
-                        next(steps)
-                    except StopIteration as done:
-                        return done.value
-                    if on_step is not None:
-                        on_step()
-                    await asyncio.sleep(0)
-                    if stale():
-                        return None
-            finally:
-                steps.close()
+        job = Job(uri, version if isinstance(version, int) else None, self.protocol.msg_id,
+                  completion=completion, stale=stale)
+        return await self.worker.run(job, lambda: make_steps(engine), on_step)
 
     async def complete(self, uri: str, position: types.Position) -> Edit | None:
         """The completion edit at `position` of document `uri`, or None (see the module rules)."""
@@ -217,21 +228,30 @@ class InfillServer(LanguageServer):
             return None
         text, [offset] = doc.source, self.offsets(doc, position)
         started, first = time.perf_counter(), []
+        shown = self._shown.pop(uri, None)
+        if shown is not None and (edit := typed_through(*shown, text, offset)) is not None:
+            self._shown[uri] = (text, edit)
+            self.last = Latency((time.perf_counter() - started) * 1000, typed_through=True)
+            self.send_status()
+            return edit
 
         def make_steps(engine):
             return complete_steps(text, offset, engine, self.options,
                                   language=syntax.language_of(uri, doc.language_id),
                                   session=uri if self.options.cache_mb > 0 else None, ext=syntax.extension_of(uri))
 
-        def on_step():
+        def on_step():  # on the worker thread
             if not first:
                 first.append((time.perf_counter() - started) * 1000)
-        done = await self.drive(uri, doc, make_steps, ticket=ticket, on_step=on_step)
+        done = await self.drive(uri, doc, make_steps, ticket=ticket, on_step=on_step, completion=True)
         if done is None:
             return None
         edit, result = done
+        if edit is not None:
+            self._shown[uri] = (text, edit)
         self.last = Latency((time.perf_counter() - started) * 1000, first[0] if first else None,
-                            result.prompt_tokens, result.cached_tokens)
+                            result.prompt_tokens, result.cached_tokens,
+                            result.candidates[0].tokens if result.candidates else 0)
         self.send_status()
         return edit
 
@@ -285,8 +305,9 @@ class InfillServer(LanguageServer):
         """A closed document: drop its bookkeeping and its session cache."""
         self._latest.pop(uri, None)
         self._results.pop(uri, None)
-        if self.engine is not None:
-            self.engine.drop_session(uri)
+        self._shown.pop(uri, None)
+        if (engine := self.engine) is not None:
+            self.worker.call(lambda: engine.drop_session(uri))
 
 
 def _load_engine(options: ServerOptions):
@@ -396,7 +417,7 @@ def build_server(options: ServerOptions | None = None) -> InfillServer:
         symbol = scopes.symbol_at(doc.source, offset) if doc is not None else None
         if symbol is None:
             return None
-        best = await ls.suggest_names(params.text_document.uri, doc, symbol)
+        best = await ls.suggest_names(params.text_document.uri, doc, symbol, cached_only=ls.worker.pending > 0)
         return answers.rename_placeholder(doc.source, symbol, offset, best, ls.position_encoding())
 
     @server.feature(types.TEXT_DOCUMENT_RENAME, types.RenameOptions(prepare_provider=True))

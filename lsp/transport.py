@@ -11,7 +11,9 @@ Rules:
 - One reader thread per connection reads whole messages, blocking, as fast as they come, and hands each
   body to the event loop (`call_soon_threadsafe`), where pygls handles it. Input is therefore always
   read and queued, whatever a handler does; a handler that awaits sees every queued message handled at
-  its next await.
+  its next await. Before that, the reader thread shows each body to the server's `on_read` hook
+  (`lsp.worker.ModelWorker.peek`), so a cancellation or an edit stops model work even while the
+  loop is busy.
 - Framing (LSP base protocol): header lines end in CRLF, a header name is an RFC 9110 token matched
   case-insensitively, `Content-Length` is required, digits only, at most `MAX_CONTENT_LENGTH`. A
   framing error is fatal: once framing is lost no later byte can be trusted, and a server that stays up
@@ -125,14 +127,27 @@ class SocketWriter:
         self._sock.close()
 
 
-def serve(server, reader: BinaryIO, writer, first: bytes | None = None) -> int:
+def serve(server, reader: BinaryIO, writer, first: bytes | None = None,
+          on_read: Callable[[bytes], None] | None = None) -> int:
     """Run `server` (a pygls server) on one connection until its input ends or the client sends `exit`;
-    the exit status. `first`: a message body already read from `reader` (the TCP handshake's)."""
+    the exit status. `first`: a message body already read from `reader` (the TCP handshake's).
+    `on_read(body)`: called on the reader thread with every body before it goes to the loop (default:
+    the server's own `on_read`, if it has one); it must be cheap and thread-safe, and what it raises
+    is logged and ignored."""
     from pygls.exceptions import JsonRpcException
 
     protocol = server.protocol
     server._stop_event = threading.Event()  # what pygls' own loops keep; its shutdown() sets it
     protocol.set_writer(writer)
+    hook = on_read if on_read is not None else getattr(server, "on_read", None)
+
+    def peek(body: bytes) -> None:
+        if hook is None:
+            return
+        try:
+            hook(body)
+        except Exception:
+            log.exception("on_read failed")
 
     def deliver(body: bytes) -> None:
         try:
@@ -150,8 +165,9 @@ def serve(server, reader: BinaryIO, writer, first: bytes | None = None) -> int:
                 done.set_result(status)
 
         if first is not None:
+            peek(first)
             deliver(first)
-        threading.Thread(target=_pump, args=(reader, loop, deliver, finish), name="lsp-reader",
+        threading.Thread(target=_pump, args=(reader, loop, deliver, finish, peek), name="lsp-reader",
                          daemon=True).start()
         return await done
 
@@ -167,10 +183,11 @@ def serve(server, reader: BinaryIO, writer, first: bytes | None = None) -> int:
 
 
 def _pump(reader: BinaryIO, loop: asyncio.AbstractEventLoop, deliver: Callable[[bytes], None],
-          finish: Callable[[int], None]) -> None:
+          finish: Callable[[int], None], peek: Callable[[bytes], None]) -> None:
     """The reader thread: every message to the loop as soon as it is read; see the module rules."""
     try:
         while (body := read_message(reader)) is not None:
+            peek(body)
             loop.call_soon_threadsafe(deliver, body)
     except FramingError as exc:
         fatal(f"infill-lsp: framing error, exiting: {exc}")

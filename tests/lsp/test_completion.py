@@ -117,3 +117,16 @@ def test_typing_at_the_cursor_hits_the_session_cache(tiny_engine):
     second = complete(text, len(text), tiny_engine, options, session="file:///typing.py")[1]
     assert second.cached_tokens >= first.prompt_tokens - 2
     assert complete(text, len(text), tiny_engine, options)[1].cached_tokens == 0  # no session, no cache
+
+
+def test_typed_through_is_the_rest_only_when_exactly_the_ghost_text_was_typed():
+    from lsp.completion import Edit, typed_through
+
+    shown, edit = "x = \nprint(x)\n", Edit("compute(1)", 4, 4)
+    assert typed_through(shown, edit, "x = co\nprint(x)\n", 6) == Edit("mpute(1)", 6, 6)
+    assert typed_through(shown, edit, "x = cu\nprint(x)\n", 6) is None  # not what was shown
+    assert typed_through(shown, edit, "x = co\nprint(y)\n", 6) is None  # something else changed too
+    assert typed_through(shown, edit, "x = compute(1)\nprint(x)\n", 14) is None  # all of it: accepted
+    assert typed_through(shown, edit, shown, 4) is None  # nothing typed
+    closers = Edit("xs[0])", 6, 7)  # replaces the `)` the editor inserted
+    assert typed_through("print()\n", closers, "print(x)\n", 7) == Edit("s[0])", 7, 8)
