@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from infill.engines import templates as fim
-from infill.engines.base import CannotScore, CompletionResult, InfillRequest, end_of, rank, run_to_end
+from infill.engines.base import CannotScore, CompletionResult, InfillRequest, end_of, fit_context, rank, run_to_end
 
 DEFAULT_TEMPLATE = "infill-spm"
 NO_SCORE = "the server returns no prompt logprobs (echo + logprobs on /v1/completions)"
@@ -136,7 +136,12 @@ class OpenAIEngine:
         return fim.clean(text, self.template.sentinels)
 
     def build_prompt(self, req: InfillRequest) -> str:
-        return self.template.render(self._clean(req.prefix), self._clean(req.suffix), req.ext)
+        """The prompt text; repository context within `req.context_tokens`, counted at three characters
+        a token (no tokenizer here: the server's is unknown, and code runs about 3-4 characters a token)."""
+        context, _ = fit_context(req, 2 * req.context_tokens, lambda texts: [len(t) // 3 + 1 for t in texts])
+        context = [(self._clean(p), self._clean(t)) for p, t in context[::-1]]
+        return self.template.render(self._clean(req.prefix), self._clean(req.suffix), req.ext, context,
+                                    req.path, req.repo)
 
     def stream_infill(self, req: InfillRequest) -> Generator[None, None, CompletionResult]:
         """Yield after every streamed chunk (a place to cancel); return the CompletionResult."""
