@@ -20,8 +20,8 @@ budget (`infill.engines.base.fit_context`). Jaccard is written here because it i
 sets; BM25 would need corpus statistics that change with every edit.
 
 Privacy (`Workspace`): only open documents and files under the workspace folders are read; a file or
-folder that `.gitignore` excludes (pathspec, gitwildmatch rules, every `.gitignore` from the folder
-root down) is not; a path whose real location (symlinks resolved) is outside its folder is never
+folder that `.gitignore` excludes (pathspec's git rules, every `.gitignore` from the folder root
+down) is not; a path whose real location (symlinks resolved) is outside its folder is never
 opened; files over `max_file_bytes` are skipped; `.git` and other dot-folders are not walked.
 
 Cost: the index is built once, off the event loop (`Workspace.scan`), and updated file by file; a
@@ -40,8 +40,7 @@ from pathlib import Path
 import pathspec
 
 from lsp import syntax
-
-SOURCES = ("open", "recent", "imports", "definitions")
+from lsp.options import CONTEXT_SOURCES as SOURCES
 CHUNK_LINES = 64
 RING_SIZE = 16
 SIMILAR = 0.9
@@ -192,7 +191,7 @@ class Workspace:
             return None
         return next((f for f in self.folders if real == f or f in real.parents), None)
 
-    def _ignored(self, rel: str, specs: list[tuple[str, pathspec.PathSpec]], is_dir: bool) -> bool:
+    def _ignored(self, rel: str, specs: list[tuple[str, pathspec.GitIgnoreSpec]], is_dir: bool) -> bool:
         for base, spec in specs:
             if rel.startswith(base):
                 tail = rel[len(base):] + ("/" if is_dir else "")
@@ -204,14 +203,14 @@ class Workspace:
         """Walk every folder (no symlinks followed, ignored paths skipped) and index its Python modules."""
         files: set[Path] = set()
         for folder in self.folders:
-            specs: list[tuple[str, pathspec.PathSpec]] = []
+            specs: list[tuple[str, pathspec.GitIgnoreSpec]] = []
             for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
                 rel_dir = os.path.relpath(dirpath, folder)
                 base = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
                 if ".gitignore" in filenames:
                     try:
                         lines = (Path(dirpath) / ".gitignore").read_text("utf-8", "replace").splitlines()
-                        specs.append((base, pathspec.PathSpec.from_lines("gitwildmatch", lines)))
+                        specs.append((base, pathspec.GitIgnoreSpec.from_lines(lines)))
                     except OSError:
                         pass
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
