@@ -200,7 +200,7 @@ def infill_request(plan: CompletionPlan, options: ServerOptions, *, session: str
     context ((path, text) chunks, best first) when the options switch it on."""
     config = GenerationConfig(max_tokens=options.max_tokens, temperature=options.temperature,
                               time_budget_s=options.time_budget_ms / 1000)
-    context = tuple(context) if options.context else ()
+    context = tuple((clean(p), clean(t)) for p, t in context) if options.context else ()
     return InfillRequest(plan.prefix, plan.suffix, config, stop_at=plan.end_of, session=session, ext=ext or None,
                          context=context, context_tokens=options.context_tokens, path=path, repo=repo)
 

@@ -142,9 +142,13 @@ class InfillServer(LanguageServer):
         """The repository-context arguments of a completion on `line` of `doc` (none with context off)."""
         if not self.options.context or not self.options.context_tokens:
             return {}
-        chunks = self.repo_context.for_completion(
-            uri, doc.source, line, sources=self.options.context_sources, max_chars=4 * self.options.context_tokens,
-            python=syntax.language_of(uri, doc.language_id) == "python")
+        try:
+            chunks = self.repo_context.for_completion(
+                uri, doc.source, line, sources=self.options.context_sources,
+                max_chars=4 * self.options.context_tokens, python=syntax.language_of(uri, doc.language_id) == "python")
+        except Exception:  # context is a bonus: a completion without it is still a completion
+            log.exception("gathering repository context failed for %s", uri)
+            return {}
         path, ws = path_of(uri), self.repo_context.workspace
         folder = ws.folder_of(path) if path is not None else None
         return {"context": tuple((c.path, c.text) for c in chunks),
