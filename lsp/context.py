@@ -35,6 +35,7 @@ import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import pathspec
@@ -88,6 +89,12 @@ def chunks_of(path: str, text: str, source: str, lines: int = CHUNK_LINES) -> li
     return out
 
 
+@lru_cache(maxsize=64)
+def _open_chunks(path: str, text: str) -> list[Chunk]:
+    """`chunks_of` an open document, computed once per text (a gather runs on every source change)."""
+    return chunks_of(path, text, "open")
+
+
 def around(text: str, line: int, lines: int = CHUNK_LINES) -> tuple[int, str]:
     """(first line, text) of the `lines` lines centred on `line`."""
     all_lines = text.splitlines(keepends=True)
@@ -106,12 +113,32 @@ class Import:
     names: tuple[str, ...] = ()
 
 
+_IMPORT_LINE = re.compile(r"^[ \t]*(?:from[ \t]+[\w.]+[ \t]+import\b|import[ \t]+\w)[^\n]*(?:\n|$)", re.M)
+
+
+def _import_lines(text: str) -> str:
+    """The lines of `text` that start an import statement, with their continuations (a parenthesised
+    list, backslashes), dedented: all the parser needs to see, so a 5,000-line module costs what its
+    imports do. An import inside a function is kept too; one inside a string may be, harmlessly
+    (only names that resolve to workspace files are used)."""
+    out = []
+    for m in _IMPORT_LINE.finditer(text):
+        end = m.end()
+        stmt = m.group(0)
+        while ("(" in stmt and ")" not in stmt or stmt.rstrip().endswith("\\")) and end < len(text):
+            nl = text.find("\n", end)
+            nl = len(text) if nl < 0 else nl + 1
+            stmt, end = stmt + text[end:nl], nl
+        out.append(stmt.lstrip(" \t") + ("" if stmt.endswith("\n") else "\n"))
+    return "".join(out)
+
+
 def imports_of(text: str) -> list[Import]:
     """The import statements of a Python module, in order."""
     parser = syntax.parser_for("python")
     if parser is None:
         return []
-    root = parser.parse(text.encode("utf-8", "surrogatepass")).root_node
+    root = parser.parse(_import_lines(text).encode("utf-8", "surrogatepass")).root_node
     out: list[Import] = []
     for node in root.children:
         if node.type == "import_statement":
@@ -166,7 +193,8 @@ def definitions_of(text: str) -> dict[str, tuple[int, str]]:
 class _Parsed:
     stamp: tuple[int, int]
     text: str
-    definitions: dict[str, tuple[int, str]]
+    rel: str
+    definitions: dict[str, Chunk]
     chunks: list[Chunk]
 
 
@@ -181,15 +209,24 @@ class Workspace:
         self.files: set[Path] = set()
         self.generation = 0
         self._parsed: dict[Path, _Parsed] = {}
+        self._folders: dict[Path, Path | None] = {}
+        """path -> folder_of(path), forgotten whenever the index changes."""
         self._lock = threading.Lock()
 
-    def folder_of(self, path: str | os.PathLike) -> Path | None:
-        """The workspace folder that holds the real location of `path`, or None."""
+    def folder_of(self, path: str | os.PathLike, *, cached: bool = True) -> Path | None:
+        """The workspace folder that holds the real location of `path` (symlinks resolved), or None."""
+        path = Path(path)
+        if cached and path in self._folders:
+            return self._folders[path]
         try:
-            real = Path(path).resolve()
+            real = path.resolve()
         except (OSError, RuntimeError):
             return None
-        return next((f for f in self.folders if real == f or f in real.parents), None)
+        folder = next((f for f in self.folders if real == f or f in real.parents), None)
+        if len(self._folders) > 65536:
+            self._folders.clear()
+        self._folders[path] = folder
+        return folder
 
     def _ignored(self, rel: str, specs: list[tuple[str, pathspec.GitIgnoreSpec]], is_dir: bool) -> bool:
         for base, spec in specs:
@@ -238,6 +275,7 @@ class Workspace:
                 modules.setdefault(".".join(parts[k:]), full)
         with self._lock:
             self.files, self.modules = files, modules
+            self._folders = {}
             self.generation += 1
 
     def update(self, path: str | os.PathLike, *, deleted: bool = False) -> None:
@@ -255,8 +293,6 @@ class Workspace:
     def parsed(self, path: Path) -> _Parsed | None:
         """The text, definitions and chunks of a workspace file (cached by mtime and size), or None
         when it may not be read (outside the folders, too big, unreadable)."""
-        if self.folder_of(path) is None:
-            return None
         try:
             st = path.stat()
             if st.st_size > self.max_file_bytes:
@@ -264,12 +300,16 @@ class Workspace:
             stamp = (st.st_mtime_ns, st.st_size)
             held = self._parsed.get(path)
             if held is not None and held.stamp == stamp:
-                return held
+                return held  # checked when it was read, and unchanged since
+            if self.folder_of(path, cached=False) is None:  # checked again right before every read
+                return None
             text = path.read_text("utf-8", "replace")
         except OSError:
             return None
         rel = self.relative(path)
-        held = _Parsed(stamp, text, definitions_of(text), chunks_of(rel, text, "imports"))
+        definitions = {name: Chunk.of(rel, body, "definitions", line)
+                       for name, (line, body) in definitions_of(text).items()}
+        held = _Parsed(stamp, text, rel, definitions, chunks_of(rel, text, "imports"))
         self._parsed[path] = held
         return held
 
@@ -370,14 +410,11 @@ def gather(text: str, line: int, path: Path | None, *, workspace: Workspace, rec
                 if "imports" in sources:
                     candidates += parsed.chunks
                 if "definitions" in sources:
-                    rel = workspace.relative(target)
-                    for name in sorted(query & parsed.definitions.keys()):
-                        at, body = parsed.definitions[name]
-                        candidates.append(Chunk.of(rel, body, "definitions", at))
+                    candidates += [parsed.definitions[name] for name in sorted(query & parsed.definitions.keys())]
     if "open" in sources:
         for other in sorted(open_docs):
             if other != here:
-                candidates += chunks_of(other, open_docs[other], "open")
+                candidates += _open_chunks(other, open_docs[other])
     if "recent" in sources and recent is not None:
         for c in recent.chunks:
             if c.path == here and c.line < start + CHUNK_LINES and start < c.line + CHUNK_LINES:

@@ -170,7 +170,7 @@ class HFEngine:
         if req.heal and self.template.ends_in_prefix and prefix and ids[-1] not in self._special_ids:
             heal = self._token_texts()[ids[-1]]
             ids = ids[:-1]
-        return ids, heal, ([p for p, _ in context], len(head))
+        return ids, heal, (list(dict.fromkeys(p for p, _ in context)), len(head))
 
     def build_prompt(self, req: InfillRequest) -> list[int]:
         """Prompt ids: cleaned, trimmed to the context at line boundaries, rendered by the template."""

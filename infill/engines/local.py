@@ -118,7 +118,7 @@ class LocalEngine:
         if req.heal and formats.ends_in_prefix(self.format) and prefix and prompt[-1] not in self.tokenizer.special_ids:
             heal = self.tokenizer.token_bytes[prompt[-1]]
             prompt = prompt[:-1]
-        return prompt, heal, ([path for path, _ in context], len(context_ids))
+        return prompt, heal, (list(dict.fromkeys(path for path, _ in context)), len(context_ids))
 
     def _heal_mask(self, heal: bytes) -> torch.Tensor:
         if heal not in self._heal_masks:
