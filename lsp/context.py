@@ -74,8 +74,10 @@ def identifiers(text: str) -> frozenset[str]:
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     """|a & b| / |a | b| (0 for two empty sets)."""
-    union = len(a | b)
-    return len(a & b) / union if union else 0.0
+    if not a or not b:
+        return 0.0
+    common = len(a & b) if len(a) < len(b) else len(b & a)
+    return common / (len(a) + len(b) - common)
 
 
 def chunks_of(path: str, text: str, source: str, lines: int = CHUNK_LINES) -> list[Chunk]:
@@ -336,12 +338,12 @@ class Workspace:
             for _ in range(imp.level - 1):
                 base = base.parent
             stem = base.joinpath(*imp.module.split(".")) if imp.module else base
-            add(_module_file(stem) if imp.module else None)
+            add(self._module_file(stem) if imp.module else None)
             for name in imp.names:
-                add(_module_file(stem / name))
+                add(self._module_file(stem / name))
             if not found:
-                add(_module_file(stem))
-            return [p for p in found if self.folder_of(p) is not None]
+                add(self._module_file(stem))
+            return found
         if imp.module:
             add(modules.get(imp.module))
             for name in imp.names:
@@ -349,11 +351,13 @@ class Workspace:
         return found
 
 
-def _module_file(stem: Path) -> Path | None:
-    for candidate in (stem.with_name(stem.name + ".py"), stem / "__init__.py"):
-        if candidate.is_file():
-            return candidate.absolute()
-    return None
+    def _module_file(self, stem: Path) -> Path | None:
+        """The indexed file of module path `stem` (stem.py or stem/__init__.py), or None."""
+        files = self.files
+        for candidate in (stem.with_name(stem.name + ".py"), stem / "__init__.py"):
+            if candidate in files:
+                return candidate
+        return None
 
 
 # the ring of recent chunks ----------------------------------------------------------------------------
@@ -421,13 +425,15 @@ def gather(text: str, line: int, path: Path | None, *, workspace: Workspace, rec
                 continue  # it overlaps the text around the cursor, which the prompt has already
             candidates.append(c)
 
-    def score(c: Chunk) -> float:
-        return jaccard(c.idents, query) + (1.0 if c.source == "definitions" else 0.0)
-    ranked = sorted(candidates, key=lambda c: (-score(c), _SOURCE_ORDER[c.source], c.path, c.line))
+    similarity = [jaccard(c.idents, query) for c in candidates]
+    order = sorted(range(len(candidates)), key=lambda i: (
+        -(similarity[i] + (1.0 if candidates[i].source == "definitions" else 0.0)),
+        _SOURCE_ORDER[candidates[i].source], candidates[i].path, candidates[i].line))
     out: list[Chunk] = []
     used, seen = 0, set()
-    for c in ranked:
-        if c.text in seen or c.source != "definitions" and jaccard(c.idents, query) > SIMILAR:
+    for i in order:
+        c = candidates[i]
+        if c.text in seen or c.source != "definitions" and similarity[i] > SIMILAR:
             continue
         if c.source != "definitions" and any(o.source == "definitions" and o.path == c.path
                                              and c.line <= o.line < c.line + CHUNK_LINES for o in out):
