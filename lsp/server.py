@@ -110,7 +110,7 @@ class InfillServer(LanguageServer):
         self.off: dict[str, str] = {}
         """Features the engine cannot serve (typeHints, variableNames) and why."""
         self.repo_context = RepositoryContext()
-        self._context_started = False
+        self.context_started = False
 
     # options and the model ------------------------------------------------------------------------
     def configure(self, raw, *, initial: bool = False) -> None:
@@ -119,7 +119,7 @@ class InfillServer(LanguageServer):
         for problem in problems:
             self.show(f"infill-lsp: {problem}", types.MessageType.Warning)
         old, self.options = self.options, new
-        if new.context and self._context_started is False and not initial:
+        if new.context and self.context_started is False and not initial:
             self.start_context()
         if initial or (new.model, new.device) != (old.model, old.device):
             self.start_loading()
@@ -132,7 +132,7 @@ class InfillServer(LanguageServer):
         """Index the workspace folders for repository context, in the background (only with context on)."""
         if not self.options.context:
             return
-        self._context_started = True
+        self.context_started = True
         folders = [p for f in (self.workspace.folders or {}).values() if (p := path_of(f.uri)) is not None]
         if not folders and self.workspace.root_uri and (root := path_of(self.workspace.root_uri)) is not None:
             folders = [root]
@@ -370,7 +370,8 @@ def build_server(options: ServerOptions | None = None) -> InfillServer:
 
     @server.feature(types.INITIALIZED)
     def initialized(ls: InfillServer, params: types.InitializedParams) -> None:
-        ls.start_context()
+        if not ls.context_started:
+            ls.start_context()
 
     # repository context: the index follows the documents and the files (lsp.context) ----------------
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
