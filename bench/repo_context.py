@@ -46,6 +46,7 @@ GOALS = {"gain_points": 5.0, "gather_p95_ms": 5.0}
 def samples_of(root: Path, n: int, seed: int = 0) -> list[dict]:
     """Benchmark lines of the package under `root` (see the module docstring)."""
     from lsp import context as ctx
+    from lsp import syntax
 
     ws = ctx.Workspace([root])
     ws.scan()
@@ -63,13 +64,25 @@ def samples_of(root: Path, n: int, seed: int = 0) -> list[dict]:
         if not names:
             continue
         pattern = re.compile(r"\b(" + "|".join(map(re.escape, sorted(names))) + r")\b")
+        tree = syntax.parser_for("python").parse(text.encode("utf-8"))
+        offset = 0
         for i, line in enumerate(lines):
+            start, offset = offset, offset + len(line.encode("utf-8"))
             s = line.strip()
             if not s or s.startswith(("import ", "from ", "#", "@", '"', "'")) or len(s) > 100:
                 continue
             m = pattern.search(line)
             if m is None:
                 continue
+            at = start + len(line[:m.start()].encode("utf-8"))
+            node = tree.root_node.descendant_for_byte_range(at, at + 1)
+            if node is None or node.type != "identifier":
+                continue  # the name in a string or a comment
+            up = node
+            while up is not None and up.type not in ("import_from_statement", "import_statement"):
+                up = up.parent
+            if up is not None:
+                continue  # a line of a parenthesised import
             found.append({"path": path, "line": i, "name": m.group(1), "at": m.start(),
                           "defining": names[m.group(1)]})
     random.Random(seed).shuffle(found)
