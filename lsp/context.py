@@ -280,14 +280,38 @@ class Workspace:
             self._folders = {}
             self.generation += 1
 
+    def _admitted(self, full: Path) -> bool:
+        """Whether the scan would index `full`: under a folder (really), not in a dot-folder, a symlinked
+        folder or an ignored path (the `.gitignore` files from the folder's root down to it)."""
+        folder = self.folder_of(full, cached=False)
+        if folder is None or not full.is_relative_to(folder) or syntax.language_of(full.name) is None:
+            return False
+        parts = full.relative_to(folder).parts
+        specs: list[tuple[str, pathspec.GitIgnoreSpec]] = []
+        for depth in range(len(parts)):
+            here = folder.joinpath(*parts[:depth])
+            base = "/".join(parts[:depth]) + ("/" if depth else "")
+            try:
+                lines = (here / ".gitignore").read_text("utf-8", "replace").splitlines()
+                specs.append((base, pathspec.GitIgnoreSpec.from_lines(lines)))
+            except OSError:
+                pass
+            last = depth == len(parts) - 1
+            name = parts[depth]
+            if not last and (name.startswith(".") or (here / name).is_symlink()):
+                return False
+            if self._ignored(base + name, specs, not last):
+                return False
+        return True
+
     def update(self, path: str | os.PathLike, *, deleted: bool = False) -> None:
         """A file changed, appeared or went (workspace/didChangeWatchedFiles, didSave)."""
         full = Path(path).absolute()
-        if self.folder_of(full) is None and not deleted:
-            return
         files = set(self.files)
+        if full not in files and (deleted or not self._admitted(full)):
+            return
         files.discard(full)
-        if not deleted and full.is_file() and syntax.language_of(full.name) is not None:
+        if not deleted and full.is_file() and self._admitted(full):
             files.add(full)
         self._parsed.pop(full, None)
         self._index(files)

@@ -207,6 +207,14 @@ def test_watched_files_update_the_index(ws):
     (root / "pkg/fresh.py").write_text("def fresh_helper():\n    pass\n")
     rc.watched((root / "pkg/fresh.py").as_uri(), deleted=False)
     assert rc.workspace.modules["pkg.fresh"] == root / "pkg/fresh.py"
+    for rel in ("pkg/.hidden/x.py", "pkg/ignored.py"):  # what the scan would skip, an update skips too
+        (root / rel).parent.mkdir(exist_ok=True)
+        (root / rel).write_text("Q = 1\n")
+    (root / "pkg/.gitignore").write_text("ignored.py\n")
+    for rel in ("pkg/.hidden/x.py", "pkg/ignored.py"):
+        rc.watched((root / rel).as_uri(), deleted=False)
+    assert root / "pkg/ignored.py" not in rc.workspace.files and "pkg.ignored" not in rc.workspace.modules
+    assert not any(".hidden" in str(p) for p in rc.workspace.files)
     (root / "pkg/fresh.py").unlink()
     rc.watched((root / "pkg/fresh.py").as_uri(), deleted=True)
     assert "pkg.fresh" not in rc.workspace.modules
