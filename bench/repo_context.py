@@ -21,7 +21,7 @@ Models: the default model (LocalEngine, the `<|file|>` repository format) and th
 exported to transformers (`infill export --hf`, run through HFEngine with the `infill-spm` template's
 format); `--hf DIR` adds any local transformers model (e.g. a Qwen2.5-Coder directory).
 
-    python bench/repo_context.py [--json] [--samples 80] [--package httpx] [--hf DIR ...]
+    python bench/repo_context.py [--json] [--samples 80] [--package httpx] [--hf DIR ...] [--gather-only]
 """
 from __future__ import annotations
 
@@ -206,6 +206,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--hf", action="append", default=[], help="also a local transformers model directory")
     parser.add_argument("--no-export", action="store_true", help="skip the default model exported to transformers")
+    parser.add_argument("--gather-only", action="store_true", help="only the gathering time (no model runs)")
     args = parser.parse_args()
     site = Path(sysconfig.get_paths()["purelib"])
     if not (site / args.package / "__init__.py").is_file():
@@ -218,8 +219,8 @@ def main() -> int:
         samples = [{**s, "root": root} for s in samples_of(root, args.samples)]
         if not samples:
             raise SystemExit(f"{args.package}: no line uses a name from another file of the package")
-        models = [("default", None)]
-        if not args.no_export:
+        models = [] if args.gather_only else [("default", None)]
+        if not args.no_export and not args.gather_only:
             out = Path(tmp) / "default-hf"
             subprocess.run([sys.executable, "-m", "infill.cli", "export", "--hf", str(out)], check=True,
                            stdout=subprocess.DEVNULL)

@@ -137,10 +137,16 @@ def _import_lines(text: str) -> str:
 
 def imports_of(text: str) -> list[Import]:
     """The import statements of a Python module, in order."""
+    return list(_parse_imports(_import_lines(text)))
+
+
+@lru_cache(maxsize=256)
+def _parse_imports(lines: str) -> tuple[Import, ...]:
+    """The imports of a module's import lines (the same lines, keystroke after keystroke: cached)."""
     parser = syntax.parser_for("python")
     if parser is None:
-        return []
-    root = parser.parse(_import_lines(text).encode("utf-8", "surrogatepass")).root_node
+        return ()
+    root = parser.parse(lines.encode("utf-8", "surrogatepass")).root_node
     out: list[Import] = []
     for node in root.children:
         if node.type == "import_statement":
@@ -162,7 +168,7 @@ def imports_of(text: str) -> list[Import]:
                 dotted = name.child_by_field_name("name") if name.type == "aliased_import" else name
                 names.append(dotted.text.decode())
             out.append(Import(module, level, tuple(names)))
-    return out
+    return tuple(out)
 
 
 def definitions_of(text: str) -> dict[str, tuple[int, str]]:
