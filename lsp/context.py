@@ -219,6 +219,7 @@ class Workspace:
         self._parsed: dict[Path, _Parsed] = {}
         self._folders: dict[Path, Path | None] = {}
         """path -> folder_of(path), forgotten whenever the index changes."""
+        self._resolved: dict[tuple, list[Path]] = {}
         self._lock = threading.Lock()
 
     def folder_of(self, path: str | os.PathLike, *, cached: bool = True) -> Path | None:
@@ -283,7 +284,7 @@ class Workspace:
                 modules.setdefault(".".join(parts[k:]), full)
         with self._lock:
             self.files, self.modules = files, modules
-            self._folders = {}
+            self._folders, self._resolved = {}, {}
             self.generation += 1
 
     def _admitted(self, full: Path) -> bool:
@@ -355,7 +356,16 @@ class Workspace:
         return Path(path).name
 
     def resolve(self, imp: Import, from_path: Path | None) -> list[Path]:
-        """Workspace files an import names: the module, and for `from m import x`, module m.x where it is one."""
+        """Workspace files an import names: the module, and for `from m import x`, module m.x where it is
+        one (cached until the index changes)."""
+        key = (imp, from_path)
+        if key not in self._resolved:
+            if len(self._resolved) > 65536:
+                self._resolved.clear()
+            self._resolved[key] = self._resolve(imp, from_path)
+        return self._resolved[key]
+
+    def _resolve(self, imp: Import, from_path: Path | None) -> list[Path]:
         with self._lock:
             modules = self.modules
         found: list[Path] = []
