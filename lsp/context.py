@@ -290,8 +290,10 @@ class Workspace:
     def _admitted(self, full: Path) -> bool:
         """Whether the scan would index `full`: under a folder (really), not in a dot-folder, a symlinked
         folder or an ignored path (the `.gitignore` files from the folder's root down to it)."""
+        if syntax.language_of(full.name) is None:  # first: editors report build outputs by the thousand
+            return False
         folder = self.folder_of(full, cached=False)
-        if folder is None or not full.is_relative_to(folder) or syntax.language_of(full.name) is None:
+        if folder is None or not full.is_relative_to(folder):
             return False
         parts = full.relative_to(folder).parts
         specs: list[tuple[str, pathspec.GitIgnoreSpec]] = []
@@ -314,13 +316,18 @@ class Workspace:
     def update(self, path: str | os.PathLike, *, deleted: bool = False) -> None:
         """A file changed, appeared or went (workspace/didChangeWatchedFiles, didSave)."""
         full = Path(path).absolute()
-        files = set(self.files)
-        if full not in files and (deleted or not self._admitted(full)):
+        known = full in self.files
+        if not known and (deleted or not self._admitted(full)):
             return
+        self._parsed.pop(full, None)
+        if known and not deleted and full.is_file():  # new content, same file: no re-index
+            with self._lock:
+                self.generation += 1
+            return
+        files = set(self.files)
         files.discard(full)
         if not deleted and full.is_file() and self._admitted(full):
             files.add(full)
-        self._parsed.pop(full, None)
         self._index(files)
 
     def parsed(self, path: Path) -> _Parsed | None:

@@ -240,3 +240,17 @@ def test_gathering_is_cheap_in_a_thousand_file_workspace(tmp_path):
         times.append(time.perf_counter() - t)
     assert chunks[0].source == "definitions" and chunks[0].text.startswith("def f0_1(x):")
     assert sorted(times)[int(0.95 * len(times))] < 0.25
+
+
+def test_a_saved_file_is_read_again(ws):
+    root = ws.folders[0]
+    rc = ctx.RepositoryContext()
+    rc.start([root]).join()
+    main_uri = (root / "pkg/main.py").as_uri()
+    rc.opened(main_uri, MAIN)
+    before = rc.for_completion(main_uri, MAIN, 5, sources=("definitions",))
+    assert "widget * scale" in before[0].text
+    (root / "pkg/util.py").write_text(UTIL.replace("widget * scale", "widget ** scale  # squared"))
+    rc.saved((root / "pkg/util.py").as_uri(), None)
+    after = rc.for_completion(main_uri, MAIN, 5, sources=("definitions",))
+    assert "widget ** scale" in after[0].text and len(rc.workspace.files) == 4
