@@ -108,8 +108,12 @@ def copy_baseline(sample: dict) -> str:
     lines = sample["path"].read_text("utf-8", "replace").splitlines()
     line = lines[sample["line"]]
     head = line[:sample["col"]]
-    pool = [ln for j, ln in enumerate(lines) if j != sample["line"] and ln.strip()
-            and (ln.startswith(head) if head.strip() else ln[:len(head)] == head and not ln[len(head):len(head) + 1].isspace())]
+
+    def matches(ln: str) -> bool:
+        if head.strip():
+            return ln.startswith(head)
+        return ln[:len(head)] == head and not ln[len(head):len(head) + 1].isspace()  # the same indentation
+    pool = [ln for j, ln in enumerate(lines) if j != sample["line"] and ln.strip() and matches(ln)]
     if not pool:
         return ""
     best = collections.Counter(ln[len(head):].strip() for ln in pool).most_common()
