@@ -131,3 +131,17 @@ def test_openai_prompt_renders_context():
     assert prompt.startswith("<|file|> ext=.py\nLIMIT = 3\n<|endoftext|><|file|> ext=.py\n" + UTIL)
     small = engine.build_prompt(InfillRequest("x = ", "\n", ext=".py", context=CONTEXT, context_tokens=20))
     assert "frobnicate" not in small and "LIMIT" in small
+
+
+def test_openai_request_carries_the_context_and_reports_it():
+    from openai_stub import Stub
+
+    with Stub(reply="x") as stub:
+        engine = load.load_engine(f"openai:{stub.url}#qwen")
+        result = engine.infill(InfillRequest("y = frobnicate(", "\n", GenerationConfig(max_tokens=4), context=CONTEXT,
+                                             path="pkg/main.py", repo="proj"))
+        [body] = stub.completions()
+        assert body["prompt"] == ("<|repo_name|>proj\n<|file_sep|>pkg/other.py\nLIMIT = 3\n<|file_sep|>pkg/util.py\n"
+                                  + UTIL + "<|file_sep|>pkg/main.py\n<|fim_prefix|>y = frobnicate(<|fim_suffix|>\n"
+                                  "<|fim_middle|>")
+        assert result.extra["context_files"] == ["pkg/util.py", "pkg/other.py"] and result.extra["context_tokens"] > 0
