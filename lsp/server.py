@@ -360,6 +360,17 @@ def guarded(empty):
     return wrap
 
 
+def quiet(handler):
+    """A notification handler's guard: a failure is logged, never sent to the client."""
+    @functools.wraps(handler)
+    def run(ls: InfillServer, params):
+        try:
+            handler(ls, params)
+        except Exception:
+            log.exception("%s failed", handler.__name__)
+    return run
+
+
 def build_server(options: ServerOptions | None = None) -> InfillServer:
     """A server with every handler registered."""
     server = InfillServer(options)
@@ -369,28 +380,34 @@ def build_server(options: ServerOptions | None = None) -> InfillServer:
         ls.configure(params.initialization_options, initial=True)
 
     @server.feature(types.INITIALIZED)
+    @quiet
     def initialized(ls: InfillServer, params: types.InitializedParams) -> None:
         if not ls.context_started:
             ls.start_context()
 
     # repository context: the index follows the documents and the files (lsp.context) ----------------
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    @quiet
     def did_open(ls: InfillServer, params: types.DidOpenTextDocumentParams) -> None:
         ls.repo_context.opened(params.text_document.uri, params.text_document.text)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    @quiet
     def did_change(ls: InfillServer, params: types.DidChangeTextDocumentParams) -> None:
-        doc, change = ls.document(params.text_document.uri), params.content_changes[-1]
-        if doc is not None:
+        doc = ls.document(params.text_document.uri)
+        if doc is not None and params.content_changes:
+            change = params.content_changes[-1]
             line = change.range.start.line if getattr(change, "range", None) is not None else 0
             ls.repo_context.changed(doc.uri, doc.source, line)
 
     @server.feature(types.TEXT_DOCUMENT_DID_SAVE, types.SaveOptions(include_text=False))
+    @quiet
     def did_save(ls: InfillServer, params: types.DidSaveTextDocumentParams) -> None:
         doc = ls.document(params.text_document.uri)
         ls.repo_context.saved(params.text_document.uri, doc.source if doc is not None else None)
 
     @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+    @quiet
     def did_change_watched_files(ls: InfillServer, params: types.DidChangeWatchedFilesParams) -> None:
         for change in params.changes:
             ls.repo_context.watched(change.uri, change.type == types.FileChangeType.Deleted)
