@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lsp import context as ctx
+from lsp import workspace
 
 UTIL = '''"""Helpers."""
 
@@ -60,7 +61,7 @@ def test_imports_are_found_in_a_long_module_without_parsing_all_of_it():
     body = "".join(f"def f{i}(x):\n    return x\n" for i in range(3000))
     text = "import os\n" + body + "from a import (\n    b,\n    c as d,\n)\nx = 1 \\\n + 2\nimport g, \\\n    h\n"
     assert ctx.imports_of(text) == [ctx.Import("os"), ctx.Import("a", 0, ("b", "c")), ctx.Import("g"), ctx.Import("h")]
-    assert ctx._import_lines(text).count("\n") == 7
+    assert workspace._import_lines(text).count("\n") == 7
 
 
 def test_definitions_of_top_level_names():
