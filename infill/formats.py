@@ -109,6 +109,17 @@ def infill_prompt(tok: CodeTokenizer, fmt: str, prefix: str, suffix: str, *, ext
     return encode_fim(tok, fmt, prefix, suffix, ext=ext).ids
 
 
+def context_prompt(tok: CodeTokenizer, files: list[tuple[str, str]]) -> list[int]:
+    """Token ids of other files of the repository that precede a prompt, as repository-level packing
+    lays them out: each file behind the header of its extension and ended by EOS."""
+    ids: list[int] = []
+    for path, text in files:
+        name = path.rsplit("/", 1)[-1]
+        ext = name[name.rfind("."):].lower() if "." in name[1:] else None
+        ids += header(tok, ext).ids + tok.encode(text) + [tok.eos_id]
+    return ids
+
+
 def end_id(tok: CodeTokenizer, fmt: str) -> int:
     """The token that ends a middle in format `fmt` (EOS for left to right, else end-of-mask)."""
     return tok.eos_id if fmt == "l2r" else tok.eom_id

@@ -196,19 +196,25 @@ def to_edit(plan: CompletionPlan, middle: str, finish_reason: str = "stop") -> E
 
 
 def infill_request(plan: CompletionPlan, options: ServerOptions, *, session: str | None = None,
-                   ext: str | None = None) -> InfillRequest:
-    """The engine request for a plan: the plan's stop rule, the options' budgets."""
+                   ext: str | None = None, context: tuple[tuple[str, str], ...] = (), path: str | None = None,
+                   repo: str | None = None) -> InfillRequest:
+    """The engine request for a plan: the plan's stop rule, the options' budgets, the repository
+    context ((path, text) chunks, best first) when the options switch it on."""
     config = GenerationConfig(max_tokens=options.max_tokens, temperature=options.temperature,
                               time_budget_s=options.time_budget_ms / 1000)
-    return InfillRequest(plan.prefix, plan.suffix, config, stop_at=plan.end_of, session=session, ext=ext or None)
+    context = tuple((clean(p), clean(t)) for p, t in context) if options.context else ()
+    return InfillRequest(plan.prefix, plan.suffix, config, stop_at=plan.end_of, session=session, ext=ext or None,
+                         context=context, context_tokens=options.context_tokens, path=path, repo=repo)
 
 
 def complete_steps(text: str, offset: int, engine: Engine, options: ServerOptions, *,
                    language: str | None = None, session: str | None = None, ext: str | None = None,
+                   context: tuple[tuple[str, str], ...] = (), path: str | None = None, repo: str | None = None,
                    ) -> Generator[None, None, tuple[Edit | None, CompletionResult]]:
     """Yield after every generated token; return (the edit or None, the engine's result)."""
     plan = plan_completion(text, offset, language)
-    result = yield from engine.stream_infill(infill_request(plan, options, session=session, ext=ext))
+    request = infill_request(plan, options, session=session, ext=ext, context=context, path=path, repo=repo)
+    result = yield from engine.stream_infill(request)
     if not result.candidates:
         return None, result
     best = result.candidates[0]

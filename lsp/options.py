@@ -14,6 +14,8 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 SECTION = "infill"
+CONTEXT_SOURCES = ("open", "recent", "imports", "definitions")
+"""The same names as `lsp.context.SOURCES` (which imports them from here)."""
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -43,6 +45,15 @@ class ServerOptions:
     """Smallest probability for an inferred type to be shown."""
     name_suggestions: int = 3
     """How many model-suggested names the rename code action offers (top k)."""
+    context: bool = True
+    """Repository context: other files of the project before the prompt (`lsp.context`)."""
+    context_tokens: int = 1024
+    """Most tokens the repository context takes (never more than half the prompt)."""
+    context_sources: tuple[str, ...] = ("open", "recent", "imports", "definitions")
+    """Where context comes from: open (documents), recent (edited and visited chunks), imports
+    (workspace files the current file imports), definitions (of names near the cursor, from those)."""
+    context_file_kb: int = 256
+    """Workspace files larger than this are never read for context."""
 
     def __post_init__(self):
         problems = [p for f in fields(self) if (p := _check(f.name, getattr(self, f.name)))]
@@ -67,6 +78,15 @@ def _check(name: str, v: Any) -> str | None:
     if name == "name_suggestions":
         ok = isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 20
         return None if ok else f"{key} must be an integer from 1 to 20"
+    if name == "context_tokens":
+        ok = isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 16384
+        return None if ok else f"{key} must be an integer from 0 to 16384"
+    if name == "context_file_kb":
+        ok = isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65536
+        return None if ok else f"{key} must be an integer from 1 to 65536 (KiB)"
+    if name == "context_sources":
+        ok = isinstance(v, tuple) and all(isinstance(x, str) and x in CONTEXT_SOURCES for x in v)
+        return None if ok else f"{key} must be a list of {', '.join(CONTEXT_SOURCES)}"
     if name in ("temperature",):
         return None if _is_number(v) and 0 <= v <= 2 else f"{key} must be a number from 0 to 2"
     if name == "time_budget_ms":
@@ -103,6 +123,8 @@ def update_options(current: ServerOptions, raw: Any) -> tuple[ServerOptions, lis
             continue
         if name in ("temperature", "time_budget_ms", "cache_mb", "type_confidence") and _is_number(value):
             value = float(value)
+        if name == "context_sources" and isinstance(value, list):
+            value = tuple(dict.fromkeys(value))
         if (why := _check(name, value)) is not None:
             problems.append(f"{why}, got {value!r}; using the default {getattr(DEFAULTS, name)!r}")
             value = getattr(DEFAULTS, name)

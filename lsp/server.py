@@ -21,6 +21,11 @@ Rules:
   (`lsp.completion.typed_through`); the status says `typedThrough`.
 - prepareRename asks the model for its placeholder only when the worker is idle; while it is busy
   the placeholder comes from the name cache or is the current name, so a rename never waits.
+- Repository context (`lsp.context`): the workspace folders are indexed in a background thread after
+  `initialized` (only with the `context` option on); didOpen, didChange, didSave and
+  workspace/didChangeWatchedFiles keep the index and the ring of recent chunks up to date; a
+  completion asks `RepositoryContext.for_completion`, which recomputes only when a source changed,
+  so typing at the cursor keeps the same context and the session cache keeps hitting.
 - Positions are UTF-16 unless the client offers UTF-8 (then UTF-8, which costs no conversion).
 - `infill/status` (a notification) tells clients the model, device, state and last latencies, and
   in `off` which features this engine cannot serve and why (`lsp.types.unavailable`,
@@ -47,6 +52,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 
 from lsp import answers, names, positions, scopes, syntax
+from lsp.context import RepositoryContext, path_of
 from lsp import types as inference
 from lsp.completion import Edit, complete_steps, typed_through
 from lsp.options import ServerOptions, update_options
@@ -93,6 +99,8 @@ class Latency:
     tokens: int | None = None
     """Tokens generated for the suggestion shown."""
     typed_through: bool = False
+    context_tokens: int | None = None
+    context_files: list[str] | None = None
 
 
 class InfillServer(LanguageServer):
@@ -116,6 +124,8 @@ class InfillServer(LanguageServer):
         """uri -> (document version, {key: inferred type or suggestions}): the per-version cache."""
         self.off: dict[str, str] = {}
         """Features the engine cannot serve (typeHints, variableNames) and why."""
+        self.repo_context = RepositoryContext()
+        self.context_started = False
 
     # options and the model ------------------------------------------------------------------------
     def configure(self, raw, *, initial: bool = False) -> None:
@@ -124,6 +134,8 @@ class InfillServer(LanguageServer):
         for problem in problems:
             self.show(f"infill-lsp: {problem}", types.MessageType.Warning)
         old, self.options = self.options, new
+        if new.context and self.context_started is False and not initial:
+            self.start_context()
         if initial or (new.model, new.device) != (old.model, old.device):
             self.start_loading()
         elif new.cache_mb != old.cache_mb and (sessions := getattr(self.engine, "sessions", None)) is not None:
@@ -132,6 +144,33 @@ class InfillServer(LanguageServer):
                 sessions.trim()
             self.worker.call(trim)
         self.send_status()
+
+    def start_context(self) -> None:
+        """Index the workspace folders for repository context, in the background (only with context on)."""
+        if not self.options.context:
+            return
+        self.context_started = True
+        folders = [p for f in (self.workspace.folders or {}).values() if (p := path_of(f.uri)) is not None]
+        if not folders and self.workspace.root_uri and (root := path_of(self.workspace.root_uri)) is not None:
+            folders = [root]
+        self.repo_context.start(folders, max_file_bytes=self.options.context_file_kb * 1024)
+
+    def context_for(self, uri: str, doc, line: int) -> dict:
+        """The repository-context arguments of a completion on `line` of `doc` (none with context off)."""
+        if not self.options.context or not self.options.context_tokens:
+            return {}
+        try:
+            chunks = self.repo_context.for_completion(
+                uri, doc.source, line, sources=self.options.context_sources,
+                max_chars=4 * self.options.context_tokens, python=syntax.language_of(uri, doc.language_id) == "python")
+        except Exception:  # context is a bonus: a completion without it is still a completion
+            log.exception("gathering repository context failed for %s", uri)
+            return {}
+        path, ws = path_of(uri), self.repo_context.workspace
+        folder = ws.folder_of(path) if path is not None else None
+        return {"context": tuple((c.path, c.text) for c in chunks),
+                "path": ws.relative(path) if path is not None else None,
+                "repo": folder.name if folder is not None else None}
 
     def start_loading(self) -> None:
         self._load_id += 1
@@ -175,6 +214,7 @@ class InfillServer(LanguageServer):
             "latencyMs": self.last.latency_ms, "ttftMs": self.last.ttft_ms,
             "promptTokens": self.last.prompt_tokens, "cachedTokens": self.last.cached_tokens,
             "tokens": self.last.tokens, "typedThrough": self.last.typed_through,
+            "contextTokens": self.last.context_tokens, "contextFiles": self.last.context_files,
             "off": dict(self.off),
         }
 
@@ -234,11 +274,13 @@ class InfillServer(LanguageServer):
             self.last = Latency((time.perf_counter() - started) * 1000, typed_through=True)
             self.send_status()
             return edit
+        context = self.context_for(uri, doc, position.line)
 
         def make_steps(engine):
             return complete_steps(text, offset, engine, self.options,
                                   language=syntax.language_of(uri, doc.language_id),
-                                  session=uri if self.options.cache_mb > 0 else None, ext=syntax.extension_of(uri))
+                                  session=uri if self.options.cache_mb > 0 else None, ext=syntax.extension_of(uri),
+                                  **context)
 
         def on_step():  # on the worker thread
             if not first:
@@ -251,7 +293,9 @@ class InfillServer(LanguageServer):
             self._shown[uri] = (text, edit)
         self.last = Latency((time.perf_counter() - started) * 1000, first[0] if first else None,
                             result.prompt_tokens, result.cached_tokens,
-                            result.candidates[0].tokens if result.candidates else 0)
+                            result.candidates[0].tokens if result.candidates else 0,
+                            context_tokens=result.extra.get("context_tokens"),
+                            context_files=result.extra.get("context_files"))
         self.send_status()
         return edit
 
@@ -305,6 +349,7 @@ class InfillServer(LanguageServer):
         """A closed document: drop its bookkeeping and its session cache."""
         self._latest.pop(uri, None)
         self._results.pop(uri, None)
+        self.repo_context.closed(uri)
         self._shown.pop(uri, None)
         if (engine := self.engine) is not None:
             self.worker.call(lambda: engine.drop_session(uri))
@@ -337,6 +382,17 @@ def guarded(empty):
     return wrap
 
 
+def quiet(handler):
+    """A notification handler's guard: a failure is logged, never sent to the client."""
+    @functools.wraps(handler)
+    def run(ls: InfillServer, params):
+        try:
+            handler(ls, params)
+        except Exception:
+            log.exception("%s failed", handler.__name__)
+    return run
+
+
 def build_server(options: ServerOptions | None = None) -> InfillServer:
     """A server with every handler registered."""
     server = InfillServer(options)
@@ -344,6 +400,39 @@ def build_server(options: ServerOptions | None = None) -> InfillServer:
     @server.feature(types.INITIALIZE)
     def initialize(ls: InfillServer, params: types.InitializeParams) -> None:
         ls.configure(params.initialization_options, initial=True)
+
+    @server.feature(types.INITIALIZED)
+    @quiet
+    def initialized(ls: InfillServer, params: types.InitializedParams) -> None:
+        if not ls.context_started:
+            ls.start_context()
+
+    # repository context: the index follows the documents and the files (lsp.context) ----------------
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    @quiet
+    def did_open(ls: InfillServer, params: types.DidOpenTextDocumentParams) -> None:
+        ls.repo_context.opened(params.text_document.uri, params.text_document.text)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    @quiet
+    def did_change(ls: InfillServer, params: types.DidChangeTextDocumentParams) -> None:
+        doc = ls.document(params.text_document.uri)
+        if doc is not None and params.content_changes:
+            change = params.content_changes[-1]
+            line = change.range.start.line if getattr(change, "range", None) is not None else 0
+            ls.repo_context.changed(doc.uri, doc.source, line)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_SAVE, types.SaveOptions(include_text=False))
+    @quiet
+    def did_save(ls: InfillServer, params: types.DidSaveTextDocumentParams) -> None:
+        doc = ls.document(params.text_document.uri)
+        ls.repo_context.saved(params.text_document.uri, doc.source if doc is not None else None)
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+    @quiet
+    def did_change_watched_files(ls: InfillServer, params: types.DidChangeWatchedFilesParams) -> None:
+        for change in params.changes:
+            ls.repo_context.watched(change.uri, change.type == types.FileChangeType.Deleted)
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     def did_change_configuration(ls: InfillServer, params: types.DidChangeConfigurationParams) -> None:

@@ -4,11 +4,12 @@ import torch
 
 FAMILIES = {
     # family: (special tokens, bos, eos)
-    "starcoder": (["<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>"], "<|endoftext|>", "<|endoftext|>"),
+    "starcoder": (["<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>", "<repo_name>", "<file_sep>"],
+                  "<|endoftext|>", "<|endoftext|>"),
     "santacoder": (["<fim-prefix>", "<fim-middle>", "<fim-suffix>", "<fim-pad>"], "<|endoftext|>", "<|endoftext|>"),
     "deepseek": (["<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"], "<｜begin▁of▁sentence｜>",
                  "<｜end▁of▁sentence｜>"),
-    "qwen": (["<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|file_sep|>"], None,
+    "qwen": (["<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|file_sep|>", "<|repo_name|>"], None,
              "<|endoftext|>"),
     "codellama": (["<PRE>", "<SUF>", "<MID>", "<EOT>"], "<s>", "</s>"),
     "incoder": (["<|mask:0|>", "<|mask:1|>", "<|endofmask|>"], "<|endoftext|>", "<|endoftext|>"),

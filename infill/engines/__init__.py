@@ -14,10 +14,10 @@ Adding an engine is one new module here and one branch in `load.py`.
 from __future__ import annotations
 
 from infill.engines.base import (CAPABILITIES, CannotScore, Completion, CompletionResult, Engine,
-                                 GenerationConfig, InfillRequest, SessionPool, end_of, fit_lines, rank,
-                                 run_to_end)
+                                 GenerationConfig, InfillRequest, SessionPool, end_of, fit_context, fit_lines,
+                                 rank, run_to_end)
 from infill.engines.load import ModelNotFound, load_engine, resolve_model
 
 __all__ = ["CAPABILITIES", "CannotScore", "Completion", "CompletionResult", "Engine", "GenerationConfig",
-           "InfillRequest", "ModelNotFound", "SessionPool", "end_of", "fit_lines", "load_engine", "rank",
+           "InfillRequest", "ModelNotFound", "SessionPool", "end_of", "fit_context", "fit_lines", "load_engine", "rank",
            "resolve_model", "run_to_end"]

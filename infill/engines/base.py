@@ -21,6 +21,9 @@ Rules kept here, once for all engines:
 - Ranking (`rank`): candidates are cut by the stop rule, identical texts merged (the most likely
   copy kept), and sorted by log-probability, best first.
 - Prompt fitting (`fit_lines`): trimmed at whole lines, prefix from its start and suffix from its end.
+- Repository context (`fit_context`): whole chunks, best first, within min(`context_tokens`, half the
+  prompt budget); the prefix and suffix get what is left. It comes first in the prompt, so typing at
+  the cursor still only appends tokens.
 - Session caches (`SessionPool`): one per key (a document), least recently used dropped first once
   their bytes pass the limit.
 """
@@ -35,8 +38,8 @@ from typing import Generic, Protocol, TypeVar, runtime_checkable
 from infill.generation import GenerationConfig
 
 __all__ = ["CAPABILITIES", "CannotScore", "Completion", "CompletionResult", "Engine", "GenerationConfig",
-           "InfillRequest", "SCORE_RESERVE", "SessionPool", "end_of", "fit_lines", "prompt_budget", "rank",
-           "run_to_end"]
+           "InfillRequest", "SCORE_RESERVE", "SessionPool", "end_of", "fit_context", "fit_lines", "prompt_budget",
+           "rank", "run_to_end"]
 
 SCORE_RESERVE = 64
 """A score fits its prompt as a generation of max(SCORE_RESERVE, middle tokens) tokens would: the same
@@ -68,6 +71,15 @@ class InfillRequest:
     """File extension for the metadata header, e.g. ".py"."""
     heal: bool = True
     """Token healing at the cursor (formats whose prompt ends in the prefix)."""
+    context: tuple[tuple[str, str], ...] = ()
+    """Repository context: (path, text) of other files' chunks, best first. The engine renders those
+    that fit `fit_context`'s budget before the current file, in its model family's repository format."""
+    context_tokens: int = 1024
+    """Most tokens the context may take (and never more than half the prompt budget)."""
+    path: str | None = None
+    """The current file's workspace-relative path, for repository formats that name files."""
+    repo: str | None = None
+    """The repository (workspace folder) name, for repository formats that name it."""
 
 
 @dataclass
@@ -177,6 +189,24 @@ def prompt_budget(context: int, req: InfillRequest) -> int:
     if budget <= 0:
         raise ValueError(f"max_tokens {req.config.max_tokens} leaves no room for a prompt (context {context})")
     return budget
+
+
+def fit_context(req: InfillRequest, budget: int, count: Callable[[list[str]], list[int]],
+                overhead: int = 8) -> tuple[list[tuple[str, str]], int]:
+    """(chunks kept, tokens they take): `req.context` best first, each while it fits in
+    min(req.context_tokens, budget // 2) tokens; a chunk costs its path and text plus `overhead`
+    tokens of separators. Depends on the chunks and the budget only, never on the prefix, so the
+    context stays the same while the user types and the session cache keeps hitting."""
+    if not req.context or req.context_tokens <= 0:
+        return [], 0
+    room = min(req.context_tokens, budget // 2)
+    costs = count([f"{path}\n{text}" for path, text in req.context])
+    kept, used = [], 0
+    for chunk, cost in zip(req.context, costs):
+        if used + cost + overhead <= room:
+            kept.append(chunk)
+            used += cost + overhead
+    return kept, used
 
 
 def _tail_chars(line: str, room: int) -> str:

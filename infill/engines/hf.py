@@ -14,6 +14,9 @@ Rules:
 - One transformers `DynamicCache` per session: a request whose prompt shares a prefix with the
   session's previous one crops the cache to that prefix and computes only the rest. The least
   recently used sessions go first once their caches pass `cache_mb` (`base.SessionPool`).
+- Repository context (`InfillRequest.context`) comes first in the template's repository format
+  (`Template.context_pieces`), within `fit_context`'s budget; a vocabulary without the format's
+  tokens gets none (`repo_ok`).
 - Scoring: `score` is the template's prompt, then the middle, then the template's first end token
   the vocabulary has (else EOS). `score_holes` needs InCoder mask tokens (`<|mask:N|>`,
   `<|endofmask|>`: InCoder and this project's exports) and uses InCoder's format.
@@ -30,7 +33,8 @@ import torch
 from infill import tokenizer as infill_tokens
 from infill.engines import templates as fim
 from infill.engines.base import (SCORE_RESERVE, CannotScore, CompletionResult, GenerationConfig, InfillRequest,
-                                 SessionPool, end_of, fit_lines, prompt_budget, rank, run_to_end, windowed_logprob)
+                                 SessionPool, end_of, fit_context, fit_lines, prompt_budget, rank, run_to_end,
+                                 windowed_logprob)
 from infill.engines.local import resolve_device
 from infill.generation import sample
 
@@ -79,6 +83,9 @@ class HFEngine:
         self.context = int(getattr(model.config, "max_position_embeddings", None) or 2048)
         self.sentinel_ids = {s: self._sentinel_id(s, vocab) for s in (self.template.pre, self.template.suf,
                                                                       self.template.mid, self.template.meta) if s}
+        self.repo_ok = all(s in vocab for s in self.template.repo_sentinels)
+        """The vocabulary has the repository format's tokens; without them, context is left out."""
+        self.sentinel_ids.update({s: vocab[s] for s in self.template.repo_sentinels if s in vocab})
         self.stop_ids = frozenset({vocab[s] for s in self.template.stops if s in vocab}
                                   | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
         self.end_id = next((vocab[s] for s in self.template.stops if s in vocab), tokenizer.eos_token_id)
@@ -144,16 +151,26 @@ class HFEngine:
 
     def healed_prompt(self, req: InfillRequest) -> tuple[list[int], str]:
         """(prompt ids, healed text): the text the middle must start with, already cut from the prompt."""
+        ids, heal, _ = self._prompt(req)
+        return ids, heal
+
+    def _prompt(self, req: InfillRequest) -> tuple[list[int], str, tuple[list[str], int]]:
+        """`healed_prompt`, and (paths, tokens) of the repository context it holds."""
         prefix = fim.clean(req.prefix, self.specials)
         suffix = fim.clean(req.suffix, self.specials)
         budget = prompt_budget(self.context, req)
-        prefix, suffix = fit_lines(prefix, suffix, budget, self._count)
-        ids = self._bos() + self._pieces_ids(self.template.pieces(prefix, suffix, req.ext))
+        context: list[tuple[str, str]] = []
+        if req.context and self.repo_ok:
+            cleaned = tuple((fim.clean(p, self.specials), fim.clean(t, self.specials)) for p, t in req.context)
+            context, _ = fit_context(replace(req, context=cleaned), budget, self._count)
+        head = self._pieces_ids(self.template.context_pieces(context[::-1], req.path, req.repo))
+        prefix, suffix = fit_lines(prefix, suffix, budget - len(head), self._count)
+        ids = self._bos() + head + self._pieces_ids(self.template.pieces(prefix, suffix, req.ext))
         heal = ""
         if req.heal and self.template.ends_in_prefix and prefix and ids[-1] not in self._special_ids:
             heal = self._token_texts()[ids[-1]]
             ids = ids[:-1]
-        return ids, heal
+        return ids, heal, (list(dict.fromkeys(p for p, _ in context)), len(head))
 
     def build_prompt(self, req: InfillRequest) -> list[int]:
         """Prompt ids: cleaned, trimmed to the context at line boundaries, rendered by the template."""
@@ -203,7 +220,7 @@ class HFEngine:
         """Yield after every generated token (a place to cancel); return the CompletionResult."""
         started = time.perf_counter()
         config = replace(req.config, stop_ids=self.stop_ids)
-        prompt, heal = self.healed_prompt(req)
+        prompt, heal, (context_files, context_tokens) = self._prompt(req)
         session = self._session(req.session)
         keep = 0
         limit = min(len(session.tokens), len(prompt) - 1)
@@ -262,7 +279,8 @@ class HFEngine:
             _crop(cache, len(session.tokens))
         ranked = rank(zip(texts, map(len, rows), logprob, reason), req)
         return CompletionResult(ranked, (time.perf_counter() - started) * 1000, len(prompt), cached,
-                                extra={"template": self.template.name})
+                                extra={"template": self.template.name, "context_tokens": context_tokens,
+                                       "context_files": context_files})
 
     def _text(self, ids: list[int], heal: str) -> str:
         text = self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)

@@ -12,6 +12,9 @@ Rules:
   repeats them.
 - Session caches are bounded: `cache_mb` caps the sum of their KV memory; the least recently used
   goes first (`infill.engines.base.SessionPool`).
+- Repository context (`InfillRequest.context`) comes first, each file behind its header and ended by
+  EOS (`formats.context_prompt`, the layout of repository-level packing), within `fit_context`'s
+  budget; the prefix and suffix fit in what is left.
 - Scoring uses the prompt generation would use (fitted the same way, never healed), so a score is
   the probability of exactly what generation could have produced.
 """
@@ -27,7 +30,7 @@ import torch
 from infill import formats
 from infill.checkpoint import load_checkpoint
 from infill.engines.base import (SCORE_RESERVE, CannotScore, CompletionResult, InfillRequest, SessionPool, end_of,
-                                 fit_lines, prompt_budget, rank, run_to_end, windowed_logprob)
+                                 fit_context, fit_lines, prompt_budget, rank, run_to_end, windowed_logprob)
 from infill.generation import Candidate, GenerationConfig, stream
 from infill.generation import score as score_ids
 from infill.model import KVCache, Transformer
@@ -100,14 +103,22 @@ class LocalEngine:
 
     def build_prompt(self, req: InfillRequest) -> tuple[list[int], bytes]:
         """(prompt ids, healed bytes): the bytes the middle must start with, already cut from the prompt."""
+        prompt, heal, _ = self._prompt(req)
+        return prompt, heal
+
+    def _prompt(self, req: InfillRequest) -> tuple[list[int], bytes, tuple[list[str], int]]:
+        """`build_prompt`, and (paths, tokens) of the repository context it holds."""
         budget = prompt_budget(self.model.config.max_seq_len, req)
-        prefix, suffix = self._fit(req.prefix, req.suffix, budget)
-        prompt = formats.infill_prompt(self.tokenizer, self.format, prefix, suffix, ext=req.ext)
+        count = lambda texts: [len(x) for x in self.tokenizer.encode_batch(texts)]  # noqa: E731
+        context, _ = fit_context(req, budget, count)
+        context_ids = formats.context_prompt(self.tokenizer, context[::-1])  # the best nearest the file
+        prefix, suffix = self._fit(req.prefix, req.suffix, budget - len(context_ids))
+        prompt = context_ids + formats.infill_prompt(self.tokenizer, self.format, prefix, suffix, ext=req.ext)
         heal = b""
         if req.heal and formats.ends_in_prefix(self.format) and prefix and prompt[-1] not in self.tokenizer.special_ids:
             heal = self.tokenizer.token_bytes[prompt[-1]]
             prompt = prompt[:-1]
-        return prompt, heal
+        return prompt, heal, (list(dict.fromkeys(path for path, _ in context)), len(context_ids))
 
     def _heal_mask(self, heal: bytes) -> torch.Tensor:
         if heal not in self._heal_masks:
@@ -136,7 +147,7 @@ class LocalEngine:
     def stream_infill(self, req: InfillRequest) -> Generator[None, None, CompletionResult]:
         """Yield after every generated token (a place to cancel); return the CompletionResult."""
         started = time.perf_counter()
-        prompt, heal = self.build_prompt(req)
+        prompt, heal, context = self._prompt(req)
         tok = self.tokenizer
         config = replace(req.config, stop_ids=formats.stop_ids(tok, self.format))
         need = len(prompt) + config.max_tokens
@@ -173,7 +184,9 @@ class LocalEngine:
             fed = len(prompt) + len(row.tokens) - (0 if row.finish_reason == "stop" else 1)
             session.tokens = (prompt + row.tokens)[:fed]
         ranked = rank(((text_of(c.tokens), len(c.tokens), c.logprob, c.finish_reason) for c in result), req)
-        return CompletionResult(ranked, (time.perf_counter() - started) * 1000, len(prompt), cached)
+        files, context_tokens = context
+        return CompletionResult(ranked, (time.perf_counter() - started) * 1000, len(prompt), cached,
+                                extra={"context_tokens": context_tokens, "context_files": files})
 
     def infill(self, req: InfillRequest) -> CompletionResult:
         return run_to_end(self.stream_infill(req))

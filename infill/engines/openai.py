@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from infill.engines import templates as fim
-from infill.engines.base import CannotScore, CompletionResult, InfillRequest, end_of, rank, run_to_end
+from infill.engines.base import CannotScore, CompletionResult, InfillRequest, end_of, fit_context, rank, run_to_end
 
 DEFAULT_TEMPLATE = "infill-spm"
 NO_SCORE = "the server returns no prompt logprobs (echo + logprobs on /v1/completions)"
@@ -136,7 +136,15 @@ class OpenAIEngine:
         return fim.clean(text, self.template.sentinels)
 
     def build_prompt(self, req: InfillRequest) -> str:
-        return self.template.render(self._clean(req.prefix), self._clean(req.suffix), req.ext)
+        """The prompt text; repository context within `req.context_tokens` (`_context`)."""
+        context = [(self._clean(p), self._clean(t)) for p, t in self._context(req)[0][::-1]]
+        return self.template.render(self._clean(req.prefix), self._clean(req.suffix), req.ext, context,
+                                    req.path, req.repo)
+
+    def _context(self, req: InfillRequest) -> tuple[list[tuple[str, str]], int]:
+        """`fit_context` counting three characters a token (no tokenizer here: the server's is unknown,
+        and code runs about 3-4 characters a token), so the count is an estimate."""
+        return fit_context(req, 2 * req.context_tokens, lambda texts: [len(t) // 3 + 1 for t in texts])
 
     def stream_infill(self, req: InfillRequest) -> Generator[None, None, CompletionResult]:
         """Yield after every streamed chunk (a place to cancel); return the CompletionResult."""
@@ -180,8 +188,10 @@ class OpenAIEngine:
         except httpx.HTTPError as exc:
             raise self._fail(f"cannot reach the server, or the stream broke ({exc})") from None
         rows = zip(texts, tokens, logprobs, reasons)
+        context, context_tokens = self._context(req)
         return CompletionResult(rank(rows, req), (time.perf_counter() - started) * 1000, 0,
-                                extra={"template": self.template.name})
+                                extra={"template": self.template.name, "context_tokens": context_tokens,
+                                       "context_files": list(dict.fromkeys(p for p, _ in context))})
 
     def _events(self, resp: httpx.Response) -> Iterator[dict]:
         """The JSON payloads of a server-sent-event stream, or of a plain JSON answer, until [DONE]."""

@@ -20,12 +20,25 @@ def test_an_infill_section_is_unwrapped():
     ("temperature", -1, "temperature"), ("device", "tpu", "device"), ("cacheMb", -5, "cache_mb"),
     ("completion", "yes", "completion"), ("typeConfidence", 1.5, "type_confidence"), ("model", "", "model"),
     ("nameSuggestions", 0, "name_suggestions"), ("variableNames", 1, "variable_names"),
+    ("context", "on", "context"), ("contextTokens", -1, "context_tokens"), ("contextTokens", 1.5, "context_tokens"),
+    ("contextSources", ["open", "web"], "context_sources"), ("contextSources", "open", "context_sources"),
+    ("contextFileKb", 0, "context_file_kb"),
 ])
 def test_a_bad_value_falls_back_to_its_default(key, value, field):
     opts, problems = update_options(ServerOptions(max_tokens=10, temperature=0.5), {key: value, "timeBudgetMs": 500})
     assert getattr(opts, field) == getattr(DEFAULTS, field)
     assert opts.time_budget_ms == 500  # the good value next to it still applies
     assert len(problems) == 1 and key in problems[0] and "default" in problems[0]
+
+
+def test_context_settings_apply():
+    opts, problems = update_options(DEFAULTS, {"context": False, "contextTokens": 256,
+                                               "contextSources": ["imports", "definitions", "imports"],
+                                               "contextFileKb": 64})
+    assert problems == []
+    assert (opts.context, opts.context_tokens, opts.context_sources, opts.context_file_kb) == \
+        (False, 256, ("imports", "definitions"), 64)
+    assert update_options(DEFAULTS, {"contextSources": []})[0].context_sources == ()
 
 
 def test_unknown_keys_and_non_objects_are_reported_not_fatal():

@@ -140,6 +140,8 @@ class Infill {
             documentSelector: selector,
             outputChannel: this.log,
             initializationOptions: () => this.settings,
+            // Repository context follows the workspace's files (workspace/didChangeWatchedFiles).
+            synchronize: { fileEvents: vscode.workspace.createFileSystemWatcher("**/*") },
             errorHandler: {
                 error: () => ({ action: ErrorAction.Continue }),
                 closed: async () => {

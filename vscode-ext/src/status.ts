@@ -12,6 +12,8 @@ export interface ServerStatus {
     ttftMs?: number | null;
     promptTokens?: number | null;
     cachedTokens?: number | null;
+    contextTokens?: number | null;
+    contextFiles?: string[] | null;
 }
 
 export interface StatusView {
@@ -48,6 +50,11 @@ export function statusView(status: ServerStatus | undefined): StatusView {
     if (typeof status.promptTokens === "number") {
         lines.push(`prompt tokens: ${status.promptTokens}` +
             (typeof status.cachedTokens === "number" ? ` (${status.cachedTokens} cached)` : ""));
+    }
+    if (typeof status.contextTokens === "number" && status.contextTokens > 0) {
+        const files = status.contextFiles ?? [];
+        lines.push(`context: ${status.contextTokens} tokens from ${files.length} ` +
+            `${files.length === 1 ? "file" : "files"}` + (files.length ? ` (${files.join(", ")})` : ""));
     }
     if (status.message) {
         lines.push(status.message);

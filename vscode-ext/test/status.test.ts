@@ -19,6 +19,14 @@ test("a ready model shows model, device and the last latency", () => {
     assert.equal(statusView({ state: "ready", model: "tiny", device: "cuda:0" }).text, "$(sparkle) infill: tiny · cuda:0");
 });
 
+test("the tooltip says how much repository context the last completion used, and from where", () => {
+    const view = statusView({
+        state: "ready", model: "tiny", device: "cpu", contextTokens: 412, contextFiles: ["pkg/util.py", "pkg/io.py"],
+    });
+    assert.match(view.tooltip, /context: 412 tokens from 2 files \(pkg\/util\.py, pkg\/io\.py\)/);
+    assert.doesNotMatch(statusView({ state: "ready", contextTokens: 0, contextFiles: [] }).tooltip, /context:/);
+});
+
 test("failed and off read as such; the failure's reason is in the tooltip", () => {
     const failed = statusView({ state: "failed", model: null, device: "auto", message: "no checkpoint at /x" });
     assert.equal(failed.error, true);
