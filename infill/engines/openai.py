@@ -19,6 +19,13 @@ Rules:
   says why. A server that cannot be reached is asked again next time.
 - A score is the sum of the log-probabilities of the echoed tokens that start inside the middle
   (and the end token), found by the `text_offset`s the server returns.
+- A request with a `session` (a document) asks the server to keep its prompt's KV cache
+  (`cache_prompt`, llama.cpp's name), so the next request of that document recomputes only what changed.
+- The `llama-infill` template talks llama.cpp's native `POST {URL}/infill` instead (llama.vim's
+  protocol): `input_prefix`, `input_suffix`, `input_extra` (the request's repository-context chunks,
+  as {"filename", "text"}), `n_predict`, `cache_prompt`, `t_max_predict_ms` for the time budget; the
+  server builds the prompt from its GGUF's FIM tokens and streams `{"content", "stop"}` events. It
+  has no echo, so such an engine cannot score (`unavailable` says so); `n` candidates are `n` requests.
 """
 from __future__ import annotations
 
@@ -35,6 +42,8 @@ from infill.engines.base import CannotScore, CompletionResult, InfillRequest, en
 DEFAULT_TEMPLATE = "infill-spm"
 NO_SCORE = "the server returns no prompt logprobs (echo + logprobs on /v1/completions)"
 NO_LOGPROBS = "the server returns no logprobs"
+NO_NATIVE_SCORE = ("llama.cpp's /infill endpoint returns no prompt log-probabilities; to score, use the "
+                   "same server with openai:URL (its /v1/completions, the infill-spm template)")
 
 
 class EngineError(ValueError):
@@ -108,6 +117,9 @@ class OpenAIEngine:
     # capabilities ---------------------------------------------------------------------------------
     @property
     def capabilities(self) -> frozenset[str]:
+        if self._caps is None and self.template.native:
+            self.unavailable.update(score=NO_NATIVE_SCORE, sampled_logprobs=NO_NATIVE_SCORE)
+            self._caps = frozenset({"infill"})
         if self._caps is None:
             caps = {"infill"}
             try:
@@ -140,6 +152,8 @@ class OpenAIEngine:
 
     def stream_infill(self, req: InfillRequest) -> Generator[None, None, CompletionResult]:
         """Yield after every streamed chunk (a place to cancel); return the CompletionResult."""
+        if self.template.native:
+            return (yield from self._stream_native(req))
         started = time.perf_counter()
         config = req.config
         want_logprobs = "sampled_logprobs" in self.capabilities
@@ -148,6 +162,8 @@ class OpenAIEngine:
         for key in ("top_p", "top_k", "seed"):
             if getattr(config, key) is not None:
                 body[key] = getattr(config, key)
+        if req.session is not None:
+            body["cache_prompt"] = True
         if want_logprobs:
             body["logprobs"] = 1
         body = self._body(**body)
@@ -181,6 +197,58 @@ class OpenAIEngine:
             raise self._fail(f"cannot reach the server, or the stream broke ({exc})") from None
         rows = zip(texts, tokens, logprobs, reasons)
         return CompletionResult(rank(rows, req), (time.perf_counter() - started) * 1000, 0,
+                                extra={"template": self.template.name})
+
+    def _stream_native(self, req: InfillRequest) -> Generator[None, None, CompletionResult]:
+        """`stream_infill` through llama.cpp's `/infill`: one streamed request per candidate."""
+        started = time.perf_counter()
+        config = req.config
+        body = {"input_prefix": req.prefix, "input_suffix": req.suffix, "prompt": "",
+                "input_extra": [{"filename": c.filename, "text": c.text} if hasattr(c, "text")
+                                else {"filename": c["filename"], "text": c["text"]}
+                                for c in getattr(req, "context", None) or ()],
+                "n_predict": config.max_tokens, "temperature": config.temperature, "stream": True,
+                "cache_prompt": req.session is not None, "stop": list(req.stop)}
+        for key in ("top_p", "top_k"):
+            if getattr(config, key) is not None:
+                body[key] = getattr(config, key)
+        if config.time_budget_s is not None:
+            body["t_max_predict_ms"] = max(1, int(config.time_budget_s * 1000))
+        timeout = min(self.timeout_s, config.time_budget_s + 5) if config.time_budget_s else self.timeout_s
+        rows, prompt_tokens, cached = [], 0, 0
+        for i in range(config.n):
+            if config.seed is not None:
+                body["seed"] = config.seed + i
+            text, tokens, reason = "", 0, "length"
+            try:
+                with self._client.stream("POST", self.template.native, json=body, timeout=timeout,
+                                         headers={"Accept": "text/event-stream"}) as resp:
+                    if resp.status_code != 200:
+                        detail = _first_line(resp.read()[:500].decode("utf-8", errors="replace"))
+                        raise self._fail(f"HTTP {resp.status_code}: {detail or resp.reason_phrase}")
+                    for event in self._events(resp):
+                        if event.get("content"):
+                            text += event["content"]
+                            tokens += 1
+                        if event.get("stop"):
+                            reason = "length" if event.get("stop_type") == "limit" else "stop"
+                            tokens = int(event.get("tokens_predicted") or tokens)
+                            timings = event.get("timings") or {}
+                            prompt_tokens = int(event.get("tokens_evaluated") or timings.get("prompt_n") or 0)
+                            cached = int(timings.get("cache_n") or event.get("tokens_cached") or 0)
+                        yield  # closing the generator here closes the response: the server stops
+                        if end_of(text, req) is not None:
+                            reason = "stop_rule"
+                            break
+                        if config.time_budget_s is not None and time.perf_counter() - started > config.time_budget_s:
+                            reason = "time"
+                            break
+            except httpx.HTTPError as exc:
+                raise self._fail(f"cannot reach the server, or the stream broke ({exc})") from None
+            rows.append((text, tokens, 0.0, reason))
+            if reason == "time":
+                break
+        return CompletionResult(rank(rows, req), (time.perf_counter() - started) * 1000, prompt_tokens, cached,
                                 extra={"template": self.template.name})
 
     def _events(self, resp: httpx.Response) -> Iterator[dict]:
