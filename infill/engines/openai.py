@@ -10,6 +10,7 @@ Rules:
 - Requests stream (server-sent events), so `stream_infill` yields after every chunk; closing the
   generator, a stop rule or the time budget closes the response mid-stream, which drops the
   connection and so cancels the request on the server.
+- Sampling is ours: the request sets every knob a server might default otherwise (`NEUTRAL`).
 - Stop strings (the request's and the template's end tokens) go to the server, and are applied again
   here, since servers differ in how they treat them.
 - What the server can do is asked once, on first use of `capabilities`, with two one-token requests:
@@ -42,6 +43,9 @@ from infill.engines.base import CannotScore, CompletionResult, InfillRequest, en
 DEFAULT_TEMPLATE = "infill-spm"
 NO_SCORE = "the server returns no prompt logprobs (echo + logprobs on /v1/completions)"
 NO_LOGPROBS = "the server returns no logprobs"
+NEUTRAL = {"repeat_penalty": 1.0, "min_p": 0.0}
+"""Sampling as `infill.generation` does it, where a server's defaults differ (llama-cpp-python's
+server penalises repeats by 1.1 and cuts at min_p 0.05 unless told, which changes even greedy output)."""
 NO_NATIVE_SCORE = ("llama.cpp's /infill endpoint returns no prompt log-probabilities; to score, use the "
                    "same server with openai:URL (its /v1/completions, the infill-spm template)")
 
@@ -158,7 +162,8 @@ class OpenAIEngine:
         config = req.config
         want_logprobs = "sampled_logprobs" in self.capabilities
         body = {"prompt": self.build_prompt(req), "max_tokens": config.max_tokens, "temperature": config.temperature,
-                "n": config.n, "stream": True, "stop": list(dict.fromkeys((*req.stop, *self.template.stops)))}
+                "n": config.n, "stream": True, "stop": list(dict.fromkeys((*req.stop, *self.template.stops))),
+                **NEUTRAL}
         for key in ("top_p", "top_k", "seed"):
             if getattr(config, key) is not None:
                 body[key] = getattr(config, key)
@@ -208,7 +213,7 @@ class OpenAIEngine:
                                 else {"filename": c["filename"], "text": c["text"]}
                                 for c in getattr(req, "context", None) or ()],
                 "n_predict": config.max_tokens, "temperature": config.temperature, "stream": True,
-                "cache_prompt": req.session is not None, "stop": list(req.stop)}
+                "cache_prompt": req.session is not None, "stop": list(req.stop), **NEUTRAL}
         for key in ("top_p", "top_k"):
             if getattr(config, key) is not None:
                 body[key] = getattr(config, key)
