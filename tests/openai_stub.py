@@ -2,7 +2,8 @@
 
 Two backends:
 - scripted (`Stub(reply=...)`): streams `reply` in chunks, honouring `stop`; with `logprobs`, every
-  chunk and every echoed character comes with a fixed log-probability (-0.5 and -1.0);
+  character, streamed or echoed, has log-probability -0.5 (so echo agrees with generation, as a
+  correct server's does);
 - a model (`Stub(model=HFModel(directory))`): greedy decoding and echoed prompt logprobs computed by
   a transformers model with full forward passes, the way vLLM answers `echo` + `logprobs`.
 `echo=False` / `logprobs=False` make it a server that answers those requests without them.
@@ -175,13 +176,13 @@ class Stub:
         text = self.reply
         for s in stop:
             text = text.split(s)[0]
-        pieces = [(text[i:i + self.chunk], -0.5) for i in range(0, len(text), self.chunk)]
+        pieces = [(text[i:i + self.chunk], -0.5 * len(text[i:i + self.chunk])) for i in range(0, len(text), self.chunk)]
         return pieces[:data.get("max_tokens", 16)]
 
     def echoed(self, prompt: str) -> tuple[list, list[int]]:
         if self.model is not None:
             return self.model.echo(prompt)
-        return [None] + [-1.0] * (len(prompt) - 1), list(range(len(prompt)))
+        return [None] + [-0.5] * (len(prompt) - 1), list(range(len(prompt)))
 
     def completions(self) -> list[dict]:
         """The bodies of the streamed completion requests (not the capability probes or scores)."""

@@ -15,11 +15,13 @@ Rules:
   here, since servers differ in how they treat them.
 - What the server can do is asked once, on first use of `capabilities`, with two one-token requests:
   `echo` + `logprobs` (vLLM) gives "score" (the prompt's own token log-probabilities, so a given
-  middle can be scored); `logprobs` alone gives "sampled_logprobs" (candidates come back with their
+  middle can be scored, once a third request shows that the echoed log-probability of a token the
+  server generated is the one it generated it with); `logprobs` alone gives "sampled_logprobs" (candidates come back with their
   log-probabilities and can be ranked). A server with neither gets only "infill", and `unavailable`
   says why. A server that cannot be reached is asked again next time.
 - A score is the sum of the log-probabilities of the echoed tokens that start inside the middle
-  (and the end token), found by the `text_offset`s the server returns.
+  (and the end token), found by the `text_offset`s the server returns (counted in the prompt's
+  text, or, as llama-cpp-python does, in its text without the special tokens).
 - A request with a `session` (a document) asks the server to keep its prompt's KV cache
   (`cache_prompt`, llama.cpp's name), so the next request of that document recomputes only what changed.
 - The `llama-infill` template talks llama.cpp's native `POST {URL}/infill` instead (llama.vim's
@@ -129,12 +131,16 @@ class OpenAIEngine:
             try:
                 echoed = self._post(self._body(prompt="x = 1", max_tokens=1, temperature=0, echo=True, logprobs=1))
                 if len(_logprobs(echoed).get("token_logprobs") or []) >= 2:
-                    caps |= {"score", "sampled_logprobs"}
+                    caps.add("sampled_logprobs")
+                    if (why := self._echo_disagrees()) is None:
+                        caps.add("score")
+                    else:
+                        self.unavailable["score"] = why
             except EngineError as exc:
                 if "cannot reach" in str(exc):
                     self.unavailable.update(score=str(exc), sampled_logprobs=str(exc))
                     return frozenset(caps)  # not cached: asked again once the server is up
-            if "score" not in caps:
+            if "score" not in caps and "sampled_logprobs" not in caps:
                 self.unavailable["score"] = NO_SCORE
                 try:
                     plain = self._post(self._body(prompt="x = 1", max_tokens=1, temperature=0, logprobs=1))
@@ -146,6 +152,25 @@ class OpenAIEngine:
                     self.unavailable["sampled_logprobs"] = NO_LOGPROBS
             self._caps = frozenset(caps)
         return self._caps
+
+    def _echo_disagrees(self) -> str | None:
+        """Why echoed logprobs cannot score, or None: the log-probability the server gives a token it
+        generated (greedy, after "x = 1") must come back when that token is echoed after the same text.
+        llama-cpp-python 0.3's echo gives each token the log-probability of the distribution after it."""
+        probe = "x = 1"
+        answer = self._post(self._body(prompt=probe, max_tokens=1, temperature=0, logprobs=1))
+        choice = (answer.get("choices") or [{}])[0]
+        generated = [v for v in _logprobs(choice).get("token_logprobs") or [] if v is not None]
+        text = choice.get("text", "")
+        if not text or not generated:
+            return None  # nothing to compare: trust the echo
+        lp = _logprobs(self._post(self._body(prompt=probe + text, max_tokens=1, temperature=0, echo=True, logprobs=1)))
+        values, offsets = lp.get("token_logprobs") or [], lp.get("text_offset") or []
+        echoed = [v for v, at in zip(values, offsets) if at >= len(probe) and v is not None][:len(generated)]
+        if len(echoed) == len(generated) and abs(sum(echoed) - sum(generated)) <= 1e-2 * max(1.0, abs(sum(generated))):
+            return None
+        return (f"the server's echoed prompt logprobs disagree with its own generation ({sum(echoed):.3f} "
+                f"vs {sum(generated):.3f} for one token), so scores would be wrong")
 
     # generation -----------------------------------------------------------------------------------
     def _clean(self, text: str) -> str:
@@ -293,10 +318,17 @@ class OpenAIEngine:
         values, offsets = lp.get("token_logprobs") or [], lp.get("text_offset") or []
         if len(offsets) != len(values):
             raise CannotScore("the server's logprobs have no text offsets")
-        picked = [v for v, at in zip(values, offsets) if len(prompt) <= at < len(full)]
+        tokens = lp.get("tokens") or []
+        if len(tokens) == len(values) and not full.startswith("".join(tokens)):
+            picked = _visible_pick(values, offsets, tokens, len(self._visible(prompt)), len(self._visible(full)), end)
+        else:
+            picked = [v for v, at in zip(values, offsets) if len(prompt) <= at < len(full)]
         if not picked or any(v is None for v in picked):
             raise CannotScore("the server returned no logprobs for the middle")
         return float(sum(picked))
+
+    def _visible(self, text: str) -> str:
+        return fim.clean(text, self.template.sentinels)
 
     def score_holes(self, pieces: list[str], fills: list[list[str]], *, ext: str | None = None) -> list[float]:
         raise CannotScore(self.unavailable["multi_hole_score"])
@@ -310,6 +342,16 @@ def _logprobs(answer: dict) -> dict:
     if "choices" in answer:
         answer = (answer.get("choices") or [{}])[0]
     return answer.get("logprobs") or {}
+
+
+def _visible_pick(values: list, offsets: list[int], tokens: list[str], lo: int, hi: int, end: bool) -> list:
+    """The middle's log-probabilities when a server's token texts and offsets leave special tokens
+    out (llama-cpp-python: a special token is "" at the offset of the text after it): the visible
+    tokens that start in [lo, hi), and with `end` the first special token at hi."""
+    picked = [v for v, at, t in zip(values, offsets, tokens) if t and lo <= at < hi]
+    if end:
+        picked += [v for v, at, t in zip(values, offsets, tokens) if not t and at == hi][:1]
+    return picked
 
 
 def _first_line(text: str) -> str:
