@@ -1,17 +1,16 @@
 """`infill export --gguf`: what gguf's own reader finds in the file, against the safetensors checkpoint."""
 import json
 
+import gguf
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-gguf = pytest.importorskip("gguf")
+from infill import cli
+from infill.gguf_export import export_gguf
+from infill.tokenizer import CodeTokenizer
 
-from infill import cli  # noqa: E402
-from infill.gguf_export import export_gguf  # noqa: E402
-from infill.tokenizer import CodeTokenizer  # noqa: E402
-
-from support import stdlib_texts  # noqa: E402
+from support import stdlib_texts
 
 
 def _read(path):
