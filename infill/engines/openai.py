@@ -155,7 +155,8 @@ class OpenAIEngine:
 
     def _echo_disagrees(self) -> str | None:
         """Why echoed logprobs cannot score, or None: the log-probability the server gives a token it
-        generated (greedy, after "x = 1") must come back when that token is echoed after the same text.
+        generated (greedy, after "x = 1") must come back when that token is echoed after the same text
+        (compared only when the echo has a token starting where the generation did; otherwise trusted).
         llama-cpp-python 0.3's echo gives each token the log-probability of the distribution after it."""
         probe = "x = 1"
         answer = self._post(self._body(prompt=probe, max_tokens=1, temperature=0, logprobs=1))
@@ -166,8 +167,10 @@ class OpenAIEngine:
             return None  # nothing to compare: trust the echo
         lp = _logprobs(self._post(self._body(prompt=probe + text, max_tokens=1, temperature=0, echo=True, logprobs=1)))
         values, offsets = lp.get("token_logprobs") or [], lp.get("text_offset") or []
-        echoed = [v for v, at in zip(values, offsets) if at >= len(probe) and v is not None][:len(generated)]
-        if len(echoed) == len(generated) and abs(sum(echoed) - sum(generated)) <= 1e-2 * max(1.0, abs(sum(generated))):
+        echoed = [v for v, at in zip(values, offsets) if len(probe) <= at < len(probe) + len(text) and v is not None]
+        if len(probe) not in offsets or len(echoed) != len(generated) or "\ufffd" in text:
+            return None  # the echo split the text differently from the generation: nothing to compare
+        if abs(sum(echoed) - sum(generated)) <= 1e-2 * max(1.0, abs(sum(generated))):
             return None
         return (f"the server's echoed prompt logprobs disagree with its own generation ({sum(echoed):.3f} "
                 f"vs {sum(generated):.3f} for one token), so scores would be wrong")

@@ -87,3 +87,15 @@ def test_stream_is_a_generator_to_the_end():
     with Stub(reply="abc", chunk=1) as stub:
         gen = OpenAIEngine(stub.url, template="llama-infill").stream_infill(InfillRequest("p"))
         assert run_to_end(gen).text == "abc"
+
+
+def test_an_echo_that_disagrees_with_generation_gives_no_score():
+    """A server whose echoed logprobs are not those it generates with (llama-cpp-python 0.3.36's are
+    one position late) must not score; it can still rank sampled candidates."""
+    with Stub(reply="x") as stub:
+        stub.echoed = lambda prompt: ([None] + [-1.0] * (len(prompt) - 1), list(range(len(prompt))))
+        engine = OpenAIEngine(stub.url, template="qwen")
+        assert engine.capabilities == frozenset({"infill", "sampled_logprobs"})
+        assert "disagree" in engine.unavailable["score"] and "-1.000 vs -0.500" in engine.unavailable["score"]
+        with pytest.raises(CannotScore, match="disagree"):
+            engine.score("a", "b", "c")
