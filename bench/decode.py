@@ -5,6 +5,11 @@ transformers' `generate` on the very same weights (exported with `infill export 
 length, dtype and threads, `small` preset. decode_ratio_plain: the same with drafting off (lookahead=0).
 The weights are random unless --model names a checkpoint: a random model repeats itself, which makes
 prompt lookup unusually effective, so read decode_ratio_plain too.
+llama.cpp columns (when llama-cpp-python is installed: scripts/llama_cpp.sh): the same weights exported
+with `infill export --gguf` as f32 and as q8_0, run by llama.cpp (greedy, same prompt ids, same number of
+new tokens, same threads, the KV cache reset before every run): tokens/s measured like ours (prompt plus
+new tokens, divided into the new tokens) and first-token latency (the prompt plus one token), next to
+ours and transformers'. q8_0 runs without llama.cpp's AMX/repack buffers (see `_llama`).
 reuse_ratio: latency of a request whose prompt is the previous one plus a few typed characters, with the
 session cache, divided by the same request without a cache (~1,500-token SPM prompt).
 
@@ -31,6 +36,26 @@ def best_of(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def _llama(llama_cpp, path: str, *, extra_bufts: bool, **kwargs):
+    """A `llama_cpp.Llama`; `extra_bufts=False` turns off llama.cpp's extra CPU buffer types (AMX and
+    weight repacking), which llama-cpp-python does not expose: with them, this machine's build
+    (GGML_NATIVE, AMX_INT8 detected) segfaults on the first q8_0 matrix product."""
+    if extra_bufts:
+        return llama_cpp.Llama(path, **kwargs)
+    default = llama_cpp.llama_cpp.llama_model_default_params
+
+    def params():
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    llama_cpp.llama_cpp.llama_model_default_params = params
+    try:
+        return llama_cpp.Llama(path, **kwargs)
+    finally:
+        llama_cpp.llama_cpp.llama_model_default_params = default
 
 
 def main() -> int:
@@ -92,6 +117,47 @@ def main() -> int:
     with torch.inference_mode():
         hf_s = best_of(lambda: hf.generate(ids, **hf_kwargs), args.repeats)
 
+    # --- first-token latency, and llama.cpp on the same weights -------------------------------------
+    one = GenerationConfig(max_tokens=1, lookahead=0)
+    first_s = best_of(lambda: generate(model, prompt, one), args.repeats)
+    with torch.inference_mode():
+        hf_first_s = best_of(lambda: hf.generate(ids, **{**hf_kwargs, "max_new_tokens": 1, "min_new_tokens": 1}),
+                             args.repeats)
+    llama = {}
+    try:
+        import llama_cpp
+    except ImportError:
+        llama_cpp = None
+        print("llama-cpp-python is not installed (scripts/llama_cpp.sh): no llama.cpp columns", file=sys.stderr)
+    if llama_cpp is not None:
+        from infill.gguf_export import export_gguf
+
+        with tempfile.TemporaryDirectory() as tmp:
+            save_checkpoint(Path(tmp) / "ckpt", model, tok)
+            for kind in ("f32", "q8_0"):
+                path, _ = export_gguf(Path(tmp) / "ckpt", Path(tmp) / f"{kind}.gguf", type=kind)
+                llm = _llama(llama_cpp, str(path), extra_bufts=kind != "q8_0", n_ctx=len(prompt) + args.new_tokens + 8,
+                             n_threads=args.threads, n_batch=512, verbose=False)
+
+                def run(n: int) -> list[int]:
+                    llm.reset()  # no prompt reuse between runs
+                    out = []
+                    gen = llm.generate(prompt, temp=0.0, top_k=1, repeat_penalty=1.0, reset=True)
+                    try:
+                        for t in gen:
+                            out.append(t)
+                            if len(out) == n:
+                                break
+                    finally:
+                        gen.close()  # before the model can be freed: a suspended generator holds its context
+                    return out
+
+                tokens = run(args.new_tokens)  # warm-up, and the output to compare
+                llama[kind] = {"tokens_per_s": round(args.new_tokens / best_of(lambda: run(args.new_tokens), args.repeats), 1),
+                               "first_token_ms": round(1000 * best_of(lambda: run(1), args.repeats), 1),
+                               "same_tokens": tokens == plain_tokens}
+                llm.close()
+
     # --- reuse_ratio ------------------------------------------------------------------------------
     engine = LocalEngine(model, tok)
     text = corpus[:40_000]
@@ -131,6 +197,12 @@ def main() -> int:
         "decode_plain_tokens_per_s": round(args.new_tokens / plain_s, 1),
         "decode_ratio_plain": round(hf_s / plain_s, 3),
         "same_tokens_as_hf": ours_tokens == hf_tokens == plain_tokens,
+        "first_token_ms": round(1000 * first_s, 1),
+        "hf_first_token_ms": round(1000 * hf_first_s, 1),
+        **{f"llama_cpp_{k}_{m}": v for k, col in llama.items() for m, v in col.items()},
+        **({"decode_ratio_plain_vs_llama_cpp_f32": round(args.new_tokens / plain_s / llama["f32"]["tokens_per_s"], 3),
+            "decode_ratio_vs_llama_cpp_f32": round(args.new_tokens / ours_s / llama["f32"]["tokens_per_s"], 3)}
+           if "f32" in llama else {}),
         "reuse_prompt_tokens": prompt_tokens,
         "reuse_cached_tokens": cached,
         "reuse_max_tokens": args.reuse_max_tokens,

@@ -19,6 +19,7 @@ EXAMPLES = """examples:
   infill complete app.py:12:5 --json          {"middle": ..., "tokens": N, "latency_ms": ...}
   infill export --hf out/hf --model ckpt/     a Hugging Face Llama directory (transformers, vLLM, llama.cpp)
   infill export --checkpoint small/ --dtype bfloat16 --model ckpt/   the same checkpoint at half the size
+  infill export --gguf model.gguf --type q8_0  one GGUF file for llama.cpp, Ollama, LM Studio (docs/lsp.md)
   infill eval humaneval-infilling --model ckpt/ --out runs/sl   HumanEval-infilling pass@1 (see infill eval -h)
   infill eval rest-of-line --out runs/rol     rest-of-line exact match as an editor asks, beside a copy baseline
 
@@ -53,10 +54,21 @@ def cmd_export(args) -> int:
     from infill.checkpoint import copy_checkpoint, export_hf
     from infill.engines.load import resolve_model
 
-    if (args.hf is None) == (args.checkpoint is None):
-        raise UserError("give one of --hf OUT (a Hugging Face directory) or --checkpoint OUT (an infill checkpoint)")
+    if sum(x is not None for x in (args.hf, args.checkpoint, args.gguf)) != 1:
+        raise UserError("give one of --hf OUT (a Hugging Face directory), --checkpoint OUT (an infill "
+                        "checkpoint) or --gguf OUT.gguf (a llama.cpp file)")
+    if args.type is not None and args.gguf is None:
+        raise UserError("--type applies to --gguf")
     model = resolve_model(args.model)
-    if args.hf is not None:
+    if args.gguf is not None:
+        from infill.gguf_export import export_gguf
+
+        if args.dtype != "float32":
+            raise UserError("--dtype applies to --checkpoint; --gguf takes --type f32|f16|q8_0")
+        out, warnings = export_gguf(model, args.gguf, type=args.type or "f32")
+        for w in warnings:
+            print(f"infill: warning: {w}", file=sys.stderr)
+    elif args.hf is not None:
         if args.dtype != "float32":
             raise UserError("--dtype applies to --checkpoint; --hf writes float32")
         out = export_hf(model, args.hf)
@@ -86,14 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help='print {"middle", "tokens", "latency_ms"} as JSON')
     p.set_defaults(func=cmd_complete)
 
-    p = sub.add_parser("export", help="write a model as a Hugging Face Llama directory (or a smaller checkpoint)",
+    p = sub.add_parser("export", help="write a model as a Hugging Face directory, a GGUF file or a smaller checkpoint",
                        description="Write a checkpoint as a Hugging Face directory that "
                                    "transformers.AutoModelForCausalLM.from_pretrained loads, with the "
-                                   "tokenizer and its special tokens; or as an infill checkpoint with its "
+                                   "tokenizer and its special tokens; as one GGUF file that llama.cpp's "
+                                   "server, Ollama and LM Studio run (FIM tokens marked, so llama.cpp's "
+                                   "/infill works); or as an infill checkpoint with its "
                                    "weights stored in another dtype (bfloat16 halves the size; it is "
                                    "loaded back as float32 on a CPU).")
     p.add_argument("--hf", metavar="OUT", help="output directory for the Hugging Face model")
     p.add_argument("--checkpoint", metavar="OUT", help="output directory for an infill checkpoint")
+    p.add_argument("--gguf", metavar="OUT.gguf", help="output file for llama.cpp (GGUF, llama architecture)")
+    p.add_argument("--type", choices=["f32", "f16", "q8_0"], default=None,
+                   help="weights of --gguf: f32 (exact, default), f16 (half size), q8_0 (8-bit, about a quarter)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
                    help="weights dtype of --checkpoint (default float32)")
     p.add_argument("--model", help="checkpoint directory (default: $INFILL_MODEL, then the built-in model)")

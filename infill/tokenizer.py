@@ -3,8 +3,16 @@
 Rules:
 - Exact round trip: `decode(encode(text)) == text` for any string (byte-level, no normalisation).
 - No token crosses a newline: text is pre-split so that every line break is its own piece (InCoder).
-- Runs of spaces and tabs (indentation) are pieces of their own, so BPE learns them as tokens;
-  a single space still attaches to the following word, as in GPT-2.
+- Whitespace runs (indentation) are pieces of their own, so BPE learns them as tokens; one space
+  still attaches to the word or punctuation that follows, as in GPT-2.
+- The pre-split has a version (`TOKENIZER_VERSION`, `CodeTokenizer.version`), read from the
+  tokenizer's own pre-tokenizer, so every saved tokenizer keeps the rule it was trained with:
+  - 1: one regex of this project's (identifiers with `_` and digits whole, `\r\n` one piece, the
+    whole indentation run one piece). llama.cpp has no pre-tokenizer that splits this way.
+  - 2 (current): DeepSeek-Coder's pre-split, which llama.cpp implements by name (`LLAMA_PRE`), so a
+    GGUF export tokenizes in llama.cpp exactly as here: each `\r` and `\n` alone, an optional
+    whitespace character and a letter run, an optional whitespace character and a punctuation run,
+    CJK runs, every digit alone; what is left between (whitespace, symbols) is a piece too.
 - User text is always encoded literally: a sentinel string typed in a file is not a sentinel.
   Sentinels enter a prompt only as ids, through `infill.formats`.
 - Every special token string is defined here, once.
@@ -27,9 +35,18 @@ FIM_MIDDLE = "<|fim_middle|>"
 FILE_META = "<|file|>"
 DEFAULT_N_MASKS = 32
 
-# Pieces: a line break; a word (optionally after one space); a number; a punctuation run;
+# Version 1 pieces: a line break; a word (optionally after one space); a number; a punctuation run;
 # a run of spaces/tabs; any other single whitespace character.
-PRE_SPLIT = (r"\r\n|\n|\r| ?[\p{L}_][\p{L}\p{N}_]*| ?\p{N}+| ?[^\s\p{L}\p{N}_]+|[ \t]+|\s")
+PRE_SPLIT_V1 = (r"\r\n|\n|\r| ?[\p{L}_][\p{L}\p{N}_]*| ?\p{N}+| ?[^\s\p{L}\p{N}_]+|[ \t]+|\s")
+# Version 2: regexes applied in turn, each splitting the pieces of the one before, matches isolated.
+PRE_SPLITS: dict[int, tuple[str, ...]] = {
+    1: (PRE_SPLIT_V1,),
+    2: (r"[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", "[\u4e00-\u9fa5\u0800-\u4e00\uac00-\ud7ff]+", r"\p{N}"),
+}
+TOKENIZER_VERSION = 2
+"""The pre-split new tokenizers are trained with."""
+LLAMA_PRE: dict[int, str] = {2: "deepseek-coder"}
+"""llama.cpp's name (GGUF `tokenizer.ggml.pre`) for the pre-split of each version it implements."""
 
 
 def mask_token(i: int) -> str:
@@ -42,11 +59,24 @@ def special_tokens(n_masks: int = DEFAULT_N_MASKS) -> list[str]:
     return [EOS, PAD, EOM, FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE, FILE_META] + [mask_token(i) for i in range(n_masks)]
 
 
-def _pre_tokenizer():
+def splitter(version: int = TOKENIZER_VERSION):
+    """The pre-split of `version` alone (text -> pieces, no byte mapping)."""
+    return pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(r), behavior="isolated")
+                                    for r in PRE_SPLITS[version]])
+
+
+def _pre_tokenizer(version: int = TOKENIZER_VERSION):
     return pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRE_SPLIT), behavior="isolated"),
+        *(pre_tokenizers.Split(Regex(r), behavior="isolated") for r in PRE_SPLITS[version]),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
+
+
+def _pre_json(version: int) -> dict:
+    """The saved form (tokenizer.json's "pre_tokenizer") of version `version`'s pre-tokenizer."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = _pre_tokenizer(version)
+    return json.loads(tok.to_str())["pre_tokenizer"]
 
 
 class TokenizerError(ValueError):
@@ -75,13 +105,15 @@ class CodeTokenizer:
     # construction -------------------------------------------------------------------------------
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, *, n_masks: int = DEFAULT_N_MASKS,
-              min_frequency: int = 2, show_progress: bool = False) -> "CodeTokenizer":
-        """Train byte-level BPE on `texts`; `vocab_size` counts the 256 bytes and the special tokens."""
+              min_frequency: int = 2, show_progress: bool = False,
+              version: int = TOKENIZER_VERSION) -> "CodeTokenizer":
+        """Train byte-level BPE on `texts`; `vocab_size` counts the 256 bytes and the special tokens.
+        `version` picks the pre-split (`PRE_SPLITS`); only tests of old checkpoints want another."""
         specials = special_tokens(n_masks)
         if vocab_size < 256 + len(specials):
             raise ValueError(f"vocab_size must be at least {256 + len(specials)} (bytes + special tokens)")
         tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = _pre_tokenizer()
+        tok.pre_tokenizer = _pre_tokenizer(version)
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
@@ -113,6 +145,16 @@ class CodeTokenizer:
 
     def to_json(self) -> str:
         return self._tok.to_str()
+
+    @cached_property
+    def version(self) -> int | None:
+        """Which `PRE_SPLITS` this tokenizer pre-splits with (None: none of them, a foreign file)."""
+        saved = json.loads(self._tok.to_str()).get("pre_tokenizer")
+        return next((v for v in PRE_SPLITS if _pre_json(v) == saved), None)
+
+    def split(self, text: str) -> list[tuple[str, tuple[int, int]]]:
+        """The pre-split pieces of `text` with their character offsets (this tokenizer's own rule)."""
+        return splitter(self.version or TOKENIZER_VERSION).pre_tokenize_str(text)
 
     # use ------------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -158,6 +200,16 @@ class CodeTokenizer:
         for i, added in self._tok.get_added_tokens_decoder().items():
             table[i] = added.content.encode()
         return table
+
+    def bpe_tables(self) -> tuple[list[str], list[str]]:
+        """(tokens by id, in the byte-level alphabet; merges as "a b", by rank): the BPE model as
+        GGUF's `gpt2` tokenizer stores it."""
+        saved = json.loads(self._tok.to_str())["model"]
+        tokens = [""] * len(self)
+        for token, i in self._tok.get_vocab(with_added_tokens=True).items():
+            tokens[i] = token
+        merges = [m if isinstance(m, str) else " ".join(m) for m in saved["merges"]]
+        return tokens, merges
 
     def hf_files(self) -> dict[str, str]:
         """tokenizer_config.json and special_tokens_map.json for a Hugging Face export."""

@@ -2,10 +2,14 @@
 
 Two backends:
 - scripted (`Stub(reply=...)`): streams `reply` in chunks, honouring `stop`; with `logprobs`, every
-  chunk and every echoed character comes with a fixed log-probability (-0.5 and -1.0);
+  character, streamed or echoed, has log-probability -0.5 (so echo agrees with generation, as a
+  correct server's does);
 - a model (`Stub(model=HFModel(directory))`): greedy decoding and echoed prompt logprobs computed by
   a transformers model with full forward passes, the way vLLM answers `echo` + `logprobs`.
 `echo=False` / `logprobs=False` make it a server that answers those requests without them.
+It also answers llama.cpp's native `POST /infill` the way llama-server does: `{"content", "stop"}`
+events, the last with `stop_type`, `tokens_predicted`, `tokens_evaluated` and `timings` (a second
+request of the same `input_prefix` with `cache_prompt` reports its tokens as cached).
 """
 from __future__ import annotations
 
@@ -95,6 +99,8 @@ class Stub:
                     self.end_headers()
                     self.wfile.write(b"model not loaded\n")
                     return
+                if self.path == "/infill":
+                    return self._infill(data)
                 pieces = stub.pieces(data)
                 want = stub.logprobs and data.get("logprobs") is not None
                 if not data.get("stream"):
@@ -131,6 +137,31 @@ class Stub:
                 except (BrokenPipeError, ConnectionResetError):
                     stub.disconnected.set()
 
+            def _infill(self, data):
+                n_predict = data.get("n_predict", 16)
+                pieces = stub.pieces({"prompt": data["input_prefix"], "max_tokens": n_predict,
+                                      "stop": data.get("stop")})
+                evaluated = len(data["input_prefix"]) + len(data["input_suffix"]) + 3
+                cached = stub.cache.get("prefix") == data["input_prefix"] and data.get("cache_prompt")
+                stub.cache["prefix"] = data["input_prefix"] if data.get("cache_prompt") else None
+                last = {"content": "", "stop": True, "stop_type": "limit" if len(pieces) >= n_predict else "eos",
+                        "tokens_predicted": len(pieces), "tokens_evaluated": evaluated,
+                        "timings": {"prompt_n": evaluated, "cache_n": evaluated - 1 if cached else 0}}
+                if not data.get("stream"):
+                    return self._json({**last, "content": "".join(p for p, _ in pieces)})
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                try:
+                    for p, _ in pieces:
+                        self.wfile.write(f"data: {json.dumps({'content': p, 'stop': False})}\n\n".encode())
+                        self.wfile.flush()
+                        time.sleep(stub.delay)
+                    self.wfile.write(f"data: {json.dumps(last)}\n\n".encode())
+                except (BrokenPipeError, ConnectionResetError):
+                    stub.disconnected.set()
+
+        self.cache: dict = {}
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -145,17 +176,21 @@ class Stub:
         text = self.reply
         for s in stop:
             text = text.split(s)[0]
-        pieces = [(text[i:i + self.chunk], -0.5) for i in range(0, len(text), self.chunk)]
+        pieces = [(text[i:i + self.chunk], -0.5 * len(text[i:i + self.chunk])) for i in range(0, len(text), self.chunk)]
         return pieces[:data.get("max_tokens", 16)]
 
     def echoed(self, prompt: str) -> tuple[list, list[int]]:
         if self.model is not None:
             return self.model.echo(prompt)
-        return [None] + [-1.0] * (len(prompt) - 1), list(range(len(prompt)))
+        return [None] + [-0.5] * (len(prompt) - 1), list(range(len(prompt)))
 
     def completions(self) -> list[dict]:
         """The bodies of the streamed completion requests (not the capability probes or scores)."""
-        return [b for m, p, b in self.requests if m == "POST" and b.get("stream")]
+        return [b for m, p, b in self.requests if m == "POST" and b.get("stream") and p == "/v1/completions"]
+
+    def infills(self) -> list[dict]:
+        """The bodies of the /infill requests."""
+        return [b for m, p, b in self.requests if m == "POST" and p == "/infill"]
 
     def __enter__(self):
         self.thread.start()

@@ -1,7 +1,7 @@
 """Span candidates for masking: random ones between pre-tokenizer pieces, syntax-aware ones from tree-sitter.
 
 Every span is a half-open character range `(start, end)` of the document, non-empty. Rules:
-- Random spans start and end on boundaries of the tokenizer's pre-split pieces (`PRE_SPLIT`), so a
+- Random spans start and end on boundaries of the tokenizer's pre-split pieces (`infill.tokenizer.splitter`, the current version), so a
   piece encoded on its own gives the same tokens as inside the document: masking never changes how
   the rest of the file tokenizes.
 - Syntax-aware spans (Python, tree-sitter; AST-FIM, Gong et al. 2025) come in three kinds:
@@ -15,9 +15,7 @@ import bisect
 import random
 from functools import lru_cache
 
-from tokenizers import Regex, pre_tokenizers
-
-from infill.tokenizer import PRE_SPLIT
+from infill.tokenizer import splitter
 
 Span = tuple[int, int]
 
@@ -38,7 +36,7 @@ SYNTAX_KINDS = ("node", "identifier", "annotation")
 
 @lru_cache(maxsize=1)
 def _splitter():
-    return pre_tokenizers.Split(Regex(PRE_SPLIT), behavior="isolated")
+    return splitter()
 
 
 def piece_boundaries(text: str) -> list[int]:

@@ -77,6 +77,8 @@ class HFEngine:
         self.tokenizer = tokenizer
         vocab = tokenizer.get_vocab()
         self.template = fim.get(template) if isinstance(template, str) else template or fim.detect(vocab)
+        if self.template.native:
+            raise ValueError(f"the {self.template.name} template is built by a server; use it with --model openai:URL")
         self.name = name
         self.device = str(next(model.parameters()).device)
         self.sessions: SessionPool[_Session] = SessionPool(cache_mb, lambda s: _cache_bytes(s.cache))

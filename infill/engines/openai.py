@@ -10,15 +10,25 @@ Rules:
 - Requests stream (server-sent events), so `stream_infill` yields after every chunk; closing the
   generator, a stop rule or the time budget closes the response mid-stream, which drops the
   connection and so cancels the request on the server.
+- Sampling is ours: the request sets every knob a server might default otherwise (`NEUTRAL`).
 - Stop strings (the request's and the template's end tokens) go to the server, and are applied again
   here, since servers differ in how they treat them.
 - What the server can do is asked once, on first use of `capabilities`, with two one-token requests:
   `echo` + `logprobs` (vLLM) gives "score" (the prompt's own token log-probabilities, so a given
-  middle can be scored); `logprobs` alone gives "sampled_logprobs" (candidates come back with their
+  middle can be scored, once a third request shows that the echoed log-probability of a token the
+  server generated is the one it generated it with); `logprobs` alone gives "sampled_logprobs" (candidates come back with their
   log-probabilities and can be ranked). A server with neither gets only "infill", and `unavailable`
   says why. A server that cannot be reached is asked again next time.
 - A score is the sum of the log-probabilities of the echoed tokens that start inside the middle
-  (and the end token), found by the `text_offset`s the server returns.
+  (and the end token), found by the `text_offset`s the server returns (counted in the prompt's
+  text, or, as llama-cpp-python does, in its text without the special tokens).
+- A request with a `session` (a document) asks the server to keep its prompt's KV cache
+  (`cache_prompt`, llama.cpp's name), so the next request of that document recomputes only what changed.
+- The `llama-infill` template talks llama.cpp's native `POST {URL}/infill` instead (llama.vim's
+  protocol): `input_prefix`, `input_suffix`, `input_extra` (the request's repository-context chunks,
+  as {"filename", "text"}), `n_predict`, `cache_prompt`, `t_max_predict_ms` for the time budget; the
+  server builds the prompt from its GGUF's FIM tokens and streams `{"content", "stop"}` events. It
+  has no echo, so such an engine cannot score (`unavailable` says so); `n` candidates are `n` requests.
 """
 from __future__ import annotations
 
@@ -35,6 +45,11 @@ from infill.engines.base import CannotScore, CompletionResult, InfillRequest, en
 DEFAULT_TEMPLATE = "infill-spm"
 NO_SCORE = "the server returns no prompt logprobs (echo + logprobs on /v1/completions)"
 NO_LOGPROBS = "the server returns no logprobs"
+NEUTRAL = {"repeat_penalty": 1.0, "min_p": 0.0}
+"""Sampling as `infill.generation` does it, where a server's defaults differ (llama-cpp-python's
+server penalises repeats by 1.1 and cuts at min_p 0.05 unless told, which changes even greedy output)."""
+NO_NATIVE_SCORE = ("llama.cpp's /infill endpoint returns no prompt log-probabilities; to score, use the "
+                   "same server with openai:URL (its /v1/completions, the infill-spm template)")
 
 
 class EngineError(ValueError):
@@ -108,17 +123,24 @@ class OpenAIEngine:
     # capabilities ---------------------------------------------------------------------------------
     @property
     def capabilities(self) -> frozenset[str]:
+        if self._caps is None and self.template.native:
+            self.unavailable.update(score=NO_NATIVE_SCORE, sampled_logprobs=NO_NATIVE_SCORE)
+            self._caps = frozenset({"infill"})
         if self._caps is None:
             caps = {"infill"}
             try:
                 echoed = self._post(self._body(prompt="x = 1", max_tokens=1, temperature=0, echo=True, logprobs=1))
                 if len(_logprobs(echoed).get("token_logprobs") or []) >= 2:
-                    caps |= {"score", "sampled_logprobs"}
+                    caps.add("sampled_logprobs")
+                    if (why := self._echo_disagrees()) is None:
+                        caps.add("score")
+                    else:
+                        self.unavailable["score"] = why
             except EngineError as exc:
                 if "cannot reach" in str(exc):
                     self.unavailable.update(score=str(exc), sampled_logprobs=str(exc))
                     return frozenset(caps)  # not cached: asked again once the server is up
-            if "score" not in caps:
+            if "score" not in caps and "sampled_logprobs" not in caps:
                 self.unavailable["score"] = NO_SCORE
                 try:
                     plain = self._post(self._body(prompt="x = 1", max_tokens=1, temperature=0, logprobs=1))
@@ -130,6 +152,28 @@ class OpenAIEngine:
                     self.unavailable["sampled_logprobs"] = NO_LOGPROBS
             self._caps = frozenset(caps)
         return self._caps
+
+    def _echo_disagrees(self) -> str | None:
+        """Why echoed logprobs cannot score, or None: the log-probability the server gives a token it
+        generated (greedy, after "x = 1") must come back when that token is echoed after the same text
+        (compared only when the echo has a token starting where the generation did; otherwise trusted).
+        llama-cpp-python 0.3's echo gives each token the log-probability of the distribution after it."""
+        probe = "x = 1"
+        answer = self._post(self._body(prompt=probe, max_tokens=1, temperature=0, logprobs=1))
+        choice = (answer.get("choices") or [{}])[0]
+        generated = [v for v in _logprobs(choice).get("token_logprobs") or [] if v is not None]
+        text = choice.get("text", "")
+        if not text or not generated:
+            return None  # nothing to compare: trust the echo
+        lp = _logprobs(self._post(self._body(prompt=probe + text, max_tokens=1, temperature=0, echo=True, logprobs=1)))
+        values, offsets = lp.get("token_logprobs") or [], lp.get("text_offset") or []
+        echoed = [v for v, at in zip(values, offsets) if len(probe) <= at < len(probe) + len(text) and v is not None]
+        if len(probe) not in offsets or len(echoed) != len(generated) or "\ufffd" in text:
+            return None  # the echo split the text differently from the generation: nothing to compare
+        if abs(sum(echoed) - sum(generated)) <= 1e-2 * max(1.0, abs(sum(generated))):
+            return None
+        return (f"the server's echoed prompt logprobs disagree with its own generation ({sum(echoed):.3f} "
+                f"vs {sum(generated):.3f} for one token), so scores would be wrong")
 
     # generation -----------------------------------------------------------------------------------
     def _clean(self, text: str) -> str:
@@ -148,14 +192,19 @@ class OpenAIEngine:
 
     def stream_infill(self, req: InfillRequest) -> Generator[None, None, CompletionResult]:
         """Yield after every streamed chunk (a place to cancel); return the CompletionResult."""
+        if self.template.native:
+            return (yield from self._stream_native(req))
         started = time.perf_counter()
         config = req.config
         want_logprobs = "sampled_logprobs" in self.capabilities
         body = {"prompt": self.build_prompt(req), "max_tokens": config.max_tokens, "temperature": config.temperature,
-                "n": config.n, "stream": True, "stop": list(dict.fromkeys((*req.stop, *self.template.stops)))}
+                "n": config.n, "stream": True, "stop": list(dict.fromkeys((*req.stop, *self.template.stops))),
+                **NEUTRAL}
         for key in ("top_p", "top_k", "seed"):
             if getattr(config, key) is not None:
                 body[key] = getattr(config, key)
+        if req.session is not None:
+            body["cache_prompt"] = True
         if want_logprobs:
             body["logprobs"] = 1
         body = self._body(**body)
@@ -190,6 +239,58 @@ class OpenAIEngine:
         rows = zip(texts, tokens, logprobs, reasons)
         context, context_tokens = self._context(req)
         return CompletionResult(rank(rows, req), (time.perf_counter() - started) * 1000, 0,
+                                extra={"template": self.template.name, "context_tokens": context_tokens,
+                                       "context_files": list(dict.fromkeys(p for p, _ in context))})
+
+    def _stream_native(self, req: InfillRequest) -> Generator[None, None, CompletionResult]:
+        """`stream_infill` through llama.cpp's `/infill`: one streamed request per candidate."""
+        started = time.perf_counter()
+        config = req.config
+        context, context_tokens = self._context(req)  # the repository context, within its budget
+        body = {"input_prefix": req.prefix, "input_suffix": req.suffix, "prompt": "",
+                "input_extra": [{"filename": p, "text": t} for p, t in context[::-1]],
+                "n_predict": config.max_tokens, "temperature": config.temperature, "stream": True,
+                "cache_prompt": req.session is not None, "stop": list(req.stop), **NEUTRAL}
+        for key in ("top_p", "top_k"):
+            if getattr(config, key) is not None:
+                body[key] = getattr(config, key)
+        if config.time_budget_s is not None:
+            body["t_max_predict_ms"] = max(1, int(config.time_budget_s * 1000))
+        timeout = min(self.timeout_s, config.time_budget_s + 5) if config.time_budget_s else self.timeout_s
+        rows, prompt_tokens, cached = [], 0, 0
+        for i in range(config.n):
+            if config.seed is not None:
+                body["seed"] = config.seed + i
+            text, tokens, reason = "", 0, "length"
+            try:
+                with self._client.stream("POST", self.template.native, json=body, timeout=timeout,
+                                         headers={"Accept": "text/event-stream"}) as resp:
+                    if resp.status_code != 200:
+                        detail = _first_line(resp.read()[:500].decode("utf-8", errors="replace"))
+                        raise self._fail(f"HTTP {resp.status_code}: {detail or resp.reason_phrase}")
+                    for event in self._events(resp):
+                        if event.get("content"):
+                            text += event["content"]
+                            tokens += 1
+                        if event.get("stop"):
+                            reason = "length" if event.get("stop_type") == "limit" else "stop"
+                            tokens = int(event.get("tokens_predicted") or tokens)
+                            timings = event.get("timings") or {}
+                            prompt_tokens = int(event.get("tokens_evaluated") or timings.get("prompt_n") or 0)
+                            cached = int(timings.get("cache_n") or event.get("tokens_cached") or 0)
+                        yield  # closing the generator here closes the response: the server stops
+                        if end_of(text, req) is not None:
+                            reason = "stop_rule"
+                            break
+                        if config.time_budget_s is not None and time.perf_counter() - started > config.time_budget_s:
+                            reason = "time"
+                            break
+            except httpx.HTTPError as exc:
+                raise self._fail(f"cannot reach the server, or the stream broke ({exc})") from None
+            rows.append((text, tokens, 0.0, reason))
+            if reason == "time":
+                break
+        return CompletionResult(rank(rows, req), (time.perf_counter() - started) * 1000, prompt_tokens, cached,
                                 extra={"template": self.template.name, "context_tokens": context_tokens,
                                        "context_files": list(dict.fromkeys(p for p, _ in context))})
 
@@ -230,10 +331,17 @@ class OpenAIEngine:
         values, offsets = lp.get("token_logprobs") or [], lp.get("text_offset") or []
         if len(offsets) != len(values):
             raise CannotScore("the server's logprobs have no text offsets")
-        picked = [v for v, at in zip(values, offsets) if len(prompt) <= at < len(full)]
+        tokens = lp.get("tokens") or []
+        if len(tokens) == len(values) and not full.startswith("".join(tokens)):
+            picked = _visible_pick(values, offsets, tokens, len(self._visible(prompt)), len(self._visible(full)), end)
+        else:
+            picked = [v for v, at in zip(values, offsets) if len(prompt) <= at < len(full)]
         if not picked or any(v is None for v in picked):
             raise CannotScore("the server returned no logprobs for the middle")
         return float(sum(picked))
+
+    def _visible(self, text: str) -> str:
+        return fim.clean(text, self.template.sentinels)
 
     def score_holes(self, pieces: list[str], fills: list[list[str]], *, ext: str | None = None) -> list[float]:
         raise CannotScore(self.unavailable["multi_hole_score"])
@@ -247,6 +355,16 @@ def _logprobs(answer: dict) -> dict:
     if "choices" in answer:
         answer = (answer.get("choices") or [{}])[0]
     return answer.get("logprobs") or {}
+
+
+def _visible_pick(values: list, offsets: list[int], tokens: list[str], lo: int, hi: int, end: bool) -> list:
+    """The middle's log-probabilities when a server's token texts and offsets leave special tokens
+    out (llama-cpp-python: a special token is "" at the offset of the text after it): the visible
+    tokens that start in [lo, hi), and with `end` the first special token at hi."""
+    picked = [v for v, at, t in zip(values, offsets, tokens) if t and lo <= at < hi]
+    if end:
+        picked += [v for v, at, t in zip(values, offsets, tokens) if not t and at == hi][:1]
+    return picked
 
 
 def _first_line(text: str) -> str:

@@ -13,6 +13,10 @@ Families (PSM unless the name ends in `-spm`, which puts the suffix first, as in
 - incoder: `prefix<|mask:0|>suffix<|mask:1|><|mask:0|>`, ends at `<|endofmask|>` (InCoder)
 - infill: this project's exported models (the qwen-style sentinels, ends at `<|endofmask|>`, and the
   `<|file|> ext=.py` header when the file extension is known)
+- llama-infill: llama.cpp's native `/infill` endpoint (llama.vim's and llama.vscode's protocol): the
+  request carries `input_prefix`, `input_suffix` and `input_extra` and the server builds the prompt
+  from the FIM tokens its GGUF file marks (prefix first, or suffix first under `--spm-infill`), so
+  this template has no text of its own (`native`) and only a server can use it.
 
 Repository formats (`Template.repo`): how other files of the project (`InfillRequest.context`) come
 before the current file's prompt, as each family was trained on them. They come first, so typing at
@@ -52,6 +56,9 @@ class Template:
     break before the prompt; this project's models)."""
     repo: str = "comment"
     """The repository format: qwen, starcoder, infill or comment (see the module docstring)."""
+    native: str = ""
+    """The server endpoint that builds the prompt itself from the request's parts (`/infill`); such a
+    template renders no text."""
 
     def header(self, ext: str | None) -> list[tuple[str, bool]]:
         """The file-metadata header for extension `ext`, as pieces ([] without one)."""
@@ -101,6 +108,9 @@ class Template:
                repo: str | None = None) -> list[tuple[str, bool]]:
         """The prompt for one hole as (text, is_sentinel) pieces; generation continues it. `context`:
         (path, text) chunks of other files, in prompt order (see the repository formats)."""
+        if self.native:
+            raise ValueError(f"the {self.name} template is built by the server ({self.native}); "
+                             "use it with --model openai:URL")
         S = lambda s: (s, True)  # noqa: E731
         T = lambda s: (s, False)  # noqa: E731
         if self.incoder:
@@ -151,6 +161,7 @@ _FAMILIES: dict[str, Template] = {
 TEMPLATES: dict[str, Template] = dict(_FAMILIES)
 TEMPLATES.update({f"{k}-spm": Template(**{**v.__dict__, "name": f"{k}-spm", "spm": True})
                   for k, v in _FAMILIES.items() if not v.incoder})
+TEMPLATES["llama-infill"] = Template("llama-infill", "", "", "", (), native="/infill")
 
 # Detection order: most specific first (an infill export also has qwen-style and InCoder sentinels).
 _DETECT = (

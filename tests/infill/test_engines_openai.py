@@ -75,9 +75,9 @@ def test_score_from_echoed_logprobs_and_capabilities():
         engine = OpenAIEngine(stub.url, template="qwen")
         assert engine.capabilities == {"infill", "score", "sampled_logprobs"}
         prompt = engine.build_prompt(InfillRequest("def f(", "):\n"))
-        # the stub gives every echoed character -1.0: the middle "a, b" and the end token are scored, nothing else
-        assert engine.score("def f(", "):\n", "a, b") == -1.0 * (4 + len("<|endoftext|>"))
-        assert engine.score("def f(", "):\n", "a, b", end=False) == -4.0
+        # the stub gives every echoed character -0.5: the middle "a, b" and the end token are scored, nothing else
+        assert engine.score("def f(", "):\n", "a, b") == -0.5 * (4 + len("<|endoftext|>"))
+        assert engine.score("def f(", "):\n", "a, b", end=False) == -2.0
         body = stub.requests[-1][2]
         assert body["echo"] is True and body["prompt"] == prompt + "a, b"
         result = engine.infill(InfillRequest("p", config=GenerationConfig(max_tokens=8)))
@@ -94,7 +94,7 @@ def test_server_without_echo_ranks_by_sampled_logprobs():
         with pytest.raises(CannotScore):
             engine.score("a", "b", "c")
         best = engine.infill(InfillRequest("p", config=GenerationConfig(max_tokens=8))).candidates[0]
-        assert math.isclose(best.logprob, -1.5) and best.tokens == 3
+        assert math.isclose(best.logprob, -3.0) and best.tokens == 3
 
 
 def test_server_without_logprobs_can_only_infill():

@@ -1,8 +1,9 @@
 import pytest
 
-from infill.tokenizer import EOM, EOS, FIM_PREFIX, CodeTokenizer, TokenizerError, mask_token
+from infill.engines.load import DEFAULT_MODEL_DIR
+from infill.tokenizer import EOM, EOS, FIM_PREFIX, LLAMA_PRE, TOKENIZER_VERSION, CodeTokenizer, TokenizerError, mask_token
 
-from support import STDLIB
+from support import STDLIB, stdlib_texts
 
 
 def test_round_trips_the_whole_standard_library(tiny_tokenizer):
@@ -30,8 +31,26 @@ def test_no_token_crosses_a_newline(tiny_tokenizer):
 
 
 def test_indentation_is_one_token(tiny_tokenizer):
+    # version 2 (llama.cpp's deepseek-coder split): the last space of the run goes with the word
     ids = tiny_tokenizer.encode("        return x\n")
-    assert tiny_tokenizer.token_bytes[ids[0]] == b"        "
+    assert [tiny_tokenizer.token_bytes[i] for i in ids[:2]] == [b"       ", b" return"]
+
+
+def test_old_tokenizers_keep_their_pre_split(tmp_path):
+    """A version-1 tokenizer (the default model's) loads and splits as it was trained to."""
+    old = CodeTokenizer.train(stdlib_texts(), 1024, version=1)
+    old.save(tmp_path)
+    loaded = CodeTokenizer.load(tmp_path)
+    assert (old.version, loaded.version) == (1, 1)
+    ids = loaded.encode("        return my_var\r\n")
+    assert loaded.token_bytes[ids[0]] == b"        "
+    assert [p for p, _ in loaded.split("a_b1\r\n")] == ["a_b1", "\r\n"]
+    assert CodeTokenizer.load(DEFAULT_MODEL_DIR).version == 1
+
+
+def test_current_version_is_llama_cpps(tiny_tokenizer):
+    assert tiny_tokenizer.version == TOKENIZER_VERSION == 2 and LLAMA_PRE[2] == "deepseek-coder"
+    assert [p for p, _ in tiny_tokenizer.split("a_b1\r\n")] == ["a", "_", "b", "1", "\r", "\n"]
 
 
 def test_special_tokens_are_never_read_from_text(tiny_tokenizer):
