@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 
 from infill.checkpoint import CheckpointError, save_checkpoint
 from infill.config import ModelConfig
-from infill.model import Transformer
+from infill.model import Transformer, tied_state
 from infill.tokenizer import CodeTokenizer
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -223,8 +223,7 @@ def write_checkpoint(run_dir: str | Path, step: int, *, model_config: ModelConfi
         with torch.device("meta"):
             model = Transformer(model_config)
         model.load_state_dict(model_state, strict=True, assign=True)
-        if model_config.tie_embeddings:
-            model.lm_head.weight = model.model.embed_tokens.weight
+        model.tie_weights()
         save_checkpoint(tmp, model, tokenizer, extra={"step": step, "tokens": trainer.get("tokens"),
                                                       "train": trainer.get("config")})
         tensors, groups = _flatten_optimizer(optim_state)
@@ -272,8 +271,7 @@ def _read_checkpoint(path: Path) -> tuple[dict, dict, dict]:
     trainer.pop(MANIFEST, None)
     model_state = load_file(str(path / "model.safetensors"))
     config = ModelConfig.from_dict(json.loads((path / "config.json").read_text())["model"])
-    if config.tie_embeddings:
-        model_state["lm_head.weight"] = model_state["model.embed_tokens.weight"]
+    model_state = tied_state(model_state, config, saving=False)
     optim_state = _unflatten_optimizer(load_file(str(path / OPTIMIZER_FILE)), trainer.pop("param_groups"))
     rng = load_file(str(path / RNG_FILE))
     torch.set_rng_state(rng["torch_cpu"])

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from infill.checkpoint import CheckpointError
 from infill.formats import infill_prompt, stop_ids
 from infill.generation import GenerationConfig, generate
-from infill.model import Transformer
+from infill.model import Transformer, tied_state
 from infill.tokenizer import CodeTokenizer
 from train import parallel
 from train.budget import BudgetPlan, parse_duration
@@ -361,8 +361,7 @@ def _save(run_dir: Path, step: int, raw: Transformer, optimizer, tok, config: Tr
     if d.is_main:
         model_config = config.model_config()
         model_config.vocab_size = raw.config.vocab_size
-        if model_config.tie_embeddings and "lm_head.weight" not in model_state:
-            model_state["lm_head.weight"] = model_state["model.embed_tokens.weight"]
+        model_state = tied_state(model_state, model_config, saving=False)
         trainer = {"format": 1, "tokens": step * config.batch_tokens, "loader": loader.position,
                    "config": config.to_dict(), **extra}
         path = write_checkpoint(run_dir, step, model_config=model_config, model_state=model_state,
