@@ -12,7 +12,8 @@ Rules:
   connection and so cancels the request on the server.
 - HTTP is `httpx.AsyncClient` on a private asyncio event loop that the engine owns and runs in the
   calling thread (`loop.run_until_complete`, one task per read), behind the same synchronous methods
-  as every engine. So `interrupt()`, from any thread, cancels the read in flight
+  as every engine (called from a coroutine, the loop runs in a helper thread while the caller
+  blocks, as a synchronous client would block it). So `interrupt()`, from any thread, cancels the read in flight
   (`loop.call_soon_threadsafe(task.cancel)`): a hung server's read ends at once with `Interrupted`
   instead of at the read timeout. Calls into the engine still come one at a time.
 - Sampling is ours: the request sets every knob a server might default otherwise (`NEUTRAL`).
@@ -42,6 +43,7 @@ import json
 import threading
 import time
 from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from urllib.parse import urlsplit
 
@@ -108,12 +110,23 @@ class OpenAIEngine:
                 raise Interrupted(f"{self.name}: interrupted")
             self._task = task = self._loop.create_task(coro)
         try:
-            return self._loop.run_until_complete(task)
+            return self._until(task)
         except asyncio.CancelledError:
             raise Interrupted(f"{self.name}: interrupted") from None
         finally:
             with self._lock:
                 self._task = None
+
+    def _until(self, aw):
+        """`aw`'s value, running the engine's loop in this thread; in a thread that already runs a loop
+        (the engine called from a coroutine, which it blocks as any synchronous call does), in a helper
+        thread, since one thread cannot run two loops."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return self._loop.run_until_complete(aw)
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(self._loop.run_until_complete, aw).result()
 
     def interrupt(self) -> None:
         """Cancel the HTTP read in flight (thread-safe): the call waiting on it raises `Interrupted` at
@@ -140,7 +153,7 @@ class OpenAIEngine:
                 except StopAsyncIteration:
                     return
         finally:  # not interruptible: closing must finish
-            self._loop.run_until_complete(_close(events, resp))
+            self._until(_close(events, resp))
 
     def _fail(self, what: str) -> EngineError:
         return EngineError(f"{self.name}: {what}")
@@ -180,7 +193,7 @@ class OpenAIEngine:
         """Sessions live on the server (its prefix cache), nothing to drop here."""
 
     def close(self) -> None:
-        self._loop.run_until_complete(self._client.aclose())
+        self._until(self._client.aclose())
         self._loop.close()
 
     # capabilities ---------------------------------------------------------------------------------
