@@ -13,9 +13,9 @@ Rules:
 - HTTP is `httpx.AsyncClient` on a private asyncio event loop that the engine owns and runs in the
   calling thread (`loop.run_until_complete`, one task per read), behind the same synchronous methods
   as every engine (called from a coroutine, the loop runs in a helper thread while the caller
-  blocks, as a synchronous client would block it). So `interrupt()`, from any thread, cancels the read in flight
-  (`loop.call_soon_threadsafe(task.cancel)`): a hung server's read ends at once with `Interrupted`
-  instead of at the read timeout. Calls into the engine still come one at a time.
+  blocks, as a synchronous client would block it). So `interrupt()`, from any thread, cancels the
+  read in flight (`loop.call_soon_threadsafe(task.cancel)`): a hung server's read ends at once with
+  `Interrupted` instead of at the read timeout. Calls into the engine still come one at a time.
 - Sampling is ours: the request sets every knob a server might default otherwise (`NEUTRAL`).
 - Stop strings (the request's and the template's end tokens) go to the server, and are applied again
   here, since servers differ in how they treat them.
