@@ -14,7 +14,8 @@ Rules:
   milliseconds whatever the model is doing. A job stops, or never starts, when it is cancelled
   (`$/cancelRequest`), when a newer completion request for its document arrives, or when its document
   changes; the reader thread sees these before the loop does (`on_read`), so they work while the
-  loop is busy. Every other engine call (dropping or trimming session caches) is queued on the same
+  loop is busy, and they interrupt an engine call in flight where the engine can (`interrupt`: the
+  OpenAI engine's HTTP read). Every other engine call (dropping or trimming session caches) is queued on the same
   worker. Responses are written from the loop thread only.
 - Typed-through cache: when the user types the first characters of the ghost text last shown for a
   document (and nothing else changed), the rest of that suggestion is the answer, with no model call
@@ -256,7 +257,7 @@ class InfillServer(LanguageServer):
                 or self.workspace.text_documents.get(uri) is not doc or doc.version != version
 
         job = Job(uri, version if isinstance(version, int) else None, self.protocol.msg_id,
-                  completion=completion, stale=stale)
+                  completion=completion, stale=stale, interrupt=getattr(engine, "interrupt", None))
         return await self.worker.run(job, lambda: make_steps(engine), on_step)
 
     async def complete(self, uri: str, position: types.Position) -> Edit | None:

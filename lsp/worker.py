@@ -14,6 +14,9 @@ Rules:
   busy): a `$/cancelRequest` for the job's request id, a newer completion request for its document,
   and any didChange/didOpen/didClose of its document. `peek` also records each document's newest
   version (lock-guarded), which the worker compares with the job's.
+- Setting the flag of the running job also calls its `interrupt` (the engine's, where it has one:
+  the OpenAI engine cancels its HTTP read), so a job blocked in a read from a hung server stops at
+  once instead of at the read timeout. A job that raises once its flag is set went stale: value None.
 - Responses are written only on the loop thread: a job's value goes back through the loop's future.
 - The thread is a daemon thread of its own rather than a `ThreadPoolExecutor`: the interpreter joins
   an executor's threads at exit, so a job stuck in a read from a hung server would hold the exit.
@@ -48,6 +51,8 @@ class Job:
     stale: Callable[[], bool] | None = None
     """The loop side's own staleness test (document replaced, newer ticket), read from the worker."""
     cancelled: threading.Event = field(default_factory=threading.Event)
+    interrupt: Callable[[], None] | None = None
+    """Stops the engine call in flight at once (thread-safe; `Engine.interrupt`), where the engine has one."""
 
 
 class ModelWorker:
@@ -61,6 +66,7 @@ class ModelWorker:
         self._cancelled_ids: OrderedDict[object, None] = OrderedDict()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._running: Job | None = None
         self.pending = 0
         """Jobs submitted and not finished (read on the loop: is the model busy?)."""
 
@@ -92,13 +98,13 @@ class ModelWorker:
                     self._versions[uri] = version
                 for job in self._jobs:
                     if job.uri == uri:
-                        job.cancelled.set()
+                        self._cancel(job)
         elif method in COMPLETIONS and "id" in message:
             with self._lock:
                 self._latest_completion[uri] = message["id"]
                 for job in self._jobs:
                     if job.uri == uri and job.completion and job.msg_id != message["id"]:
-                        job.cancelled.set()
+                        self._cancel(job)
 
     def cancel_id(self, msg_id) -> None:
         if not isinstance(msg_id, (int, str)):
@@ -107,12 +113,21 @@ class ModelWorker:
             hit = False
             for job in self._jobs:
                 if job.msg_id == msg_id:
-                    job.cancelled.set()
+                    self._cancel(job)
                     hit = True
             if not hit:
                 self._cancelled_ids[msg_id] = None
                 while len(self._cancelled_ids) > _KEEP_CANCELLED:
                     self._cancelled_ids.popitem(last=False)
+
+    def _cancel(self, job: Job) -> None:
+        """Set the job's flag; if it is running, interrupt the engine call it is blocked in."""
+        job.cancelled.set()
+        if job is self._running and job.interrupt is not None:
+            try:
+                job.interrupt()
+            except Exception:
+                log.exception("interrupting the engine failed")
 
     # jobs -----------------------------------------------------------------------------------------
     def is_stale(self, job: Job) -> bool:
@@ -142,7 +157,7 @@ class ModelWorker:
         try:
             return await future
         except asyncio.CancelledError:
-            job.cancelled.set()
+            self._cancel(job)
             raise
         finally:
             self.pending -= 1
@@ -178,21 +193,29 @@ class ModelWorker:
                 pass
 
     def _steps(self, job: Job, make_steps, on_step):
-        if self.is_stale(job):
-            return None
-        steps = make_steps()
+        self._running = job  # before the first staleness test: a cancel from now on interrupts
         try:
-            while True:
-                try:
-                    next(steps)
-                except StopIteration as done:
-                    return done.value
-                if on_step is not None:
-                    on_step()
-                if self.is_stale(job):
-                    return None
+            if self.is_stale(job):
+                return None
+            steps = make_steps()
+            try:
+                while True:
+                    try:
+                        next(steps)
+                    except StopIteration as done:
+                        return done.value
+                    if on_step is not None:
+                        on_step()
+                    if self.is_stale(job):
+                        return None
+            except Exception:
+                if job.cancelled.is_set():
+                    return None  # interrupted (or failed after going stale): cancelled
+                raise
+            finally:
+                steps.close()
         finally:
-            steps.close()
+            self._running = None
 
 
 def _settle(future: asyncio.Future, value, error) -> None:

@@ -7,6 +7,8 @@ Two backends:
 - a model (`Stub(model=HFModel(directory))`): greedy decoding and echoed prompt logprobs computed by
   a transformers model with full forward passes, the way vLLM answers `echo` + `logprobs`.
 `echo=False` / `logprobs=False` make it a server that answers those requests without them.
+`hang = N` (set any time) makes the next N streamed requests hang after their first chunk, until
+`released` is set (at exit at the latest) or a minute passes: a hung server.
 It also answers llama.cpp's native `POST /infill` the way llama-server does: `{"content", "stop"}`
 events, the last with `stop_type`, `tokens_predicted`, `tokens_evaluated` and `timings` (a second
 request of the same `input_prefix` with `cache_prompt` reports its tokens as cached).
@@ -72,6 +74,9 @@ class Stub:
         self.model, self.echo, self.logprobs = model, echo, logprobs
         self.requests: list[tuple[str, str, dict]] = []
         self.disconnected = threading.Event()
+        self.hang = 0
+        self.released = threading.Event()
+        self.lock = threading.Lock()
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -121,6 +126,7 @@ class Stub:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
+                hang = stub.hangs()
                 try:
                     for p, lp in pieces:
                         for n in range(data.get("n", 1)):
@@ -129,7 +135,7 @@ class Stub:
                                 choice["logprobs"] = {"token_logprobs": [lp]}
                             self.wfile.write(f"data: {json.dumps({'choices': [choice]})}\n\n".encode())
                         self.wfile.flush()
-                        time.sleep(stub.delay)
+                        stub.pause(hang)
                     for n in range(data.get("n", 1)):
                         event = {"choices": [{"index": n, "text": "", "finish_reason": "stop"}]}
                         self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
@@ -152,11 +158,12 @@ class Stub:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
+                hang = stub.hangs()
                 try:
                     for p, _ in pieces:
                         self.wfile.write(f"data: {json.dumps({'content': p, 'stop': False})}\n\n".encode())
                         self.wfile.flush()
-                        time.sleep(stub.delay)
+                        stub.pause(hang)
                     self.wfile.write(f"data: {json.dumps(last)}\n\n".encode())
                 except (BrokenPipeError, ConnectionResetError):
                     stub.disconnected.set()
@@ -167,6 +174,21 @@ class Stub:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.timer = threading.Timer(120, self.server.shutdown)  # stops itself, whatever the test does
+
+    def hangs(self) -> bool:
+        """Whether the request starting now hangs (one of the `hang` next ones)."""
+        with self.lock:
+            if self.hang > 0:
+                self.hang -= 1
+                return True
+            return False
+
+    def pause(self, hang: bool) -> None:
+        """The wait after a streamed chunk."""
+        if hang:
+            self.released.wait(60)
+        else:
+            time.sleep(self.delay)
 
     def pieces(self, data: dict) -> list[tuple[str, float]]:
         """The streamed pieces of the answer and their log-probabilities."""
@@ -198,6 +220,7 @@ class Stub:
         return self
 
     def __exit__(self, *exc):
+        self.released.set()
         self.timer.cancel()
         self.server.shutdown()
         self.server.server_close()

@@ -108,7 +108,12 @@ class CompletionResult:
 
 @runtime_checkable
 class Engine(Protocol):
-    """What the evaluation harness and the language server need from a model."""
+    """What the evaluation harness and the language server need from a model.
+
+    Optional, so not a member here (`isinstance` checks the members): `interrupt()`, thread-safe,
+    stops the engine call in flight at once from another thread (the call raises; the OpenAI engine
+    cancels its HTTP read). The language server calls it, where an engine has it, when the running
+    job is cancelled; an engine without it stops at its next yield."""
 
     name: str
     device: str

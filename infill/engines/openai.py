@@ -10,6 +10,12 @@ Rules:
 - Requests stream (server-sent events), so `stream_infill` yields after every chunk; closing the
   generator, a stop rule or the time budget closes the response mid-stream, which drops the
   connection and so cancels the request on the server.
+- HTTP is `httpx.AsyncClient` on a private asyncio event loop that the engine owns and runs in the
+  calling thread (`loop.run_until_complete`, one task per read), behind the same synchronous methods
+  as every engine (called from a coroutine, the loop runs in a helper thread while the caller
+  blocks, as a synchronous client would block it). So `interrupt()`, from any thread, cancels the
+  read in flight (`loop.call_soon_threadsafe(task.cancel)`): a hung server's read ends at once with
+  `Interrupted` instead of at the read timeout. Calls into the engine still come one at a time.
 - Sampling is ours: the request sets every knob a server might default otherwise (`NEUTRAL`).
 - Stop strings (the request's and the template's end tokens) go to the server, and are applied again
   here, since servers differ in how they treat them.
@@ -32,9 +38,13 @@ Rules:
 """
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from urllib.parse import urlsplit
 
 import httpx
@@ -54,6 +64,10 @@ NO_NATIVE_SCORE = ("llama.cpp's /infill endpoint returns no prompt log-probabili
 
 class EngineError(ValueError):
     """A server that cannot be reached or answers with an error."""
+
+
+class Interrupted(EngineError):
+    """The request was cancelled by `OpenAIEngine.interrupt` (from another thread)."""
 
 
 class OpenAIEngine:
@@ -76,12 +90,71 @@ class OpenAIEngine:
         self.timeout_s = timeout_s
         self.name = f"openai:{self.url}"
         self.device = "remote"
-        self._client = httpx.Client(base_url=base, timeout=timeout_s, follow_redirects=False, trust_env=False)
+        self._loop = asyncio.new_event_loop()
+        self._client = httpx.AsyncClient(base_url=base, timeout=timeout_s, follow_redirects=False, trust_env=False)
+        self._lock = threading.Lock()
+        self._task: asyncio.Task | None = None
+        self._streams = 0
+        self._pending = False
         self._caps: frozenset[str] | None = None
         self.unavailable: dict[str, str] = {"multi_hole_score": "a completions server scores one hole at a time",
                                             "text_score": "perplexity needs the model's logits, not a server"}
 
     # http -----------------------------------------------------------------------------------------
+    def _run(self, coro):
+        """Run `coro` to its value on the engine's loop, as a task `interrupt` can cancel."""
+        with self._lock:
+            if self._pending:
+                self._pending = False
+                coro.close()
+                raise Interrupted(f"{self.name}: interrupted")
+            self._task = task = self._loop.create_task(coro)
+        try:
+            return self._until(task)
+        except asyncio.CancelledError:
+            raise Interrupted(f"{self.name}: interrupted") from None
+        finally:
+            with self._lock:
+                self._task = None
+
+    def _until(self, aw):
+        """`aw`'s value, running the engine's loop in this thread; in a thread that already runs a loop
+        (the engine called from a coroutine, which it blocks as any synchronous call does), in a helper
+        thread, since one thread cannot run two loops."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return self._loop.run_until_complete(aw)
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(self._loop.run_until_complete, aw).result()
+
+    def interrupt(self) -> None:
+        """Cancel the HTTP read in flight (thread-safe): the call waiting on it raises `Interrupted` at
+        once. Between reads of a `stream_infill`, its next read is cancelled instead; outside one, nothing."""
+        with self._lock:
+            if self._task is not None:
+                self._loop.call_soon_threadsafe(self._task.cancel)
+            elif self._streams:
+                self._pending = True
+
+    def _stream(self, path: str, body: dict, timeout: float) -> Iterator[dict]:
+        """The events of one streamed POST; closing the iterator closes the response."""
+        request = self._client.build_request("POST", path, json=body, timeout=timeout,
+                                             headers={"Accept": "text/event-stream"})
+        resp = self._run(self._client.send(request, stream=True))
+        events = self._events(resp)
+        try:
+            if resp.status_code != 200:
+                detail = _first_line(self._run(resp.aread())[:500].decode("utf-8", errors="replace"))
+                raise self._fail(f"HTTP {resp.status_code}: {detail or resp.reason_phrase}")
+            while True:
+                try:
+                    yield self._run(_next(events))
+                except StopAsyncIteration:
+                    return
+        finally:  # not interruptible: closing must finish
+            self._until(_close(events, resp))
+
     def _fail(self, what: str) -> EngineError:
         return EngineError(f"{self.name}: {what}")
 
@@ -89,9 +162,11 @@ class OpenAIEngine:
         """The served model's id from /v1/models (asked once); None if the server does not say."""
         if self.served_model is None:
             try:
-                resp = self._client.get("/v1/models", timeout=10)
+                resp = self._run(self._client.get("/v1/models", timeout=10))
                 data = resp.json() if resp.status_code == 200 else {}
                 self.served_model = (data.get("data") or [{}])[0].get("id", "")
+            except Interrupted:
+                raise
             except (httpx.HTTPError, ValueError, AttributeError, IndexError):
                 self.served_model = ""
         return self.served_model or None
@@ -104,7 +179,7 @@ class OpenAIEngine:
     def _post(self, body: dict) -> dict:
         """One non-streamed completion request; its JSON answer."""
         try:
-            resp = self._client.post("/v1/completions", json=body)
+            resp = self._run(self._client.post("/v1/completions", json=body))
         except httpx.HTTPError as exc:
             raise self._fail(f"cannot reach the server ({exc})") from None
         if resp.status_code != 200:
@@ -118,7 +193,8 @@ class OpenAIEngine:
         """Sessions live on the server (its prefix cache), nothing to drop here."""
 
     def close(self) -> None:
-        self._client.close()
+        self._until(self._client.aclose())
+        self._loop.close()
 
     # capabilities ---------------------------------------------------------------------------------
     @property
@@ -136,6 +212,8 @@ class OpenAIEngine:
                         caps.add("score")
                     else:
                         self.unavailable["score"] = why
+            except Interrupted:
+                raise
             except EngineError as exc:
                 if "cannot reach" in str(exc):
                     self.unavailable.update(score=str(exc), sampled_logprobs=str(exc))
@@ -146,6 +224,8 @@ class OpenAIEngine:
                     plain = self._post(self._body(prompt="x = 1", max_tokens=1, temperature=0, logprobs=1))
                     if _logprobs(plain).get("token_logprobs"):
                         caps.add("sampled_logprobs")
+                except Interrupted:
+                    raise
                 except EngineError:
                     pass
                 if "sampled_logprobs" not in caps:
@@ -191,9 +271,19 @@ class OpenAIEngine:
         return fit_context(req, 2 * req.context_tokens, lambda texts: [len(t) // 3 + 1 for t in texts])
 
     def stream_infill(self, req: InfillRequest) -> Generator[None, None, CompletionResult]:
-        """Yield after every streamed chunk (a place to cancel); return the CompletionResult."""
-        if self.template.native:
-            return (yield from self._stream_native(req))
+        """Yield after every streamed chunk (a place to cancel); return the CompletionResult.
+        `Interrupted` when `interrupt` cancels it."""
+        with self._lock:
+            self._streams += 1
+        try:
+            return (yield from (self._stream_native(req) if self.template.native else self._stream_completions(req)))
+        finally:
+            with self._lock:
+                self._streams -= 1
+                self._pending = self._pending and self._streams > 0
+
+    def _stream_completions(self, req: InfillRequest) -> Generator[None, None, CompletionResult]:
+        """`stream_infill` through `/v1/completions`: one streamed request, `n` choices."""
         started = time.perf_counter()
         config = req.config
         want_logprobs = "sampled_logprobs" in self.capabilities
@@ -212,12 +302,8 @@ class OpenAIEngine:
         texts, reasons, logprobs, tokens = [""] * n, ["length"] * n, [0.0] * n, [0] * n
         timeout = min(self.timeout_s, config.time_budget_s + 5) if config.time_budget_s else self.timeout_s
         try:
-            with self._client.stream("POST", "/v1/completions", json=body, timeout=timeout,
-                                     headers={"Accept": "text/event-stream"}) as resp:
-                if resp.status_code != 200:
-                    detail = _first_line(resp.read()[:500].decode("utf-8", errors="replace"))
-                    raise self._fail(f"HTTP {resp.status_code}: {detail or resp.reason_phrase}")
-                for event in self._events(resp):
+            with closing(self._stream("/v1/completions", body, timeout)) as events:
+                for event in events:
                     for choice in event.get("choices", []):
                         i = int(choice.get("index", 0))
                         if 0 <= i < n:
@@ -263,12 +349,8 @@ class OpenAIEngine:
                 body["seed"] = config.seed + i
             text, tokens, reason = "", 0, "length"
             try:
-                with self._client.stream("POST", self.template.native, json=body, timeout=timeout,
-                                         headers={"Accept": "text/event-stream"}) as resp:
-                    if resp.status_code != 200:
-                        detail = _first_line(resp.read()[:500].decode("utf-8", errors="replace"))
-                        raise self._fail(f"HTTP {resp.status_code}: {detail or resp.reason_phrase}")
-                    for event in self._events(resp):
+                with closing(self._stream(self.template.native, body, timeout)) as events:
+                    for event in events:
                         if event.get("content"):
                             text += event["content"]
                             tokens += 1
@@ -294,15 +376,15 @@ class OpenAIEngine:
                                 extra={"template": self.template.name, "context_tokens": context_tokens,
                                        "context_files": list(dict.fromkeys(p for p, _ in context))})
 
-    def _events(self, resp: httpx.Response) -> Iterator[dict]:
+    async def _events(self, resp: httpx.Response):
         """The JSON payloads of a server-sent-event stream, or of a plain JSON answer, until [DONE]."""
         if "text/event-stream" not in resp.headers.get("content-type", ""):
             try:
-                yield json.loads(resp.read())
+                yield json.loads(await resp.aread())
             except ValueError:
                 raise self._fail("the answer is not JSON") from None
             return
-        for line in resp.iter_lines():
+        async for line in resp.aiter_lines():
             line = line.strip()
             if not line.startswith("data:"):
                 continue
@@ -348,6 +430,24 @@ class OpenAIEngine:
 
     def score_text(self, text: str, *, window: int | None = None) -> tuple[float, int]:
         raise CannotScore(self.unavailable["text_score"])
+
+
+async def _next(events):
+    """The next item of an async iterator, as a coroutine (a task needs one; `anext` gives an awaitable)."""
+    return await events.__anext__()
+
+
+async def _close(events, resp: httpx.Response) -> None:
+    """Close a stream, then let the loop finish closing httpx's inner async generators (their
+    finalizers are scheduled on the loop, which runs only while the engine is called)."""
+    await events.aclose()
+    await resp.aclose()
+    for _ in range(8):
+        await asyncio.sleep(0)
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        if not others:
+            return
+        await asyncio.wait(others, timeout=1.0)
 
 
 def _logprobs(answer: dict) -> dict:

@@ -1,12 +1,13 @@
 """OpenAIEngine against a loopback stub server (127.0.0.1 only, bounded, stops itself)."""
 import math
+import threading
 import time
 
 import pytest
 
 from infill.engines import Engine, GenerationConfig, InfillRequest, load
 from infill.engines import CannotScore
-from infill.engines.openai import EngineError, OpenAIEngine
+from infill.engines.openai import EngineError, Interrupted, OpenAIEngine
 from openai_stub import Stub
 
 
@@ -104,3 +105,32 @@ def test_server_without_logprobs_can_only_infill():
         assert engine.unavailable["sampled_logprobs"] == "the server returns no logprobs"
         assert engine.infill(InfillRequest("p")).text == "abc"
         assert "logprobs" not in stub.completions()[-1]
+
+
+def test_interrupt_from_another_thread_ends_a_hung_read():
+    """A server that hangs mid-stream: `interrupt()` ends the blocked step at once, not at the 60 s
+    read timeout, and the engine serves the next request."""
+    with Stub(reply="    return a + b\n", chunk=2) as stub:
+        engine = OpenAIEngine(stub.url, template="qwen", timeout_s=60)
+        engine.capabilities  # the probes, before the server hangs
+        stub.hang = 1
+        gen = engine.stream_infill(InfillRequest("p", config=GenerationConfig(max_tokens=16)))
+        next(gen)  # the first chunk; the server now hangs
+        timer = threading.Timer(0.5, engine.interrupt)
+        started = time.monotonic()
+        timer.start()
+        with pytest.raises(Interrupted, match="interrupted"):
+            next(gen)
+        assert time.monotonic() - started < 10  # generous: the hang is 60 s
+        timer.join()
+        stub.released.set()
+        assert engine.infill(InfillRequest("p", config=GenerationConfig(max_tokens=16))).text == "    return a + b\n"
+        # between reads, the next read of the same stream is cancelled; outside a stream, nothing is
+        gen = engine.stream_infill(InfillRequest("p", config=GenerationConfig(max_tokens=16)))
+        next(gen)
+        engine.interrupt()
+        with pytest.raises(Interrupted):
+            next(gen)
+        engine.interrupt()
+        assert engine.infill(InfillRequest("p", config=GenerationConfig(max_tokens=16))).text == "    return a + b\n"
+        engine.close()

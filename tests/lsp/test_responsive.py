@@ -99,3 +99,29 @@ async def test_a_typing_storm_is_answered_while_type_inference_runs(lsp):
             hints.cancel()
         finally:
             await lsp.stop_client(client)
+
+
+async def test_a_cancel_frees_the_worker_from_a_hung_read(lsp):
+    """A completion hangs mid-stream (60 s); `$/cancelRequest` interrupts the engine's read, so the
+    next model request, a completion of another document, is answered long before the hang ends."""
+    with Stub(reply="    return values\n", chunk=2) as stub:
+        client = await served(lsp, stub)
+        try:
+            before = len(stub.completions())
+            stub.hang = 1
+            client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionParams(
+                text_document=types.TextDocumentIdentifier(BUSY), position=types.Position(1, 0),
+                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)),
+                msg_id="hung")
+            await until(lambda: len(stub.completions()) > before)
+            await asyncio.sleep(0.2)  # the engine is inside its read now
+            client.cancel_request(types.CancelParams(id="hung"))
+            started = time.perf_counter()
+            answer = await asyncio.wait_for(client.text_document_inline_completion_async(types.InlineCompletionParams(
+                text_document=types.TextDocumentIdentifier(TYPED), position=types.Position(9, 2),
+                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked))), 50)
+            assert time.perf_counter() - started < 10  # generous; before the interrupt: the 60 s hang
+            assert len(stub.completions()) == before + 2 and stub.hang == 0
+            assert answer and answer.items[0].insert_text.strip()  # a real answer from the model server
+        finally:
+            await lsp.stop_client(client)
