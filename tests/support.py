@@ -1,5 +1,7 @@
 """Helpers shared by the tests (importable because pytest puts tests/ on sys.path)."""
+import queue
 import sysconfig
+import time
 from pathlib import Path
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -38,3 +40,30 @@ def leftover(tag: str) -> list[int]:
             except OSError:
                 pass
     return found
+
+
+SCALE_DOC = '''\
+def scale(values, factor=2):
+    result = []
+    for v in values:
+        result.append(v * factor)
+    return result
+
+
+def other(result):
+    return result.count(0)
+'''
+"""A small Python document with type slots, a renameable local and a second function (LSP tests)."""
+
+
+def wait_response(inbox, msg_id, timeout=60):
+    """The JSON-RPC response to `msg_id` from a queue of decoded messages (notifications skipped)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            msg = inbox.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if msg.get("id") == msg_id and "method" not in msg:
+            return msg
+    raise AssertionError(f"no response to {msg_id}")

@@ -14,6 +14,7 @@ from hf_models import FAMILIES, build
 from lsprotocol import types
 from openai_stub import HFModel, Stub
 from pytest_lsp import ClientServerConfig
+from support import SCALE_DOC
 
 from infill.engines import load_engine, run_to_end
 from infill.engines.openai import OpenAIEngine
@@ -23,17 +24,7 @@ from lsp.options import ServerOptions, update_options
 from lsp.types import annotation_edits, infer, type_slots
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-DOC = '''\
-def scale(values, factor=2):
-    result = []
-    for v in values:
-        result.append(v * factor)
-    return result
-
-
-def other(result):
-    return result.count(0)
-'''
+DOC = SCALE_DOC
 URI = "file:///e2e/engines.py"
 INIT = {"typeConfidence": 0.0, "timeBudgetMs": 60000, "nameSuggestions": 2, "maxTokens": 12}
 ENGINES = ["local", *(f"hf-{f}" for f in sorted(FAMILIES)), "openai"]

@@ -8,23 +8,14 @@ import pytest
 import pytest_asyncio
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig
+from support import SCALE_DOC
 
 from infill.engines import run_to_end
 from lsp import names, scopes
 from lsp.types import infer, type_slots
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-DOC = '''\
-def scale(values, factor=2):
-    result = []
-    for v in values:
-        result.append(v * factor)
-    return result
-
-
-def other(result):
-    return result.count(0)
-'''
+DOC = SCALE_DOC
 URI = "file:///e2e/infer.py"
 
 

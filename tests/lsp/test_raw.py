@@ -5,7 +5,8 @@ import queue
 import subprocess
 import sys
 import threading
-import time
+
+from support import wait_response
 
 
 # --- raw bytes: what a client library would never send ------------------------------------------------
@@ -36,15 +37,7 @@ class RawServer:
         self.send_bytes(json.dumps({"jsonrpc": "2.0", **message}).encode())
 
     def response(self, msg_id, timeout=60):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                msg = self.inbox.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if msg.get("id") == msg_id and "method" not in msg:
-                return msg
-        raise AssertionError(f"no response to {msg_id}")
+        return wait_response(self.inbox, msg_id, timeout)
 
     def close(self):
         self.proc.kill()

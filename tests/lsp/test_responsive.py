@@ -8,19 +8,10 @@ import time
 import pytest
 from lsprotocol import types
 from openai_stub import Stub
+from support import SCALE_DOC
 
 pytestmark = pytest.mark.asyncio
-DOC = '''\
-def scale(values, factor=2):
-    result = []
-    for v in values:
-        result.append(v * factor)
-    return result
-
-
-def other(result):
-    return result.count(0)
-'''
+DOC = SCALE_DOC
 BUSY, TYPED = "file:///responsive/busy.py", "file:///responsive/typed.py"
 
 

@@ -12,6 +12,7 @@ import threading
 import time
 
 import pytest
+from support import wait_response
 
 from lsp.transport import EXIT_FRAMING, MAX_CONTENT_LENGTH, FramingError, read_message
 
@@ -87,15 +88,7 @@ class Raw:
         self.send_bytes(frame(json.dumps({"jsonrpc": "2.0", **message}).encode()))
 
     def response(self, msg_id, timeout=60):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                msg = self.inbox.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if msg.get("id") == msg_id and "method" not in msg:
-                return msg
-        raise AssertionError(f"no response to {msg_id}")
+        return wait_response(self.inbox, msg_id, timeout)
 
     def responses(self, ids, timeout=120):
         """[response, ...] in arrival order, once every one of `ids` is answered."""
