@@ -2,9 +2,10 @@
 # The compute-optimal CPU model (issue 18), one stage per command, each resumable (docs/train.md):
 #
 #   scripts/cpu_model.sh corpus   # corpus/ from the installed packages (if missing) + a 4,096-token tokenizer
-#   scripts/cpu_model.sh sweep    # IsoFLOP sweep: 4 sizes x 3 budgets (~80 min) -> docs/images/isoflop.png
-#   scripts/cpu_model.sh optim    # AdamW against Muon, 20 minutes of wall time each
-#   scripts/cpu_model.sh train    # the 2-hour run (recipe cpu-2h) -> runs/cpu-2h/model
+#   scripts/cpu_model.sh sweep    # IsoFLOP sweep: 3 sizes x 2 budgets (~20 min) -> docs/images/isoflop.png
+#   scripts/cpu_model.sh optim    # AdamW against Muon, then the left-to-right ablation: 4 min of wall time each
+#   scripts/cpu_model.sh train [ARG...]  # the main run (recipe cpu-2h, 2 h unless ARGs say otherwise, e.g.
+#                                        # --time-budget 85m --set optimizer=muon) -> runs/cpu-2h/model
 #   scripts/cpu_model.sh eval [MODEL]  # the ship test: the shipped model against MODEL (default
 #                                      # runs/cpu-2h/model; also a model gpu_oneshot.sh returned) -> runs/eval-ship
 #
@@ -24,19 +25,25 @@ case "${1:-}" in
         [ -f $TOK/tokenizer.json ] || "$PY" -m infill.cli data tokenizer --data corpus --vocab-size 4096 --out $TOK
         ;;
     sweep)
-        "$PY" -m train.isoflop --recipe cpu-2h --data corpus "${SET_TOK[@]}" --budgets 5e12,1.5e13,5e13 \
-            --shapes 128x2,160x3,192x3,256x4 --out runs/isoflop --quiet
+        # batch 8,192 and 10 warm-up steps so that the smallest run still takes ~60 optimizer steps
+        "$PY" -m train.isoflop --recipe cpu-2h --data corpus "${SET_TOK[@]}" --budgets 1e13,3e13 \
+            --set batch_tokens=8192 --set warmup_steps=10 --shapes 128x2,192x3,256x4 --out runs/isoflop --quiet
         cp runs/isoflop/isoflop.png docs/images/isoflop.png
         ;;
     optim)
         for opt in adamw muon; do
-            "$PY" -m infill.cli train --recipe cpu-2h --data corpus "${SET_TOK[@]}" --time-budget 20m --quiet \
+            "$PY" -m infill.cli train --recipe cpu-2h --data corpus "${SET_TOK[@]}" --time-budget 4m --quiet \
                 --set optimizer=$opt --set eval_every=100000 --out runs/optim-$opt --resume
             final_eval runs/optim-$opt
         done
+        # the ablation at the same 4 minutes: left-to-right only, against runs/optim-adamw
+        "$PY" -m infill.cli train --recipe cpu-2h --data corpus "${SET_TOK[@]}" --time-budget 4m --quiet \
+            --set optimizer=adamw --set eval_every=100000 --set objective.causal_rate=0 --set objective.spm_rate=0 \
+            --set objective.psm_rate=0 --set objective.l2r_rate=1 --out runs/l2r-adamw --resume
+        final_eval runs/l2r-adamw
         ;;
     train)
-        "$PY" -m infill.cli train --recipe cpu-2h --data corpus "${SET_TOK[@]}" --out runs/cpu-2h --resume
+        "$PY" -m infill.cli train --recipe cpu-2h --data corpus "${SET_TOK[@]}" --out runs/cpu-2h --resume "${@:2}"
         "$PY" -m infill.cli train plot runs/cpu-2h --out runs/cpu-2h/loss.png
         final_eval runs/cpu-2h
         ;;
@@ -54,7 +61,7 @@ case "${1:-}" in
             --out runs/eval-ship/report
         ;;
     *)
-        sed -n '2,11p' "$0" >&2
+        sed -n '2,12p' "$0" >&2
         exit 2
         ;;
 esac

@@ -79,6 +79,12 @@ def fit_minimum(params: list[float], losses: list[float]) -> float | None:
     return float(10 ** (-b / (2 * a)))
 
 
+def budget_key(budget: float) -> str:
+    """A budget's name in run directories and `optima`: `1e+13`, `1.5e+13` (distinct for distinct budgets
+    to three significant figures; `.0e` would name 1.5e13 and 2e13 alike)."""
+    return f"{budget:.3g}"
+
+
 def sweep(base: TrainConfig, budgets: list[float], shapes: list[tuple[int, int]], out: Path, *,
           progress: bool = True) -> dict:
     """Run (or continue) the sweep into `out`; returns what isoflop.json holds."""
@@ -89,7 +95,7 @@ def sweep(base: TrainConfig, budgets: list[float], shapes: list[tuple[int, int]]
     for budget in budgets:
         for dim, layers in shapes:
             config, plan = run_config(base, budget, dim, layers)
-            run_dir = out / f"{budget:.0e}-{dim}x{layers}"
+            run_dir = out / f"{budget_key(budget)}-{dim}x{layers}"
             evals = read_log(run_dir)["eval"] if (run_dir / "model").is_dir() else []
             if not evals:
                 shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run starts over
@@ -108,7 +114,7 @@ def sweep(base: TrainConfig, budgets: list[float], shapes: list[tuple[int, int]]
     for budget in budgets:
         done = [r for r in runs if r["budget"] == budget and r["val_loss"] is not None]
         best = min(done, key=lambda r: r["val_loss"]) if done else None
-        optima[f"{budget:.0e}"] = {"best_shape": best and best["shape"], "best_params": best and best["params"],
+        optima[budget_key(budget)] = {"best_shape": best and best["shape"], "best_params": best and best["params"],
                                    "fit_params": fit_minimum([r["params"] for r in done],
                                                              [r["val_loss"] for r in done])}
     result = {"recipe_seq_len": base.seq_len, "batch_tokens": base.batch_tokens, "runs": runs, "optima": optima}
@@ -129,7 +135,7 @@ def plot(result: dict, path: Path) -> Path:
         rows = sorted((r for r in result["runs"] if r["budget"] == budget and r["val_loss"] is not None),
                       key=lambda r: r["params"])
         ax.plot([r["params"] for r in rows], [r["val_loss"] for r in rows], "o-", label=f"{budget:.1e} FLOPs")
-        fit = result["optima"][f"{budget:.0e}"]["fit_params"]
+        fit = result["optima"][budget_key(budget)]["fit_params"]
         if fit:
             ax.axvline(fit, ls=":", lw=1, color=ax.lines[-1].get_color())
     ax.set_xscale("log")

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from train.config import apply_overrides
-from train.isoflop import fit_minimum, main, parse_shape, run_config, shape_overrides
+from train.isoflop import budget_key, fit_minimum, main, parse_shape, run_config, shape_overrides
 from train.recipes import recipe
 from train.trainer import flops_per_token
 
@@ -32,6 +32,12 @@ def test_shapes_and_equal_flops():
         assert plan["flops_per_token"] == flops_per_token(m, 128)
         assert abs(plan["flops"] - budget) <= plan["flops_per_token"] * config.batch_tokens / 2 + 1
         assert config.steps == plan["steps"] and config.eval_every == config.steps
+
+
+def test_distinct_budgets_get_distinct_run_names():
+    budgets = [1e13, 1.5e13, 2e13, 2.5e13, 5e12]
+    assert len({budget_key(b) for b in budgets}) == len(budgets)
+    assert budget_key(1e13) == "1e+13"  # the name sweeps made before this rule used
 
 
 def test_fit_minimum_finds_a_parabolas_vertex():
