@@ -68,7 +68,8 @@ def run_config(base: TrainConfig, budget: float, dim: int, layers: int) -> tuple
 
 def fit_minimum(params: list[float], losses: list[float]) -> float | None:
     """Params at the minimum of a parabola fitted to loss against log10(params); None when the fit
-    has no minimum (fewer than 3 sizes, or it opens downward)."""
+    has no minimum (fewer than 3 sizes, or it opens downward) or when that minimum lies outside the
+    sizes measured (an extrapolation, not a measurement: `optima[...]["edge"]` then says which side)."""
     import numpy as np
 
     if len(params) < 3:
@@ -76,7 +77,8 @@ def fit_minimum(params: list[float], losses: list[float]) -> float | None:
     a, b, _ = np.polyfit(np.log10(params), losses, 2)
     if a <= 0:
         return None
-    return float(10 ** (-b / (2 * a)))
+    vertex = float(10 ** (-b / (2 * a)))
+    return vertex if min(params) <= vertex <= max(params) else None
 
 
 def budget_key(budget: float) -> str:
@@ -114,7 +116,11 @@ def sweep(base: TrainConfig, budgets: list[float], shapes: list[tuple[int, int]]
     for budget in budgets:
         done = [r for r in runs if r["budget"] == budget and r["val_loss"] is not None]
         best = min(done, key=lambda r: r["val_loss"]) if done else None
+        sizes = sorted(r["params"] for r in done)
+        edge = (None if not best or len(sizes) < 2 else "at or below the smallest size" if best["params"] == sizes[0]
+                else "at or above the largest size" if best["params"] == sizes[-1] else None)
         optima[budget_key(budget)] = {"best_shape": best and best["shape"], "best_params": best and best["params"],
+                                   "edge": edge,
                                    "fit_params": fit_minimum([r["params"] for r in done],
                                                              [r["val_loss"] for r in done])}
     result = {"recipe_seq_len": base.seq_len, "batch_tokens": base.batch_tokens, "runs": runs, "optima": optima}

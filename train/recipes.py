@@ -37,20 +37,22 @@ def cpu_small() -> TrainConfig:
 
 
 def cpu_2h() -> TrainConfig:
-    """The compute-optimal model for two hours of this 2-core CPU (`--time-budget` of 2 h, both cores).
+    """The compute-optimal model for about two hours of this 2-core CPU (`--time-budget`, both cores).
 
-    Two hours at the ~60 GFLOP/s that `bench/train.py` measures here are ~4e14-5e14 FLOPs, which
-    Chinchilla's ~20 tokens per parameter put near 2M parameters and ~25-40M tokens: 2.0M parameters
-    here (a 4,096-token vocabulary, so the embedding is 0.8M of them and the LM head is not most of the
-    FLOPs), 1,024-token context, repository-level packing, WSD ending on time. The IsoFLOP sweep
-    (`python -m train.isoflop`, docs/train.md) is what confirms or moves the size. Needs `--data DIR`
-    and a 4,096-token tokenizer (`infill data tokenizer --vocab-size 4096`; scripts/cpu_model.sh)."""
+    Two hours at the ~150 GFLOP/s that `bench/train.py` measures here on a quiet machine are ~1e15
+    FLOPs. The first guess (Chinchilla's ~20 tokens per parameter: 192 x 3, 2.0M parameters) was moved
+    by the IsoFLOP sweep (`scripts/cpu_model.sh sweep`, docs/train.md): at 1e13 and 3e13 FLOPs the
+    smallest of four sizes (0.35M) had the lowest held-out loss, which puts the optimum at ~6e14 FLOPs
+    below ~1.6M (the optimum growing as the square root of compute); so 128 x 4, 1.26M parameters (a
+    4,096-token vocabulary: the embedding is 0.52M of them), ~45M tokens in 70 minutes. 1,024-token
+    context, repository-level packing, WSD ending on time. Needs `--data DIR` and a 4,096-token
+    tokenizer (`infill data tokenizer --vocab-size 4096`; scripts/cpu_model.sh)."""
     return TrainConfig(
-        model="small", model_overrides={"vocab_size": 4096, "dim": 192, "n_layer": 3, "n_head": 4, "n_kv_head": 2,
-                                        "intermediate_size": 512, "max_seq_len": 1024},
+        model="small", model_overrides={"vocab_size": 4096, "dim": 128, "n_layer": 4, "n_head": 4, "n_kv_head": 2,
+                                        "intermediate_size": 352, "max_seq_len": 1024},
         seq_len=1024, pack_by="repo", time_budget="2h", steps=1_000_000, batch_tokens=16384, micro_batch=8,
-        lr=3e-3, min_lr_ratio=0.1, warmup_steps=50, schedule="wsd", decay_fraction=0.2, eval_every=200,
-        eval_rows=16, eval_bpb_docs=32, eval_infill=32, ckpt_every=200, keep_last=3)
+        lr=3e-3, min_lr_ratio=0.1, warmup_steps=50, schedule="wsd", decay_fraction=0.2, eval_every=300,
+        eval_rows=16, eval_bpb_docs=32, eval_infill=32, ckpt_every=300, keep_last=3)
 
 
 def gpu_small() -> TrainConfig:

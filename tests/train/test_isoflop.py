@@ -46,6 +46,9 @@ def test_fit_minimum_finds_a_parabolas_vertex():
     assert fit_minimum(params, losses) == pytest.approx(1e6, rel=1e-6)
     assert fit_minimum(params[:2], losses[:2]) is None
     assert fit_minimum(params, [-x for x in losses]) is None
+    # a vertex outside the measured sizes is an extrapolation: none
+    falling = [(__import__("math").log10(p) - 4.0) ** 2 for p in params]
+    assert fit_minimum(params, falling) is None
 
 
 def test_toy_sweep_runs_and_continues(tmp_path, capsys, tiny_tokenizer):
@@ -63,7 +66,10 @@ def test_toy_sweep_runs_and_continues(tmp_path, capsys, tiny_tokenizer):
     assert [r["shape"] for r in result["runs"]] == ["32x1", "64x1", "96x1"]
     assert all(r["val_loss"] > 0 and r["steps"] >= 1 for r in result["runs"])
     assert result["runs"][0]["steps"] > result["runs"][2]["steps"]  # a smaller model sees more tokens
-    assert result["optima"]["5e+09"]["best_shape"] in ("32x1", "64x1", "96x1")
+    optimum = result["optima"]["5e+09"]
+    assert optimum["best_shape"] in ("32x1", "64x1", "96x1")
+    assert optimum["edge"] == {"32x1": "at or below the smallest size", "64x1": None,
+                               "96x1": "at or above the largest size"}[optimum["best_shape"]]
     assert (out / "isoflop.png").stat().st_size > 1000
     mtime = (out / "5e+09-64x1" / "log.jsonl").stat().st_mtime
     assert main(args("32x1,64x1,96x1")) == 0  # finished runs are reused, not retrained
