@@ -331,7 +331,7 @@ def main() -> int:
                 "qwen_engine_token_ms_p50": _p50(q_engine),
                 "qwen_token_cost_ratio": _ratio(q_cached["token_ms"], q_engine),
                 "qwen_timed": len(q_cached["ttft_ms"]), "qwen_context": args.qwen_context,
-                "qwen_tokenizer": "infill/default_model's (16,384 tokens) via infill export --hf",
+                "qwen_tokenizer": "infill/default_model's, via infill export --hf",
                 "qwen_peak_rss_mb": round(max(q_cached["peak_rss_mb"], q_plain["peak_rss_mb"]), 1),
             }
         load_end = os.getloadavg()[0]

@@ -1,7 +1,8 @@
 """Cross-file rest-of-line exact match with and without repository context, through infill-lsp.
 
-The set: lines of a held-out multi-file package (default `httpx` from this venv's site-packages; the
-default model's corpus, docs/default_model/corpus.md, does not hold it) whose rest uses a name the
+The set: lines of a held-out multi-file package (default `detect_secrets` from this venv's
+site-packages: `infill.corpus.HELD_OUT_PACKAGES` keeps it out of every corpus; `httpx`, the default
+until the second default model, is in that model's corpus) whose rest uses a name the
 file imports from another file of the package (`from ._models import Request`). Half of the samples
 blank the whole line (the cursor at its indentation), half put the cursor mid-line, just before the
 cross-file name. The document sent is the file with the rest of that line removed.
@@ -21,7 +22,7 @@ Models: the default model (LocalEngine, the `<|file|>` repository format) and th
 exported to transformers (`infill export --hf`, run through HFEngine with the `infill-spm` template's
 format); `--hf DIR` adds any local transformers model (e.g. a Qwen2.5-Coder directory).
 
-    python bench/repo_context.py [--json] [--samples 80] [--package httpx] [--hf DIR ...] [--gather-only]
+    python bench/repo_context.py [--json] [--samples 80] [--package detect_secrets] [--hf DIR ...] [--gather-only]
 """
 from __future__ import annotations
 
@@ -206,7 +207,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--samples", type=int, default=80, help="benchmark lines (half blanked, half mid-line)")
-    parser.add_argument("--package", default="httpx", help="held-out package in site-packages")
+    parser.add_argument("--package", default="detect_secrets",
+                        help="held-out package (import name) in site-packages; default detect_secrets, which no "
+                             "corpus holds (infill.corpus.HELD_OUT_PACKAGES)")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--hf", action="append", default=[], help="also a local transformers model directory")
     parser.add_argument("--no-export", action="store_true", help="skip the default model exported to transformers")
