@@ -89,6 +89,9 @@ class TrainConfig:
     pack_by: str = "file"
     """file: every file is its own attention segment; repo: the files of one package (record
     `source`) follow each other and share one segment, each behind its `<|file|>` header."""
+    pack_chunk_kb: int = 16
+    """With `pack_by=repo`: a package is visited in chunks of consecutive files (path order) of about
+    this many KB, the chunks of all packages shuffled together (so no package fills the stream)."""
     num_workers: int = 0
     """Loader worker processes that mask documents (0: in the training process)."""
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
@@ -194,6 +197,8 @@ class TrainConfig:
                 raise ValueError("time_budget needs schedule=wsd (a cosine needs the step count in advance)")
         if not 0 <= self.muon_momentum < 1:
             raise ValueError(f"muon_momentum must be in [0, 1), got {self.muon_momentum}")
+        if self.pack_chunk_kb < 1:
+            raise ValueError(f"pack_chunk_kb must be >= 1, got {self.pack_chunk_kb}")
         checks = (("schedule", SCHEDULES), ("optimizer", OPTIMIZERS), ("pack_by", ("file", "repo")),
                   ("dtype", DTYPES), ("parallel", PARALLEL),
                   ("device", ("auto", "cpu", "cuda")), ("attention_backend", ("auto",) + ATTENTION_BACKENDS))

@@ -1,4 +1,5 @@
 """The loader: a resumable stream, the same with worker processes, fast enough for the trainer."""
+import itertools
 import time
 
 from train.config import apply_overrides
@@ -77,3 +78,24 @@ def test_repo_packing_puts_a_package_in_one_segment_file_after_file(tiny_tokeniz
     # file packing: every file its own segment
     plain = Loader(Corpus([records]), tiny_tokenizer, apply_overrides(config, ["pack_by=file"])).take(1)[0]
     assert len(set(plain.segment.tolist())) >= 4
+
+
+def test_repo_packing_does_not_let_one_package_fill_the_stream():
+    from train.loader import record_order
+
+    big = [{"text": "x" * 3000, "path": f"big/m{i:03d}.py", "source": "big"} for i in range(60)]
+    small = [{"text": "y" * 100, "path": f"s{j}/m.py", "source": f"s{j}"} for j in range(10)]
+    records = big + small
+    order = record_order(records, "repo", 7, 0, 0, chunk_kb=16)
+    assert sorted(order) == list(range(len(records)))
+    sources = [records[i]["source"] for i in order]
+    longest = max(len(list(run)) for src, run in itertools.groupby(sources) if src == "big")
+    assert longest < 60  # the big package is cut into chunks that other packages come between
+    big_paths = [records[i]["path"] for i in order if records[i]["source"] == "big"]
+    for k in range(0, 60, 5):  # inside a chunk (5 files of 3 KB = 15 KB <= 16 KB) files stay in path order
+        chunk = big_paths[big_paths.index(f"big/m{k:03d}.py"):][:5]
+        assert chunk == [f"big/m{k + n:03d}.py" for n in range(5)]
+    assert record_order(records, "repo", 7, 0, 0, chunk_kb=10_000) != order  # one chunk per package
+    whole = record_order(records, "repo", 7, 0, 0, chunk_kb=10_000)
+    first = [records[i]["source"] for i in whole].index("big")
+    assert [records[i]["source"] for i in whole[first:first + 60]] == ["big"] * 60
