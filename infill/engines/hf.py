@@ -172,6 +172,10 @@ class HFEngine:
         if req.heal and self.template.ends_in_prefix and prefix and ids[-1] not in self._special_ids:
             heal = self._token_texts()[ids[-1]]
             ids = ids[:-1]
+            if len(heal) > 1 and heal.endswith(" "):  # the space belongs to the next word, as in the local engine
+                shorter = self._encode(heal[:-1])
+                if self.tokenizer.decode(shorter, clean_up_tokenization_spaces=False) == heal[:-1]:
+                    ids, heal = ids + shorter, " "
         return ids, heal, (list(dict.fromkeys(p for p, _ in context)), len(head))
 
     def build_prompt(self, req: InfillRequest) -> list[int]:

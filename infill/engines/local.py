@@ -9,7 +9,11 @@ Rules:
   the prompt stays stable while the user types within a line and the session cache keeps hitting.
 - Token healing: when the prompt ends in prefix text (SPM, left-to-right), its last token is backed
   off and the first generated token must start with that token's bytes; the returned middle never
-  repeats them.
+  repeats them. A token that ends in a space and is longer than it (the indentation of a blank line,
+  `" = "` after `x = `) is healed as its text less that space in the prompt and one space to start
+  with: the pre-split gives the space before a word or a bracket to that word (`"        x"` is 7
+  spaces + `" x"`, `"x = y"` is `" ="` + `" y"`), so no token starting with the whole token ever
+  preceded code in training, and healing on it made the model indent further or skip the word.
 - Session caches are bounded: `cache_mb` caps the sum of their KV memory; the least recently used
   goes first (`infill.engines.base.SessionPool`).
 - Repository context (`InfillRequest.context`) comes first, each file behind its header and ended by
@@ -118,6 +122,9 @@ class LocalEngine:
         if req.heal and formats.ends_in_prefix(self.format) and prefix and prompt[-1] not in self.tokenizer.special_ids:
             heal = self.tokenizer.token_bytes[prompt[-1]]
             prompt = prompt[:-1]
+            if len(heal) > 1 and heal.endswith(b" "):  # a space that belongs to the next word (module rules)
+                prompt = prompt + self.tokenizer.encode(heal[:-1].decode())
+                heal = b" "
         return prompt, heal, (list(dict.fromkeys(path for path, _ in context)), len(context_ids))
 
     def _heal_mask(self, heal: bytes) -> torch.Tensor:

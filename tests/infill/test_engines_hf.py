@@ -144,6 +144,8 @@ def test_infill_export_loads_as_hf_and_agrees_with_local(tmp_path, tiny_checkpoi
     for config in (GenerationConfig(max_tokens=10), GenerationConfig(max_tokens=6, temperature=0.8, seed=3, n=4)):
         req = InfillRequest("def add(a, b):\n    return a", "\n", config, ext=".py")
         assert hf.healed_prompt(req)[0] == local.build_prompt(req)[0]
+        blank = InfillRequest("def add(a, b):\n    if a:\n        ", "\n", config, ext=".py")  # indentation
+        assert hf.healed_prompt(blank) == (local.build_prompt(blank)[0], " ")
         assert hf.healed_prompt(req)[1].encode() == local.build_prompt(req)[1] != b""
         got, want = hf.infill(req), local.infill(req)
         assert [c.text for c in got.candidates] == [c.text for c in want.candidates]

@@ -101,6 +101,19 @@ def test_session_memory_is_bounded(tiny_model, tiny_tokenizer):
     assert "doc5" in engine.sessions  # the most recent survives
 
 
+def test_healing_gives_a_trailing_space_to_the_next_word(engine, tiny_tokenizer):
+    """On a blank indented line (and after `x = `) the space before the next word is healed alone: in
+    training `"        x"` is 7 spaces + `" x"`, so a heal on all 8 spaces could only indent further."""
+    for prefix, kept in (("def f(a):\n    if a:\n        ", "        "[:-1]), ("def f(a):\n    x = ", " =")):
+        whole = tiny_tokenizer.encode(prefix)
+        assert len(tiny_tokenizer.token_bytes[whole[-1]]) > 1 and tiny_tokenizer.token_bytes[whole[-1]].endswith(b" ")
+        prompt, heal = engine.build_prompt(InfillRequest(prefix, "\n"))
+        assert heal == b" "
+        assert tiny_tokenizer.decode(prompt).endswith(prefix[:-1]) and tiny_tokenizer.decode(prompt).endswith(kept)
+        mask = engine._heal_mask(heal)
+        assert any(tiny_tokenizer.token_bytes[i] == b" x" for i in mask.nonzero().flatten().tolist())
+
+
 def test_token_healing(engine, tiny_tokenizer):
     prefix = "def wrap(text, width=70, **kwargs):\n    w = TextWrapper(width=width, **kwargs)\n    return w.wr"
     prompt, heal = engine.build_prompt(InfillRequest(prefix, "\n"))
