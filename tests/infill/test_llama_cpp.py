@@ -5,8 +5,9 @@ when it is not installed).
 - llama-cpp-python's OpenAI-compatible server on 127.0.0.1, given the exported default model, gives
   the local engine's greedy completions through `openai:URL`; closing a stream cancels it; a
   session's second request reuses the prompt; score works or the engine says why not.
-  The default model's tokenizer is version 1, which llama.cpp cannot split natively, so this server
-  tokenizes with the model's own tokenizer.json (llama-cpp-python's `hf_pretrained_model_name_or_path`).
+  This server tokenizes with the model's own tokenizer.json (llama-cpp-python's
+  `hf_pretrained_model_name_or_path`), which version-1 tokenizers (the first default model's) needed
+  and version-2 ones (the default model's now) do not.
 """
 import os
 import re

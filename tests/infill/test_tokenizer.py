@@ -37,7 +37,7 @@ def test_indentation_is_one_token(tiny_tokenizer):
 
 
 def test_old_tokenizers_keep_their_pre_split(tmp_path):
-    """A version-1 tokenizer (the default model's) loads and splits as it was trained to."""
+    """A version-1 tokenizer (the first default model's) loads and splits as it was trained to."""
     old = CodeTokenizer.train(stdlib_texts(), 1024, version=1)
     old.save(tmp_path)
     loaded = CodeTokenizer.load(tmp_path)
@@ -45,7 +45,7 @@ def test_old_tokenizers_keep_their_pre_split(tmp_path):
     ids = loaded.encode("        return my_var\r\n")
     assert loaded.token_bytes[ids[0]] == b"        "
     assert [p for p, _ in loaded.split("a_b1\r\n")] == ["a_b1", "\r\n"]
-    assert CodeTokenizer.load(DEFAULT_MODEL_DIR).version == 1
+    assert CodeTokenizer.load(DEFAULT_MODEL_DIR).version == 2  # the shipped model's is llama.cpp's split
 
 
 def test_current_version_is_llama_cpps(tiny_tokenizer):
