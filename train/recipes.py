@@ -1,9 +1,9 @@
 """Named training runs: functions returning a `TrainConfig` (`infill train --recipe NAME`).
 
-`tiny` runs in seconds on the standard-library corpus (tests, smoke runs). `cpu-small` trains the
-default model on this project's 2-core CPU machine in about an hour; `cpu-2h` is the compute-optimal
-size for a 2-hour budget of that machine; `gpu-small` is the same model
-for 20 minutes of one H100. The last three carry the published shapes and optimisation settings of
+`tiny` runs in seconds on the standard-library corpus (tests, smoke runs). `cpu-small` trained the
+first default model on this project's 2-core CPU machine in about an hour; `cpu-2h`, the size an
+IsoFLOP sweep chose for that machine's compute, trains the default model now (70 minutes);
+`gpu-small` is `cpu-small`'s model for 20 minutes of one H100. The last three carry the published shapes and optimisation settings of
 the models they are named after (see docs/train.md for sources, caveats and expected cost); they are
 not run here.
 """
@@ -23,7 +23,7 @@ def tiny() -> TrainConfig:
 
 
 def cpu_small() -> TrainConfig:
-    """The default model: the `small` preset (15.7M parameters), 512-token context, ~1 hour on 2 cores.
+    """The first default model (until session 4): the `small` preset (15.7M parameters), 512-token context, ~1 hour on 2 cores.
 
     Needs `--data DIR` (an `infill data build` corpus with `infill data tokenizer` output in DIR, or
     `--set tokenizer=PATH`). 380 steps of 4,096 tokens (1.56M tokens): one thread per run (set
@@ -44,7 +44,8 @@ def cpu_2h() -> TrainConfig:
     by the IsoFLOP sweep (`scripts/cpu_model.sh sweep`, docs/train.md): at 1e13 and 3e13 FLOPs the
     smallest of four sizes (0.35M) had the lowest held-out loss, which puts the optimum at ~6e14 FLOPs
     below ~1.6M (the optimum growing as the square root of compute); so 128 x 4, 1.26M parameters (a
-    4,096-token vocabulary: the embedding is 0.52M of them), ~45M tokens in 70 minutes. 1,024-token
+    4,096-token vocabulary: the embedding is 0.52M of them): 1,900 steps, 31.1M tokens in 70 minutes
+    with Muon (the default model, MODEL_CARD.md). 1,024-token
     context, repository-level packing, WSD ending on time. Needs `--data DIR` and a 4,096-token
     tokenizer (`infill data tokenizer --vocab-size 4096`; scripts/cpu_model.sh)."""
     return TrainConfig(
