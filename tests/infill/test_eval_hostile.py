@@ -239,4 +239,7 @@ def test_the_main_thread_signal_block_is_what_stops_the_gc_callback_attack(task,
     attack = completion(ATTACKS["a gc callback run on the wrapper's main thread, then a signal-handler frame"])
     assert not run_program(humaneval.program(task, attack), FAST).passed
     monkeypatch.setattr(sandbox, "_BOOT", weak)
-    assert run_program(humaneval.program(task, attack), FAST).passed
+    # the attack races a timer against the interpreter: on a loaded machine one try can miss or run
+    # past FAST's 2 s, so the weakened wrapper gets a roomy timeout and three tries to be beaten
+    roomy = SandboxConfig(timeout_s=30.0)
+    assert any(run_program(humaneval.program(task, attack), roomy).passed for _ in range(3))
