@@ -235,7 +235,10 @@ def test_the_main_thread_signal_block_is_what_stops_the_gc_callback_attack(task,
              "signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())\n")
     ignore = "    signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
     assert block in sandbox._BOOT and ignore in sandbox._BOOT
-    weak = sandbox._BOOT.replace(block, "    sigmask, unblocked = (lambda *a: None), None\n").replace(ignore, "")
+    # "left alone" whatever the test process passed down (a mask and an ignored SIGINT survive exec)
+    weak = sandbox._BOOT.replace(block, "    sigmask, unblocked = (lambda *a: None), None\n"
+                                        "    signal.pthread_sigmask(signal.SIG_SETMASK, set())\n").replace(
+        ignore, "    signal.signal(signal.SIGINT, signal.default_int_handler)\n")
     attack = completion(ATTACKS["a gc callback run on the wrapper's main thread, then a signal-handler frame"])
     assert not run_program(humaneval.program(task, attack), FAST).passed
     monkeypatch.setattr(sandbox, "_BOOT", weak)
