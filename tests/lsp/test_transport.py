@@ -143,7 +143,9 @@ def raw(tiny_checkpoint):
 
 
 def _one_line_framing_error(stderr: str, what: str) -> None:
-    lines = [line for line in stderr.splitlines() if line.strip()]
+    # a body read one byte long may first be dropped as bad JSON, depending on when the next bytes
+    # arrive (seen once under load); what must hold is one framing error and no traceback
+    lines = [line for line in stderr.splitlines() if line.strip() and "WARNING dropped a message" not in line]
     assert len(lines) == 1, stderr
     assert "framing error" in lines[0] and what in lines[0], stderr
     assert "Traceback" not in stderr
