@@ -56,6 +56,11 @@ class CacheConfig:
     """Tokens of context the cache must have matched to be confident."""
     mode: str = "mix"
     """mix (the mixture), or cache (the cache alone: an ablation for evaluations)."""
+    heal_top: float = 0.5
+    """On a healed first token, the cache is confident also when one token holds this share of the
+    probability it gives the tokens healing allows (`infill.engines.mixture`)."""
+    limit_mb: float = 64.0
+    """Memory for the sources' ids (4 bytes a token); the least recently used source goes first."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.order <= 32:
@@ -66,6 +71,8 @@ class CacheConfig:
             raise ValueError(f"weight must be in [0, 1], got {self.weight}")
         if self.min_match < 0:
             raise ValueError(f"min_match must be >= 0, got {self.min_match}")
+        if self.limit_mb < 0:
+            raise ValueError(f"limit_mb must be >= 0, got {self.limit_mb}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
 

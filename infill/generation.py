@@ -72,6 +72,19 @@ def decode_one_token(model: Transformer, token: torch.Tensor, cache: KVCache, po
     return model(token, start_pos=pos, cache=cache)[:, -1]
 
 
+NextDist = Callable[[list[int], torch.Tensor], torch.Tensor]
+"""The hook on the next-token distribution: (a row's generated ids, the model's (V,) log-probabilities)
+-> the (V,) log-probabilities to pick from."""
+
+
+def hooked(logits: torch.Tensor, rows: list[list[int]], next_dist: NextDist | None) -> torch.Tensor:
+    """(B, V) logits to pick from: the model's, or its log-probabilities through `next_dist` per row."""
+    if next_dist is None:
+        return logits
+    lp = torch.log_softmax(logits.float(), dim=-1)
+    return torch.stack([next_dist(row, lp[r]) for r, row in enumerate(rows)])
+
+
 def sample(logits: torch.Tensor, config: GenerationConfig, generator: torch.Generator | None = None,
            allowed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Next token (B,) and its log-probability under the untempered model (B,).
@@ -110,13 +123,14 @@ class Step:
 @torch.inference_mode()
 def stream(model: Transformer, prompt: list[int], cache: KVCache, config: GenerationConfig, *,
            start_pos: int = 0, first_allowed: torch.Tensor | None = None,
-           stop_rule: Callable[[list[int]], bool] | None = None,
+           stop_rule: Callable[[list[int]], bool] | None = None, next_dist: NextDist | None = None,
            result: list[Candidate] | None = None) -> Iterator[Step]:
     """Generate `config.n` continuations of `prompt`, yielding after every token.
 
     `prompt[:start_pos]` must already be in every row of `cache`; the rest is prefilled here. With
     n > 1 the cache has n rows (see `KVCache.expand`), one per candidate. `first_allowed` constrains the first
-    token (token healing); `stop_rule(tokens)` ends a row when it returns True. When the generator
+    token (token healing, applied after `next_dist`, the hook on each row's next-token distribution;
+    drafts are verified against what the hook gives); `stop_rule(tokens)` ends a row when it returns True. When the generator
     finishes, `result` (if given) is filled with one Candidate per row.
     """
     if not prompt or start_pos >= len(prompt):
@@ -154,7 +168,7 @@ def stream(model: Transformer, prompt: list[int], cache: KVCache, config: Genera
     speculate = config.n == 1 and config.temperature == 0 and config.lookahead > 0
     allowed = first_allowed
     while not all(reason) and config.max_tokens > 0:
-        nxt, lp = sample(logits, config, generator, allowed)
+        nxt, lp = sample(hooked(logits, rows, next_dist), config, generator, allowed)
         allowed = None
         for r, (t, l) in enumerate(zip(nxt.tolist(), lp.tolist())):
             if not reason[r]:
@@ -172,11 +186,12 @@ def stream(model: Transformer, prompt: list[int], cache: KVCache, config: Genera
             continue
         block = torch.tensor([[int(nxt)] + draft], device=device)
         block_logits = model(block, start_pos=pos, cache=cache)[0].float()  # (1 + len(draft), V)
-        predicted = block_logits.argmax(-1).tolist()
-        block_lp = torch.log_softmax(block_logits, -1)
-        used = 0  # draft tokens that equal the model's own greedy choice, in order
-        while used < len(draft) and draft[used] == predicted[used] and not reason[0]:
-            accept(0, draft[used], float(block_lp[used, draft[used]]))
+        used = 0  # draft tokens that equal the greedy choice of the distribution picked from, in order
+        while used < len(draft) and not reason[0]:
+            step_lp = torch.log_softmax(hooked(block_logits[used:used + 1], rows, next_dist), -1)[0]
+            if int(step_lp.argmax()) != draft[used]:
+                break
+            accept(0, draft[used], float(step_lp[draft[used]]))
             used += 1
         pos += 1 + used
         logits = block_logits[used:used + 1]

@@ -13,11 +13,11 @@ Adding an engine is one new module here and one branch in `load.py`.
 """
 from __future__ import annotations
 
-from infill.engines.base import (CAPABILITIES, CannotScore, Completion, CompletionResult, Engine,
+from infill.engines.base import (CAPABILITIES, CacheConfig, CacheSource, CannotScore, Completion, CompletionResult, Engine,
                                  GenerationConfig, InfillRequest, SessionPool, end_of, fit_context, fit_lines,
                                  rank, run_to_end)
 from infill.engines.load import ModelNotFound, load_engine, resolve_model
 
-__all__ = ["CAPABILITIES", "CannotScore", "Completion", "CompletionResult", "Engine", "GenerationConfig",
+__all__ = ["CAPABILITIES", "CacheConfig", "CacheSource", "CannotScore", "Completion", "CompletionResult", "Engine", "GenerationConfig",
            "InfillRequest", "ModelNotFound", "SessionPool", "end_of", "fit_context", "fit_lines", "load_engine", "rank",
            "resolve_model", "run_to_end"]

@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar, runtime_checkable
+from typing import Generic, NamedTuple, Protocol, TypeVar, runtime_checkable
 
+from infill.cache import CacheConfig
 from infill.generation import GenerationConfig
 
-__all__ = ["CAPABILITIES", "CannotScore", "Completion", "CompletionResult", "Engine", "GenerationConfig",
+__all__ = ["CAPABILITIES", "CacheConfig", "CacheSource", "CannotScore", "Completion", "CompletionResult", "Engine", "GenerationConfig",
            "InfillRequest", "SCORE_RESERVE", "SessionPool", "end_of", "fit_context", "fit_lines", "prompt_budget",
            "rank", "run_to_end"]
 
@@ -49,6 +50,15 @@ CAPABILITIES = frozenset({"infill", "score", "multi_hole_score", "sampled_logpro
 
 class CannotScore(ValueError):
     """The engine cannot score this (no such capability, too many holes, longer than the context)."""
+
+
+class CacheSource(NamedTuple):
+    """A text the cache model reads besides the current document: an open document, an imported file,
+    a recent chunk. Its ids are kept per (key, version)."""
+
+    key: str
+    version: Hashable
+    text: str
 
 
 @dataclass
@@ -80,6 +90,19 @@ class InfillRequest:
     """The current file's workspace-relative path, for repository formats that name files."""
     repo: str | None = None
     """The repository (workspace folder) name, for repository formats that name it."""
+    cache: CacheConfig | None = None
+    """The cache model (`infill.cache`) mixed into the model's next-token distribution, by engines
+    with logits; None: the model alone."""
+    document: str | None = None
+    """The whole current document, which the cache model reads (the prompt holds only a window of
+    it); None: `prefix + suffix` is the document."""
+    cursor: int | None = None
+    """The cursor's offset in `document`."""
+    version: Hashable | None = None
+    """The document's version (its key is `session`, else `path`): the cache model keeps a document's
+    ids per version. None: they are kept by its text."""
+    sources: tuple[CacheSource, ...] = ()
+    """The cache model's other sources, nearest first (after the document)."""
 
 
 @dataclass

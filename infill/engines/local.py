@@ -183,8 +183,9 @@ class LocalEngine:
             stop_rule = lambda ids: end_of(text_of(ids), req) is not None  # noqa: E731
         first_allowed = self._heal_mask(heal) if heal else None
         result: list[Candidate] = []
+        next_dist = self.next_dist_for(req, prompt, first_allowed)
         for _ in stream(self.model, prompt, cache, config, start_pos=start, first_allowed=first_allowed,
-                        stop_rule=stop_rule, result=result):
+                        stop_rule=stop_rule, next_dist=next_dist, result=result):
             yield
         if session is not None and config.n == 1:
             row = result[0]
@@ -193,7 +194,18 @@ class LocalEngine:
         ranked = rank(((text_of(c.tokens), len(c.tokens), c.logprob, c.finish_reason) for c in result), req)
         files, context_tokens = context
         return CompletionResult(ranked, (time.perf_counter() - started) * 1000, len(prompt), cached,
-                                extra={"context_tokens": context_tokens, "context_files": files})
+                                extra={"context_tokens": context_tokens, "context_files": files,
+                                       "cache": next_dist is not None})
+
+    def next_dist_for(self, req: InfillRequest, prompt: list[int], first_allowed: torch.Tensor | None = None):
+        """The hook on the next-token distribution for `req` (the cache model), or None."""
+        if req.cache is None:
+            return None
+        if "_cache_model" not in self.__dict__:
+            from infill.engines.mixture import CacheModel
+            self._cache_model = CacheModel(self.model.config.vocab_size, self.tokenizer.encode_batch,
+                                           self.tokenizer.special_ids)
+        return self._cache_model.next_dist(req, prompt, first_allowed)
 
     def infill(self, req: InfillRequest) -> CompletionResult:
         return run_to_end(self.stream_infill(req))
