@@ -54,6 +54,11 @@ class ServerOptions:
     (workspace files the current file imports), definitions (of names near the cursor, from those)."""
     context_file_kb: int = 256
     """Workspace files larger than this are never read for context."""
+    cache: bool = True
+    """The cache model: an n-gram model of the document and the workspace sources of repository
+    context, mixed into the model's next-token distribution (`infill.cache`; engines with logits)."""
+    cache_model_mb: float = 64.0
+    """Memory for the cache model's token ids (the least recently used source goes first)."""
 
     def __post_init__(self):
         problems = [p for f in fields(self) if (p := _check(f.name, getattr(self, f.name)))]
@@ -91,7 +96,7 @@ def _check(name: str, v: Any) -> str | None:
         return None if _is_number(v) and 0 <= v <= 2 else f"{key} must be a number from 0 to 2"
     if name == "time_budget_ms":
         return None if _is_number(v) and 10 <= v <= 60_000 else f"{key} must be a number from 10 to 60000"
-    if name == "cache_mb":
+    if name in ("cache_mb", "cache_model_mb"):
         return None if _is_number(v) and 0 <= v <= 1 << 20 else f"{key} must be a number of MiB, 0 or more"
     if name == "type_confidence":
         return None if _is_number(v) and 0 <= v <= 1 else f"{key} must be a probability from 0 to 1"
@@ -121,7 +126,8 @@ def update_options(current: ServerOptions, raw: Any) -> tuple[ServerOptions, lis
         if name is None:
             problems.append(f"unknown setting {key!r} (known: {', '.join(sorted(_FIELDS))})")
             continue
-        if name in ("temperature", "time_budget_ms", "cache_mb", "type_confidence") and _is_number(value):
+        if name in ("temperature", "time_budget_ms", "cache_mb", "cache_model_mb", "type_confidence") \
+                and _is_number(value):
             value = float(value)
         if name == "context_sources" and isinstance(value, list):
             value = tuple(dict.fromkeys(value))

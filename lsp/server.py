@@ -157,21 +157,32 @@ class InfillServer(LanguageServer):
         self.repo_context.start(folders, max_file_bytes=self.options.context_file_kb * 1024)
 
     def context_for(self, uri: str, doc, line: int) -> dict:
-        """The repository-context arguments of a completion on `line` of `doc` (none with context off)."""
-        if not self.options.context or not self.options.context_tokens:
+        """The repository-context arguments of a completion on `line` of `doc`: the prompt's chunks
+        (with `contextTokens`) and the cache model's sources (with `cache`); none with context off."""
+        if not self.options.context:
             return {}
+        python = syntax.language_of(uri, doc.language_id) == "python"
+        out: dict = {}
         try:
-            chunks = self.repo_context.for_completion(
-                uri, doc.source, line, sources=self.options.context_sources,
-                max_chars=4 * self.options.context_tokens, python=syntax.language_of(uri, doc.language_id) == "python")
+            if self.options.context_tokens:
+                chunks = self.repo_context.for_completion(uri, doc.source, line, sources=self.options.context_sources,
+                                                          max_chars=4 * self.options.context_tokens, python=python)
+                out["context"] = tuple((c.path, c.text) for c in chunks)
+            if self.options.cache and self.cache_on():
+                out["sources"] = tuple(self.repo_context.cache_sources(uri, doc.source,
+                                                                       sources=self.options.context_sources,
+                                                                       python=python))
         except Exception:  # context is a bonus: a completion without it is still a completion
             log.exception("gathering repository context failed for %s", uri)
             return {}
         path, ws = path_of(uri), self.repo_context.workspace
         folder = ws.folder_of(path) if path is not None else None
-        return {"context": tuple((c.path, c.text) for c in chunks),
-                "path": ws.relative(path) if path is not None else None,
+        return {**out, "path": ws.relative(path) if path is not None else None,
                 "repo": folder.name if folder is not None else None}
+
+    def cache_on(self) -> bool:
+        """Whether completions mix in the cache model: the option, and an engine with logits."""
+        return self.options.cache and (self.engine is None or "cache" not in self.off)
 
     def start_loading(self) -> None:
         self._load_id += 1
@@ -190,10 +201,12 @@ class InfillServer(LanguageServer):
         if load_id == self._load_id:  # a newer configuration did not start another load meanwhile
             self.engine, self.state, self.message = engine, "ready", ""
             self.off = {k: why for k, why in (("typeHints", inference.unavailable(engine)),
-                                              ("variableNames", names.unavailable(engine))) if why}
+                                              ("variableNames", names.unavailable(engine)),
+                                              ("cache", cache_unavailable(engine))) if why}
             for feature, why in self.off.items():
-                shown = {"typeHints": "type hints", "variableNames": "name suggestions"}[feature]
-                self.show(f"infill-lsp: {shown} are off for {engine.name}: {why}", types.MessageType.Warning)
+                shown = {"typeHints": "type hints are", "variableNames": "name suggestions are",
+                         "cache": "the cache model is"}[feature]
+                self.show(f"infill-lsp: {shown} off for {engine.name}: {why}", types.MessageType.Warning)
             self.send_status()
 
     # messages to the client -----------------------------------------------------------------------
@@ -216,6 +229,7 @@ class InfillServer(LanguageServer):
             "promptTokens": self.last.prompt_tokens, "cachedTokens": self.last.cached_tokens,
             "tokens": self.last.tokens, "typedThrough": self.last.typed_through,
             "contextTokens": self.last.context_tokens, "contextFiles": self.last.context_files,
+            "cache": self.cache_on() and engine is not None,
             "off": dict(self.off),
         }
 
@@ -281,7 +295,7 @@ class InfillServer(LanguageServer):
             return complete_steps(text, offset, engine, self.options,
                                   language=syntax.language_of(uri, doc.language_id),
                                   session=uri if self.options.cache_mb > 0 else None, ext=syntax.extension_of(uri),
-                                  **context)
+                                  version=doc.version, **context)
 
         def on_step():  # on the worker thread
             if not first:
@@ -354,6 +368,13 @@ class InfillServer(LanguageServer):
         self._shown.pop(uri, None)
         if (engine := self.engine) is not None:
             self.worker.call(lambda: engine.drop_session(uri))
+
+
+def cache_unavailable(engine) -> str | None:
+    """Why completions with `engine` cannot mix in the cache model, or None when they can."""
+    if "cache" in engine.capabilities:
+        return None
+    return engine.unavailable.get("cache", "this engine gives no next-token distribution to mix the cache into")
 
 
 def _load_engine(options: ServerOptions):

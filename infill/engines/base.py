@@ -14,6 +14,9 @@ Capabilities (strings in `Engine.capabilities`):
 - "sampled_logprobs": every returned `Completion` carries its model log-probability, so sampled
   candidates can be ranked by it (the fall-back of a server that cannot score given text).
 - "text_score": `score_text(text)` gives the left-to-right log-likelihood of a document (perplexity).
+- "cache": a request's `cache` mixes the cache model (`infill.cache`) into the next-token
+  distribution; it needs the model's whole distribution, so an engine over a completions server
+  has no "cache" and ignores the field.
 
 Rules kept here, once for all engines:
 - The stop rule (`end_of`): a middle ends before the first stop string or where the caller's
@@ -45,7 +48,7 @@ __all__ = ["CAPABILITIES", "CacheConfig", "CacheSource", "CannotScore", "Complet
 SCORE_RESERVE = 64
 """A score fits its prompt as a generation of max(SCORE_RESERVE, middle tokens) tokens would: the same
 prompt for every short middle, so the scores of alternatives compare."""
-CAPABILITIES = frozenset({"infill", "score", "multi_hole_score", "sampled_logprobs", "text_score"})
+CAPABILITIES = frozenset({"infill", "score", "multi_hole_score", "sampled_logprobs", "text_score", "cache"})
 
 
 class CannotScore(ValueError):

@@ -81,7 +81,7 @@ class LocalEngine:
         self.sessions: SessionPool[SessionCache] = SessionPool(cache_mb, lambda s: s.cache.nbytes())
         self.device = str(next(model.parameters()).device)
         self.max_holes = max(tokenizer.n_masks - 1, 0)
-        caps = {"infill", "score", "sampled_logprobs", "text_score"}
+        caps = {"infill", "score", "sampled_logprobs", "text_score", "cache"}
         self.unavailable: dict[str, str] = {}
         if self.max_holes >= 1:
             caps.add("multi_hole_score")

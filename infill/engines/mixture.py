@@ -63,7 +63,8 @@ class CacheModel:
         pieces = blocks(text)
         missing = list(dict.fromkeys(p for p in pieces if p not in self._blocks))
         if missing:
-            for piece, ids in zip(missing, self.encode_batch(missing)):
+            texts = [p.encode("utf-8", "replace").decode("utf-8") for p in missing]  # lone surrogates: "?"
+            for piece, ids in zip(missing, self.encode_batch(texts)):
                 self._blocks[piece] = np.asarray(ids, dtype=np.int32)
         out = []
         for p in pieces:

@@ -53,6 +53,8 @@ from infill.engines import templates as fim
 from infill.engines.base import CannotScore, CompletionResult, InfillRequest, end_of, fit_context, rank, run_to_end
 
 DEFAULT_TEMPLATE = "infill-spm"
+NO_CACHE = ("a completions server returns a few sampled tokens, not the next-token distribution the cache model "
+            "mixes into; completions come from the server's model alone")
 NO_SCORE = "the server returns no prompt logprobs (echo + logprobs on /v1/completions)"
 NO_LOGPROBS = "the server returns no logprobs"
 NEUTRAL = {"repeat_penalty": 1.0, "min_p": 0.0}
@@ -98,6 +100,7 @@ class OpenAIEngine:
         self._pending = False
         self._caps: frozenset[str] | None = None
         self.unavailable: dict[str, str] = {"multi_hole_score": "a completions server scores one hole at a time",
+                                            "cache": NO_CACHE,
                                             "text_score": "perplexity needs the model's logits, not a server"}
 
     # http -----------------------------------------------------------------------------------------
