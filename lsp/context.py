@@ -39,11 +39,12 @@ from functools import lru_cache
 from pathlib import Path
 
 from lsp.options import CONTEXT_SOURCES as SOURCES
+from lsp.options import ServerOptions
 from lsp.workspace import (CHUNK_LINES, DEFINITION_LINES, MAX_FILE_BYTES, Chunk, Import, Workspace, chunks_of,
                            definitions_of, identifiers, imports_of)
 
 __all__ = ["CHUNK_LINES", "DEFINITION_LINES", "MAX_FILE_BYTES", "RING_SIZE", "SIMILAR", "SOURCES", "Chunk",
-           "Import", "RecentChunks", "RepositoryContext", "Workspace", "around", "chunks_of", "definitions_of",
+           "Import", "RecentChunks", "RepositoryContext", "Workspace", "around", "chunks_of", "completion_context", "definitions_of",
            "gather", "identifiers", "imports_of", "jaccard", "path_of"]
 RING_SIZE = 16
 SIMILAR = 0.9
@@ -274,3 +275,23 @@ class RepositoryContext:
                         open_docs=open_docs, sources=sources, max_chars=max_chars, python=python)
         self._cache[uri] = (key, chunks)
         return chunks
+
+
+def completion_context(repo: RepositoryContext, uri: str, text: str, line: int, options: ServerOptions, *,
+                       cache: bool = True, python: bool = True) -> dict:
+    """The context arguments of `lsp.completion.complete_steps` for a cursor on `line` of document
+    `uri`, as the server passes them: the prompt's chunks (with `contextTokens` > 0) and the cache
+    model's sources (with `cache`), none with the `context` option off; the file's path and folder."""
+    if not options.context:
+        return {}
+    out: dict = {}
+    if options.context_tokens:
+        chunks = repo.for_completion(uri, text, line, sources=options.context_sources,
+                                     max_chars=4 * options.context_tokens, python=python)
+        out["context"] = tuple((c.path, c.text) for c in chunks)
+    if cache and options.cache:
+        out["sources"] = tuple(repo.cache_sources(uri, text, sources=options.context_sources, python=python))
+    path, ws = path_of(uri), repo.workspace
+    folder = ws.folder_of(path) if path is not None else None
+    return {**out, "path": ws.relative(path) if path is not None else None,
+            "repo": folder.name if folder is not None else None}

@@ -53,7 +53,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 
 from lsp import answers, names, positions, scopes, syntax
-from lsp.context import RepositoryContext, path_of
+from lsp.context import RepositoryContext, completion_context, path_of
 from lsp import types as inference
 from lsp.completion import Edit, complete_steps, typed_through
 from lsp.options import ServerOptions, update_options
@@ -157,28 +157,13 @@ class InfillServer(LanguageServer):
         self.repo_context.start(folders, max_file_bytes=self.options.context_file_kb * 1024)
 
     def context_for(self, uri: str, doc, line: int) -> dict:
-        """The repository-context arguments of a completion on `line` of `doc`: the prompt's chunks
-        (with `contextTokens`) and the cache model's sources (with `cache`); none with context off."""
-        if not self.options.context:
-            return {}
-        python = syntax.language_of(uri, doc.language_id) == "python"
-        out: dict = {}
+        """The repository-context and cache-source arguments of a completion on `line` of `doc`."""
         try:
-            if self.options.context_tokens:
-                chunks = self.repo_context.for_completion(uri, doc.source, line, sources=self.options.context_sources,
-                                                          max_chars=4 * self.options.context_tokens, python=python)
-                out["context"] = tuple((c.path, c.text) for c in chunks)
-            if self.options.cache and self.cache_on():
-                out["sources"] = tuple(self.repo_context.cache_sources(uri, doc.source,
-                                                                       sources=self.options.context_sources,
-                                                                       python=python))
+            return completion_context(self.repo_context, uri, doc.source, line, self.options, cache=self.cache_on(),
+                                      python=syntax.language_of(uri, doc.language_id) == "python")
         except Exception:  # context is a bonus: a completion without it is still a completion
             log.exception("gathering repository context failed for %s", uri)
             return {}
-        path, ws = path_of(uri), self.repo_context.workspace
-        folder = ws.folder_of(path) if path is not None else None
-        return {**out, "path": ws.relative(path) if path is not None else None,
-                "repo": folder.name if folder is not None else None}
 
     def cache_on(self) -> bool:
         """Whether completions mix in the cache model: the option, and an engine with logits."""
