@@ -73,8 +73,8 @@ def cmd_humaneval(args) -> int:
     tasks = humaneval.load_tasks(args.split, args.limit)
     engine = _engine(args)
     pairs = humaneval.generate(engine, tasks, args.split, samples=args.samples, temperature=args.temperature,
-                               max_tokens=args.max_tokens, seed=args.seed)
-    meta = {"eval": "humaneval-infilling", "split": args.split, "model": engine.name,
+                               max_tokens=args.max_tokens, seed=args.seed, cache=args.cache)
+    meta = {"eval": "humaneval-infilling", "split": args.split, "model": engine.name, "cache": args.cache,
             "engine": type(engine).__name__, "format": getattr(engine, "format", args.template), "temperature": args.temperature, "samples_per_task": args.samples,
             "limit": args.limit}
     summary = _scored(lambda: humaneval.score(pairs, Path(args.out), sandbox=_sandbox(args), workers=args.workers,
@@ -190,6 +190,9 @@ def register(sub):
     p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default 0)")
     p.add_argument("--max-tokens", type=int, default=None, help="per middle (default 64 single-line, else 256)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", action="store_true",
+                   help="mix the cache model (infill.cache) over the task's own text into the model's predictions, "
+                        "as the language server does (engines with logits); default: the model alone")
     p.add_argument("--format", choices=FORMATS, default=None,
                    help="prompt format of an infill checkpoint (default: the model's own); l2r is the prefix "
                         "alone, the left-to-right baseline that never sees the suffix")

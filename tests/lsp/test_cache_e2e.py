@@ -36,7 +36,8 @@ def serve(root, engine, **options) -> InfillServer:
         types.WorkspaceFolder(root.as_uri(), root.name)])
     server.engine, server.state = engine, "ready"
     server.start_context()
-    assert server.repo_context.ready.wait(60)
+    if options.get("context", True):
+        assert server.repo_context.ready.wait(60)
     uri = (root / "pkg/main.py").as_uri()
     server.workspace.put_text_document(types.TextDocumentItem(uri, "python", 1, MAIN))
     server.repo_context.opened(uri, MAIN)
