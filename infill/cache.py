@@ -92,6 +92,8 @@ class Layer:
         self.ids = np.concatenate(pieces) if pieces else np.array([_SEP], dtype=np.int32)
         real = self.ids[self.ids >= 0]
         self.unigram = np.bincount(real, minlength=vocab_size).astype(np.float64)[:vocab_size]
+        self.vocab_size = vocab_size
+        self._index: tuple[np.ndarray, np.ndarray] | None = None
         self.nbytes = self.ids.nbytes + self.unigram.nbytes
 
     def __len__(self) -> int:
@@ -104,7 +106,7 @@ class Layer:
         out: list[np.ndarray] = []
         if not len(context):
             return out
-        pos = np.flatnonzero(a[:-1] == context[-1])  # a[pos] ends a match; a[pos + 1] follows it
+        pos = self._positions(int(context[-1]))  # a[pos] ends a match; a[pos + 1] follows it
         pos = pos[a[pos + 1] >= 0]
         for k in range(1, len(context) + 1):
             if k > 1:
@@ -114,6 +116,25 @@ class Layer:
                 break
             out.append(a[pos + 1])
         return out
+
+    def _positions(self, token: int) -> np.ndarray:
+        """Positions of `token` (not the last one): a scan, or in a large layer (kept across requests) an
+        index by token built on first use."""
+        a = self.ids
+        if len(a) < INDEX_FROM:
+            return np.flatnonzero(a[:-1] == token)
+        if self._index is None:
+            order = np.argsort(a[:-1], kind="stable")
+            bounds = np.searchsorted(a[:-1][order], np.arange(-1, self.vocab_size + 1))
+            self._index = (order, bounds)
+        order, bounds = self._index
+        if not 0 <= token < self.vocab_size:
+            return np.zeros(0, dtype=np.int64)
+        return order[bounds[token + 1]:bounds[token + 2]]
+
+
+INDEX_FROM = 50_000
+"""A layer of at least this many ids is searched through an index by token (built once per layer)."""
 
 
 class _Source:
@@ -209,49 +230,62 @@ class Predictor:
         self.weights = [1.0] + [config.far_weight] * (len(self.layers) - 1)
         self._unigram = sum((w * layer.unigram for w, layer in zip(self.weights, self.layers)),
                             np.zeros(vocab_size, dtype=np.float64))
+        self._n0 = float(self._unigram.sum())
+        self._t0 = int(np.count_nonzero(self._unigram))
+        self._p0 = (self._unigram + self._t0 / vocab_size) / (self._n0 + self._t0) if self._n0 > 0 \
+            else np.full(vocab_size, 1.0 / vocab_size)
 
-    def distribution(self, history: Sequence[int], live_from: int | None = None) -> tuple[np.ndarray, int]:
+    def distribution(self, history: Sequence[int], live_from: int | None = None, *, skip_below: int = 0
+                     ) -> tuple[np.ndarray | None, int]:
         """(p over the vocabulary (float64, sums to 1), tokens of context matched) for the token after
         `history`. history[live_from:] (if given) is live: it also counts, nearest, where its next
-        token is in it and at or after `live_from` (scored before updated)."""
+        token is in it and at or after `live_from` (scored before updated). With fewer than
+        `skip_below` tokens matched, p is None (not computed: the mixture would not use it)."""
         V, order = self.vocab_size, self.config.order
         hist = np.asarray(history[-max(order - 1, 0):] if order > 1 else [], dtype=np.int64)
         per_order: list[list[tuple[float, np.ndarray]]] = [[] for _ in range(len(hist))]
         for w, layer in zip(self.weights, self.layers):
             for k, nxt in enumerate(layer.followers(hist)):
                 per_order[k].append((w, nxt))
-        unigram = self._unigram
+        live_tokens = np.zeros(0, dtype=np.int64)
         if live_from is not None and live_from < len(history):
             live = np.asarray(history, dtype=np.int64)
-            unigram = unigram + np.bincount(live[live_from:], minlength=V)[:V]
+            live_tokens = live[live_from:]
             for k, nxt in enumerate(_live_followers(live, live_from, len(hist))):
                 per_order[k].append((1.0, nxt))
-        p = np.full(V, 1.0 / V)
-        p = _witten_bell(unigram, p)
+        if sum(1 for parts in per_order if parts) < skip_below:
+            return None, sum(1 for parts in per_order if parts)
+        p = self._p0.copy()
+        if len(live_tokens):  # order 0 again, with the live tokens' counts added (sparse)
+            vals, cnt = np.unique(live_tokens, return_counts=True)
+            n = self._n0 + len(live_tokens)
+            t = self._t0 + int(np.count_nonzero(self._unigram[vals] == 0))
+            p = self._unigram * (1.0 / (n + t)) + t / (V * (n + t))
+            p[vals] += cnt / (n + t)
         matched = 0
         for k, parts in enumerate(per_order):
             if not parts:
                 break
-            counts = np.zeros(V, dtype=np.float64)
-            for w, nxt in parts:
-                counts += w * np.bincount(nxt, minlength=V)[:V]
-            p = _witten_bell(counts, p)
+            toks = np.concatenate([nxt for _, nxt in parts])
+            weights = np.concatenate([np.full(len(nxt), w) for w, nxt in parts])
+            vals, inv = np.unique(toks, return_inverse=True)
+            counts = np.bincount(inv, weights=weights)
+            n, t = counts.sum(), len(vals)
+            if n > 0:  # Witten-Bell, sparse: p_k = (c_k + T p_{k-1}) / (N + T)
+                p *= t / (n + t)
+                p[vals] += counts / (n + t)
             matched = k + 1
         return p, matched
+
+    def skip_below(self) -> int:
+        """Matched context below which the mixture gives the cache no weight."""
+        return 0 if self.config.mode == "cache" else self.config.min_match
 
     def weight(self, matched: int) -> float:
         """The cache's share of the mixture after matching `matched` tokens of context."""
         if self.config.mode == "cache":
             return 1.0
         return self.config.weight if matched >= self.config.min_match else 0.0
-
-
-def _witten_bell(counts: np.ndarray, lower: np.ndarray) -> np.ndarray:
-    n = counts.sum()
-    if n <= 0:
-        return lower
-    t = float(np.count_nonzero(counts))
-    return (counts + t * lower) / (n + t)
 
 
 def _live_followers(live: np.ndarray, start: int, longest: int) -> list[np.ndarray]:

@@ -113,10 +113,12 @@ class CacheModel:
         allowed = first_allowed.cpu().numpy() if first_allowed is not None else None
 
         def next_dist(generated: list[int], logprobs: torch.Tensor) -> torch.Tensor:
-            p, matched = predictor.distribution(tail + generated, live_from=len(tail))
-            if allowed is not None and not generated:
+            healing = allowed is not None and not generated
+            p, matched = predictor.distribution(tail + generated, live_from=len(tail),
+                                                skip_below=0 if healing else predictor.skip_below())
+            if healing:
                 return healed_mix(logprobs, p, allowed, predictor.weight(matched), config)
-            return mix(logprobs, p, predictor.weight(matched))
+            return logprobs if p is None else mix(logprobs, p, predictor.weight(matched))
         return next_dist
 
     def _history(self, prompt: list[int], prefix: str, order: int) -> list[int]:

@@ -146,3 +146,22 @@ def test_bad_ids_and_settings_are_one_line_errors():
         CacheConfig(mode="both")
     with pytest.raises(ValueError, match="tokens"):
         mix(torch.zeros(V + 1), np.full(V, 1 / V), 0.5)
+
+
+def test_a_large_layer_searched_by_its_index_gives_the_same_distribution(monkeypatch):
+    import infill.cache as cache_module
+
+    rng = np.random.default_rng(3)
+    seqs = [_seq(rng, 400, alphabet=6) for _ in range(3)]
+    history = list(_seq(rng, 9, alphabet=6))
+    scanned = NgramCache(V).predictor([Layer(seqs, V)]).distribution(history)
+    monkeypatch.setattr(cache_module, "INDEX_FROM", 10)
+    indexed = NgramCache(V).predictor([Layer(seqs, V)]).distribution(history)
+    np.testing.assert_array_equal(scanned[0], indexed[0])
+    assert scanned[1] == indexed[1] >= 2
+    p, matched = NgramCache(V).predictor([Layer(seqs, V)]).distribution(history, skip_below=matched_plus(indexed))
+    assert p is None and matched == indexed[1]
+
+
+def matched_plus(result):
+    return result[1] + 1
