@@ -163,6 +163,8 @@ class LogitEngine:
     # generation -----------------------------------------------------------------------------------
     def drop_session(self, key: str) -> None:
         self.sessions.drop(key)
+        if "_cache_model" in self.__dict__:
+            self._cache_model.drop_document(key)
 
     def stream_infill(self, req: InfillRequest) -> Generator[None, None, CompletionResult]:
         """Yield after every generated token (a place to cancel); return the CompletionResult."""

@@ -83,6 +83,11 @@ class CacheModel:
         ids = self.tokenize(text)
         return self.ngrams.update(key, version, ids[:-1] if typing and len(ids) else ids)
 
+    def drop_document(self, key: str) -> None:
+        """Forget a document's ids (a closed document: its versions may start again)."""
+        for part in ("before", "after"):
+            self.ngrams.drop((part, key))
+
     def next_dist(self, req: InfillRequest, prompt: list[int], first_allowed: torch.Tensor | None = None
                   ) -> NextDist | None:
         """The hook for `req` whose prompt is `prompt`, or None when the request has no cache;
@@ -103,7 +108,7 @@ class CacheModel:
         else:
             text, cursor = req.prefix + req.suffix, len(req.prefix)
         doc = req.session or req.path or "document"
-        version = (req.version, cursor) if req.version is not None else (hash(text), cursor)
+        version = (req.version, cursor, len(text)) if req.version is not None else (hash(text), cursor)
         near = [("after", doc), ("before", doc)]
         self.ids(near[0], version, text[cursor:])
         self.ids(near[1], version, text[:cursor], typing=True)
