@@ -188,7 +188,8 @@ class NgramCache:
         return src.ids
 
     def drop(self, key: Hashable) -> None:
-        self._sources.pop(key, None)
+        if self._sources.pop(key, None) is not None:
+            self._prune_layers()
 
     def keys(self) -> list[Hashable]:
         """Held sources, least recent first."""
@@ -202,6 +203,9 @@ class NgramCache:
         while total > self.limit_bytes and len(self._sources) > 1:
             _, old = self._sources.popitem(last=False)
             total -= old.ids.nbytes
+        self._prune_layers()
+
+    def _prune_layers(self) -> None:
         held = {(k, s.version) for k, s in self._sources.items()}
         self._layers = {sig: layer for sig, layer in self._layers.items() if set(sig) <= held}
 
