@@ -15,6 +15,7 @@ Rules:
   an order whose context never occurred (N_k = 0) and every longer one are skipped. It sums to 1 and
   gives every token a probability above 0 (the uniform floor), so a mixture with it is a proper
   distribution: no fixed-bit fallback, no hashed counts.
+- A context's counts in a layer come from its `MOST_RECENT` latest occurrences (a bound on the cost).
 - Layers: counts are summed over the layers, the nearest at weight 1 and every farther one at
   `CacheConfig.far_weight` (the document's own habits outweigh the project's).
 - Scored before updated: the counts of a query come only from tokens before the one predicted. The
@@ -114,7 +115,7 @@ class Layer:
                 pos = pos[a[pos - (k - 1)] == context[-k]]
             if not len(pos):
                 break
-            out.append(a[pos + 1])
+            out.append(a[pos[-MOST_RECENT:] + 1])
         return out
 
     def _positions(self, token: int) -> np.ndarray:
@@ -133,6 +134,9 @@ class Layer:
         return order[bounds[token + 1]:bounds[token + 2]]
 
 
+MOST_RECENT = 4096
+"""A context's counts come from its most recent occurrences in a layer, at most this many (a context
+seen 200,000 times in a repetitive file costs what one seen 4,096 times does)."""
 INDEX_FROM = 50_000
 """A layer of at least this many ids is searched through an index by token (built once per layer)."""
 
