@@ -12,10 +12,10 @@ What the name is decides the engine (`infill.engines`):
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from infill.checkpoint import read_json
 from infill.engines.local import LocalEngine
 
 DEFAULT_MODEL_DIR = Path(__file__).parent.parent / "default_model"
@@ -48,7 +48,7 @@ def engine_kind(name: str) -> str:
         if not config.is_file():
             return "infill"
         try:
-            data = json.loads(config.read_text())
+            data = read_json(config)
         except (OSError, ValueError):
             return "infill"  # the checkpoint loader names the broken file
         return "infill" if isinstance(data, dict) and isinstance(data.get("model"), dict) else "hf"

@@ -1,0 +1,96 @@
+"""Model directories are someone else's files: a damaged or hostile one is refused with one line.
+
+Each case is a finding of the second review (issue 28): a malformed config.json (a number that
+overflows to infinity, nesting 100,000 deep) gave a traceback; a Hugging Face directory with
+`auto_map` asked "run the custom code? [y/N]" and ran it on `y`; a pickle-only `.bin` gave a torch
+traceback; a tokenizer.json regex that backtracks (`(a+)+b`) ran on user text.
+"""
+import json
+import shutil
+
+import pytest
+
+from infill import cli
+from infill.engines import load
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.fixture(autouse=True)
+def no_default_model(monkeypatch, tmp_path):
+    monkeypatch.delenv("INFILL_MODEL", raising=False)
+    monkeypatch.setattr(load, "DEFAULT_MODEL_DIR", tmp_path / "no-default")
+
+
+@pytest.fixture
+def source(tmp_path):
+    path = tmp_path / "demo.py"
+    path.write_text("def add(a, b):\n    return \n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory, tiny_checkpoint):
+    """The tiny checkpoint exported as a Hugging Face Llama directory (read-only: copy to damage)."""
+    from infill.checkpoint import export_hf
+
+    return export_hf(tiny_checkpoint, tmp_path_factory.mktemp("hf") / "tiny")
+
+
+def _one_line_error(capsys, args, *needles):
+    code = cli.main(args)
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "", (code, out, err)
+    assert err.count("\n") == 1 and err.startswith("infill: error: ") and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def _damaged(src, dst, edit):
+    shutil.copytree(src, dst)
+    text = (dst / "config.json").read_text()
+    (dst / "config.json").write_text(edit(text))
+    return dst
+
+
+def _number(key, value):
+    """An edit of config.json's text that sets `key` to the literal `value` (JSON allows 1e999999)."""
+    def edit(text):
+        data = json.loads(text)
+        inner = data["model"] if "model" in data else data
+        inner[key] = "@@"
+        return json.dumps(data).replace('"@@"', value)
+    return edit
+
+
+INFILL_CASES = {
+    "dim_overflows": _number("dim", "1e999999"),
+    "rope_theta_overflows": _number("rope_theta", "1e999999"),
+    "norm_eps_overflows": _number("norm_eps", "1e999999"),
+    "rope_theta_nan": _number("rope_theta", "NaN"),
+    "tie_embeddings_number": _number("tie_embeddings", "1e999999"),
+    "nested_100k_deep": lambda text: text[:-1] + ', "x": ' + DEEP + "}",
+    "model_nested_100k_deep": lambda text: '{"model": ' + DEEP + "}",
+}
+
+
+@pytest.mark.parametrize("case", INFILL_CASES)
+def test_malformed_infill_config_is_a_one_line_error(case, tmp_path, tiny_checkpoint, source, capsys):
+    d = _damaged(tiny_checkpoint, tmp_path / "ckpt", INFILL_CASES[case])
+    _one_line_error(capsys, ["complete", f"{source}:2:12", "--model", str(d)], "config.json")
+
+
+HF_CASES = {
+    "hidden_size_overflows": _number("hidden_size", "1e999999"),
+    "rope_theta_overflows": _number("rope_theta", "1e999999"),
+    "max_position_embeddings_overflows": _number("max_position_embeddings", "1e999999"),
+    "rms_norm_eps_infinity": _number("rms_norm_eps", "-Infinity"),
+    "nested_100k_deep": lambda text: text.rstrip()[:-1] + ', "x": ' + DEEP + "}",
+}
+
+
+@pytest.mark.parametrize("case", HF_CASES)
+def test_malformed_hf_config_is_a_one_line_error(case, tmp_path, hf_dir, source, capsys):
+    d = _damaged(hf_dir, tmp_path / "hf", HF_CASES[case])
+    _one_line_error(capsys, ["complete", f"{source}:2:12", "--model", str(d)], "config.json")
