@@ -126,6 +126,34 @@ def check_hf_dir(directory: str | Path, device: str = "cpu", dtype_bytes: int = 
     check_memory(directory, needed, device)
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+HF_CODE_FILES = ("config.json", "tokenizer_config.json")
+"""Files of a Hugging Face directory whose `auto_map` names code for transformers to import."""
+
+
+def check_hf_files(directory: Path) -> None:
+    """`CheckpointError` (one line) for a Hugging Face directory that would run its own code (an
+    `auto_map` in config.json or tokenizer_config.json: transformers imports the named module, and
+    asks "[y/N]" first only when it can) or whose weights are pickle only (unpickling runs code):
+    infill runs no model's code and reads weights from safetensors alone."""
+    for name in HF_CODE_FILES:
+        try:
+            data = read_json(directory / name)
+        except OSError:
+            continue
+        if isinstance(data, dict) and data.get("auto_map"):
+            names = ", ".join(sorted(data["auto_map"]))[:120] if isinstance(data["auto_map"], dict) else "?"
+            raise CheckpointError(f"{directory / name}: asks transformers to run custom code (auto_map: {names}); "
+                                  "infill never runs a model directory's code")
+    files = [p.name for p in directory.iterdir() if p.is_file()]
+    if not any(f.endswith(".safetensors") for f in files):
+        pickles = sorted(f for f in files if f.endswith(PICKLE_SUFFIXES))
+        if pickles:
+            raise CheckpointError(f"{directory / pickles[0]}: pickle weights and no .safetensors file; infill loads "
+                                  "safetensors only (unpickling can run code): convert them with the safetensors "
+                                  "library first")
+
+
 def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu",
                     dtype: torch.dtype = torch.float32) -> tuple[Transformer, CodeTokenizer]:
     """(model in eval mode, tokenizer) from a checkpoint directory."""

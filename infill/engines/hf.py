@@ -2,7 +2,9 @@
 
 Rules:
 - Loading never touches the network: a directory, or a hub name already in the local cache
-  (`local_files_only`); anything else is one `ValueError` line.
+  (`local_files_only`); anything else is one `ValueError` line. It never runs a directory's code
+  (`trust_remote_code=False`; a directory with `auto_map` is refused) and never unpickles
+  (`use_safetensors=True`; pickle-only weights are refused).
 - The template comes from `--template` or is detected from the tokenizer's special tokens.
 - User text is encoded literally: every special-token string is removed from the prefix and suffix
   first, and the template's sentinels enter the prompt as ids.
@@ -27,10 +29,12 @@ import inspect
 import time
 from collections.abc import Generator
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
 from infill import tokenizer as infill_tokens
+from infill.checkpoint import check_hf_files
 from infill.engines import templates as fim
 from infill.engines.base import (SCORE_RESERVE, CannotScore, CompletionResult, GenerationConfig, InfillRequest,
                                  SessionPool, end_of, fit_context, fit_lines, prompt_budget, rank, run_to_end,
@@ -120,15 +124,19 @@ class HFEngine:
     @classmethod
     def from_pretrained(cls, name: str, *, device: str = "auto", template: str | None = None,
                         cache_mb: float = 256.0) -> "HFEngine":
-        """Load a model directory or a locally cached hub name (never downloads)."""
+        """Load a model directory or a locally cached hub name (never downloads, never runs the
+        directory's code, never unpickles: `infill.checkpoint.check_hf_files`)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if Path(name).expanduser().is_dir():
+            check_hf_files(Path(name).expanduser())
         device = resolve_device(device)
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(name, local_files_only=True, dtype=dtype)
-        except (OSError, ValueError, KeyError) as exc:
+        try:  # never a directory's own code, never pickle: said explicitly, whatever the defaults become
+            tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(name, local_files_only=True, dtype=dtype,
+                                                         trust_remote_code=False, use_safetensors=True)
+        except Exception as exc:  # transformers' errors are many kinds; each becomes one line
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"{name}: cannot load it as a Hugging Face model from disk or the local cache "
                              f"(no downloads here: no network): {first}") from None

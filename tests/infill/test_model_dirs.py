@@ -94,3 +94,45 @@ HF_CASES = {
 def test_malformed_hf_config_is_a_one_line_error(case, tmp_path, hf_dir, source, capsys):
     d = _damaged(hf_dir, tmp_path / "hf", HF_CASES[case])
     _one_line_error(capsys, ["complete", f"{source}:2:12", "--model", str(d)], "config.json")
+
+
+EVIL = """import pathlib
+pathlib.Path({marker!r}).write_text("ran")
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+class EvilConfig(LlamaConfig):
+    model_type = "evil"
+class EvilForCausalLM(LlamaForCausalLM):
+    config_class = EvilConfig
+class EvilTokenizer(PreTrainedTokenizerFast):
+    pass
+"""
+
+
+@pytest.mark.parametrize("where", ["config.json", "tokenizer_config.json"])
+def test_custom_code_in_a_hf_directory_is_refused_and_never_runs(where, tmp_path, hf_dir, source, capsys,
+                                                                  monkeypatch):
+    """The review answered transformers' "run the custom code? [y/N]" with `y`, and the code ran."""
+    d = shutil.copytree(hf_dir, tmp_path / "hf")
+    marker = tmp_path / "ran"
+    (d / "evil.py").write_text(EVIL.format(marker=str(marker)))
+    data = json.loads((d / where).read_text())
+    if where == "config.json":
+        data.update(model_type="evil", auto_map={"AutoConfig": "evil.EvilConfig",
+                                                 "AutoModelForCausalLM": "evil.EvilForCausalLM"})
+    else:
+        data.update(tokenizer_class="EvilTokenizer", auto_map={"AutoTokenizer": [None, "evil.EvilTokenizer"]})
+    (d / where).write_text(json.dumps(data))
+    monkeypatch.setattr("builtins.input", lambda *a: "y")  # a user who says yes to the prompt
+    _one_line_error(capsys, ["complete", f"{source}:2:12", "--model", str(d)], "custom code", where)
+    assert not marker.exists()
+
+
+def test_pickle_only_weights_are_refused(tmp_path, hf_dir, source, capsys):
+    """A directory with `pytorch_model.bin` and no safetensors: one line, no unpickling."""
+    import torch
+    from safetensors.torch import load_file
+
+    d = shutil.copytree(hf_dir, tmp_path / "hf")
+    torch.save(load_file(d / "model.safetensors"), d / "pytorch_model.bin")
+    (d / "model.safetensors").unlink()
+    _one_line_error(capsys, ["complete", f"{source}:2:12", "--model", str(d)], "pytorch_model.bin", "safetensors")
