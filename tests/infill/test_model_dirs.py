@@ -136,3 +136,29 @@ def test_pickle_only_weights_are_refused(tmp_path, hf_dir, source, capsys):
     torch.save(load_file(d / "model.safetensors"), d / "pytorch_model.bin")
     (d / "model.safetensors").unlink()
     _one_line_error(capsys, ["complete", f"{source}:2:12", "--model", str(d)], "pytorch_model.bin", "safetensors")
+
+
+def _backtracking(split):
+    """A tokenizer.json edit: a regex that backtracks exponentially (`(a+)+b`) where infill's own
+    pre-split was, or in a normalizer before it."""
+    def edit(text):
+        data = json.loads(text)
+        evil = {"type": "Split", "pattern": {"Regex": "(a+)+b"}, "behavior": "Isolated", "invert": False}
+        if split:
+            data["pre_tokenizer"]["pretokenizers"][0] = evil
+        else:
+            data["normalizer"] = {"type": "Replace", "pattern": {"Regex": "(a+)+b"}, "content": "b"}
+        return json.dumps(data)
+    return edit
+
+
+@pytest.mark.parametrize("where", ["pre_tokenizer", "normalizer"])
+def test_an_infill_checkpoint_runs_only_infills_own_pre_split(where, tmp_path, tiny_checkpoint, source, capsys):
+    """A checkpoint's tokenizer.json is refused unless it splits text with one of infill's own
+    pre-tokenizers (`infill.tokenizer.PRE_SPLITS`) and normalizes nothing: its regexes run on user text."""
+    d = shutil.copytree(tiny_checkpoint, tmp_path / "ckpt")
+    path = d / "tokenizer.json"
+    path.write_text(_backtracking(where == "pre_tokenizer")(path.read_text()))
+    source.write_text("a" * 40 + "\n")
+    _one_line_error(capsys, ["complete", f"{source}:1:41", "--model", str(d), "--max-tokens", "2"],
+                    "tokenizer.json", where.replace("_", "-"))
