@@ -4,7 +4,8 @@ Rules:
 - Loading never touches the network: a directory, or a hub name already in the local cache
   (`local_files_only`); anything else is one `ValueError` line. It never runs a directory's code
   (`trust_remote_code=False`; a directory with `auto_map` is refused) and never unpickles
-  (`use_safetensors=True`; pickle-only weights are refused).
+  (`use_safetensors=True`; pickle-only weights are refused). Its tokenizer runs on text under a
+  time budget (`infill.engines.budget`): a backtracking regex costs one request, one line.
 - The template comes from `--template` or is detected from the tokenizer's special tokens.
 - User text is encoded literally: every special-token string is removed from the prefix and suffix
   first, and the template's sentinels enter the prompt as ids.
@@ -39,6 +40,7 @@ from infill.engines import templates as fim
 from infill.engines.base import (SCORE_RESERVE, CannotScore, CompletionResult, GenerationConfig, InfillRequest,
                                  SessionPool, end_of, fit_context, fit_lines, prompt_budget, rank, run_to_end,
                                  windowed_logprob)
+from infill.engines.budget import TimedTokenizer
 from infill.engines.local import resolve_device
 from infill.generation import sample
 
@@ -140,7 +142,7 @@ class HFEngine:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"{name}: cannot load it as a Hugging Face model from disk or the local cache "
                              f"(no downloads here: no network): {first}") from None
-        return cls(model.to(device), tokenizer, template, name=str(name).rstrip("/").split("/")[-1],
+        return cls(model.to(device), TimedTokenizer(tokenizer), template, name=str(name).rstrip("/").split("/")[-1],
                    cache_mb=cache_mb)
 
     # prompt ---------------------------------------------------------------------------------------

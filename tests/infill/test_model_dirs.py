@@ -162,3 +162,45 @@ def test_an_infill_checkpoint_runs_only_infills_own_pre_split(where, tmp_path, t
     source.write_text("a" * 40 + "\n")
     _one_line_error(capsys, ["complete", f"{source}:1:41", "--model", str(d), "--max-tokens", "2"],
                     "tokenizer.json", where.replace("_", "-"))
+
+
+@pytest.fixture(scope="module")
+def backtracking_hf_dir(tmp_path_factory):
+    """A Hugging Face directory whose tokenizer splits with `(a+)+b` before its byte-level step."""
+    from tests.hf_models import build
+
+    d = build(tmp_path_factory.mktemp("hf-regex") / "m", "starcoder")
+    data = json.loads((d / "tokenizer.json").read_text())
+    evil = {"type": "Split", "pattern": {"Regex": "(a+)+b"}, "behavior": "Isolated", "invert": False}
+    data["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [evil, data["pre_tokenizer"]]}
+    (d / "tokenizer.json").write_text(json.dumps(data))
+    return d
+
+
+def test_a_brought_tokenizer_that_panics_costs_one_request_and_one_line(backtracking_hf_dir):
+    """25 `a`s pass onig's retry limit: tokenizers panics (a BaseException) and the request fails
+    with one ValueError line; the next request is served."""
+    from infill.engines import GenerationConfig, InfillRequest
+    from infill.engines.hf import HFEngine
+
+    engine = HFEngine.from_pretrained(str(backtracking_hf_dir))
+    with pytest.raises(ValueError, match="tokenizer failed on this text") as info:
+        engine.infill(InfillRequest("x = '" + "a" * 25, "'\n", GenerationConfig(max_tokens=2)))
+    assert "\n" not in str(info.value)
+    assert engine.infill(InfillRequest("def f(x):\n    return ", "\n", GenerationConfig(max_tokens=2))).candidates
+
+
+def test_a_brought_tokenizer_that_backtracks_for_long_is_cut_off_at_its_budget(backtracking_hf_dir):
+    """Runs of 19 `a`s stay under the retry limit but take ~20 ms each: 400 of them hold the regex
+    engine for seconds. The request gets a one-line timeout at the budget; the next one is served
+    while the slow call finishes on its own thread."""
+    from infill.engines import GenerationConfig, InfillRequest
+    from infill.engines.budget import TokenizerTimeout
+    from infill.engines.hf import HFEngine
+
+    engine = HFEngine.from_pretrained(str(backtracking_hf_dir))
+    engine.tokenizer.budget_s = 1.0
+    with pytest.raises(TokenizerTimeout, match="took over 1 s"):
+        engine.infill(InfillRequest(("a" * 19 + " ") * 400, "\n", GenerationConfig(max_tokens=2)))
+    engine.tokenizer.budget_s = 60.0  # a roomy budget for the ordinary request on a loaded machine
+    assert engine.infill(InfillRequest("def f(x):\n    return ", "\n", GenerationConfig(max_tokens=2))).candidates
