@@ -23,11 +23,16 @@ DEFAULT_BUDGET_S = 10.0
 MAX_LEFT_BEHIND = 2
 
 
-class TokenizerTimeout(ValueError):
+class BroughtTokenizerError(ValueError):
+    """The model's own tokenizer could not take a text (a caller may retry without the parts of the
+    request that are not the user's document, such as repository context)."""
+
+
+class TokenizerTimeout(BroughtTokenizerError):
     """The tokenizer did not finish within its budget."""
 
 
-class TokenizerFailed(ValueError):
+class TokenizerFailed(BroughtTokenizerError):
     """The tokenizer raised something that is not an `Exception` (a Rust panic)."""
 
 
