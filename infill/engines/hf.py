@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import inspect
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -126,7 +127,7 @@ class HFEngine(LogitEngine):
         self.eom_id = vocab.get(infill_tokens.EOM)
         self.max_holes = max(len(self.mask_ids) - 1, 0) if self.eom_id is not None else 0
         self.unavailable: dict[str, str] = {}
-        caps = {"infill", "score", "sampled_logprobs", "text_score"}
+        caps = {"infill", "score", "sampled_logprobs", "text_score", "heal"}
         if self.max_holes >= 1:
             caps.add("multi_hole_score")
         else:
@@ -160,6 +161,18 @@ class HFEngine(LogitEngine):
                              f"(no downloads here: no network): {first}") from None
         return cls(model.to(device), tokenizer, template, name=str(name).rstrip("/").split("/")[-1],
                    cache_mb=cache_mb)
+
+    @classmethod
+    def load(cls, name: str, *, device: str = "auto", cache_mb: float = 256.0,
+             template: str | None = None) -> "HFEngine":
+        """The engine for a model directory or cached hub name (`infill.engines.load`): a directory's
+        sizes and the memory they need are checked before transformers allocates."""
+        from infill.checkpoint import check_hf_dir
+
+        if Path(name).expanduser().is_dir():
+            device = resolve_device(device)
+            check_hf_dir(Path(name).expanduser(), device, 2 if device.startswith("cuda") else 4)
+        return cls.from_pretrained(name, device=device, template=template, cache_mb=cache_mb)
 
     # prompt ---------------------------------------------------------------------------------------
     def _encode(self, text: str) -> list[int]:
