@@ -38,13 +38,13 @@ def test_base_url_with_v1_and_default_template():
 
 
 def test_stop_rule_and_cancel_close_the_connection():
-    with Stub(reply="a" * 400, chunk=1, delay=0.01) as stub:
+    with Stub(reply="a" * 400, chunk=1, delay=0.05) as stub:
         engine = OpenAIEngine(stub.url, template="qwen")
         started = time.monotonic()
         result = engine.infill(InfillRequest("p", config=GenerationConfig(max_tokens=400),
                                              stop_at=lambda t: 5 if len(t) >= 5 else None))
         assert result.text == "aaaaa" and result.candidates[0].finish_reason == "stop_rule"
-        assert time.monotonic() - started < 3.5  # not the 400 chunks' 4 s: the stream was closed early
+        assert time.monotonic() - started < 10  # not the 400 chunks' 20 s: the stream was closed early
         gen = engine.stream_infill(InfillRequest("p", config=GenerationConfig(max_tokens=400)))
         next(gen)
         gen.close()
