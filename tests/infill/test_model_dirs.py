@@ -204,3 +204,37 @@ def test_a_brought_tokenizer_that_backtracks_for_long_is_cut_off_at_its_budget(b
         engine.infill(InfillRequest(("a" * 19 + " ") * 400, "\n", GenerationConfig(max_tokens=2)))
     engine.tokenizer.budget_s = 60.0  # a roomy budget for the ordinary request on a loaded machine
     assert engine.infill(InfillRequest("def f(x):\n    return ", "\n", GenerationConfig(max_tokens=2))).candidates
+
+
+def test_calls_left_behind_are_bounded_and_counted_down():
+    """Two calls past their budget still running: the next fails at once (no third thread); once
+    they finish, calls run again."""
+    import threading
+
+    from infill.engines.budget import MAX_LEFT_BEHIND, TimedTokenizer, TokenizerTimeout
+
+    release = threading.Event()
+
+    class Stuck:
+        def __call__(self, text, **kw):
+            if text == "stuck":
+                release.wait(60)
+            return {"input_ids": [len(text)]}
+
+        def __len__(self):
+            return 7
+
+    tok = TimedTokenizer(Stuck(), budget_s=0.05)
+    for _ in range(MAX_LEFT_BEHIND):
+        with pytest.raises(TokenizerTimeout, match="took over"):
+            tok("stuck")
+    assert tok.left_behind == MAX_LEFT_BEHIND and len(tok) == 7
+    with pytest.raises(TokenizerTimeout, match="still busy"):
+        tok("fine")
+    release.set()
+    tok.budget_s = 60.0
+    for _ in range(600):
+        if tok.left_behind == 0:
+            break
+        threading.Event().wait(0.05)
+    assert tok.left_behind == 0 and tok("fine") == {"input_ids": [4]}
