@@ -197,6 +197,18 @@ def test_keys_with_escaped_line_breaks_are_one_block_begin_to_end():
     assert out == 'k = "<PRIVATE_KEY>"\n' and counts == {"private_key": 1}
 
 
+def test_code_that_handles_keys_keeps_its_code():
+    """Between a BEGIN and an END marker that are code, not a key (no base64 run, or parentheses),
+    nothing but the header is taken, as before escaped keys were joined."""
+    for text in ('BEGIN = "-----BEGIN RSA PRIVATE KEY-----"\nEND = "-----END RSA PRIVATE KEY-----"\n',
+                 'if line.startswith("-----BEGIN PRIVATE KEY-----"):\n    body = []\n'
+                 'elif line.startswith("-----END PRIVATE KEY-----"):\n    done = True\n',
+                 'pem = "-----BEGIN PRIVATE KEY-----\\n" + b64encode(der).decode() + "\\n-----END PRIVATE KEY-----\\n"\n'):
+        out, counts = redact_text(text, "pem.py")
+        assert counts == {"private_key": 1} and out.count("-----END") == 1, out
+        assert out.replace("<PRIVATE_KEY>", "") == text.replace(text[text.index("-----BEGIN"):text.index("KEY-----") + 8], "")
+
+
 def test_references_and_variables_are_not_secrets():
     """A name bound to a call, a lookup or a variable is not a secret (the indirect-reference filter
     now looks at unquoted keyword values only; a literal passed to a call is redacted)."""
