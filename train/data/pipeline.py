@@ -76,8 +76,10 @@ def make_executor(kind: str, pipeline: list, *, name: str, tasks: int, workers: 
     if kind == "local":
         from datatrove.executor import LocalPipelineExecutor
 
+        # fork, as the multiprocessing pool did: workers start with this process's imports and
+        # caches instead of importing everything again (datatrove's default is forkserver)
         return LocalPipelineExecutor(pipeline, tasks=tasks, workers=min(workers, tasks),
-                                     logging_dir=logging_dir, depends=depends)
+                                     logging_dir=logging_dir, depends=depends, start_method="fork")
     if kind == "slurm":
         from datatrove.executor import SlurmPipelineExecutor
 
