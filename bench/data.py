@@ -1,4 +1,5 @@
-"""Benchmark of `infill data build`: datatrove's local executor against the multiprocessing pool.
+"""Benchmark of `infill data build`: datatrove's local executor against the multiprocessing pool
+that it replaced (`bench/pool_ref.py`).
 
     python bench/data.py --json [--mb 10] [--workers 2]
 
@@ -25,6 +26,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # pool_ref: the pool, as it was
 
 from train.data.config import DataConfig  # noqa: E402
 from train.data.harvest import Source, discover, stdlib_source  # noqa: E402
@@ -100,7 +102,7 @@ def run_build(kind: str, source: Source, config: DataConfig, workers: int, out: 
     if kind == "datatrove":
         from train.data.pipeline import build
     else:
-        from train.data.pool import build
+        from pool_ref import build
     kwargs = {"tasks": workers} if kind == "datatrove" else {}
     with PeakMemory() as memory:
         start = time.perf_counter()
@@ -119,7 +121,7 @@ def run_build(kind: str, source: Source, config: DataConfig, workers: int, out: 
 
 def pool_stage_seconds(source: Source, config: DataConfig) -> dict:
     """Each stage of the pool's pipeline run alone, in order, over the slice in this process."""
-    from train.data.pool import GLOBAL_STAGES, MAP_STAGES
+    from pool_ref import GLOBAL_STAGES, MAP_STAGES
 
     records = list(discover([source], config))
     seconds = {}

@@ -105,8 +105,8 @@ def stages(reader, out_dir: str, config: DataConfig, tasks: int) -> list[tuple[s
                                           MinhashDedupFilter, MinhashDedupSignature)
     from datatrove.pipeline.writers import JsonlWriter
 
-    from train.data.steps import (AssignSplit, CodeWords, CountDrops, Curate, RankReader, WriteReport,
-                                  WriteShards, code_minhash_config, exact_content, exact_priority)
+    from train.data.dedup import CodeWords, code_minhash_config, exact_content, exact_priority
+    from train.data.steps import AssignSplit, CountDrops, Curate, RankReader, WriteReport, WriteShards
 
     work = os.path.join(out_dir, WORK_DIR)
     curated, exact, minhash = (os.path.join(work, d) for d in ("curated", "exact", "minhash"))

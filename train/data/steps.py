@@ -16,8 +16,7 @@ over every step of every task (`pipeline`), wherever the tasks ran.
     RankReader     reads back, in a later stage, what the same task wrote in the first
     WriteReport    sums every step's counters of every task into report.json / .md / .png
 
-Near-duplicate detection itself is datatrove's (`pipeline`); this module only gives it a word
-tokenizer for code (`CodeWords`) and the text normalisation (`code_minhash_config`).
+Exact and near-duplicate detection are datatrove's own steps (`pipeline`), set for code in `dedup`.
 """
 from __future__ import annotations
 
@@ -31,16 +30,11 @@ from collections.abc import Iterable, Iterator
 
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
-from datatrove.pipeline.dedup.minhash import MinhashConfig
 from datatrove.pipeline.readers import JsonlReader
-from datatrove.utils.hashing import HashConfig
-from datatrove.utils.text import TextNormConfig
-from datatrove.utils.word_tokenizers import WordTokenizer
 
 from infill.corpus import LANGUAGES, language_of
 from train.data.config import DataConfig
 from train.data.decontaminate import decontaminate
-from train.data.dedup import normalise_whitespace
 from train.data.filters import filter_quality
 from train.data.harvest import Source, discover, harvest
 from train.data.licenses import filter_licenses
@@ -49,15 +43,9 @@ from train.data.redact import redact
 from train.data.report import Report, record_counts, write_report
 from train.data.shards import ShardWriter
 from train.data.split import split_of
-from train.data.words import words
 
 # Today's per-file stages, in order: each a function from records to records (see `records`).
 PER_FILE_STAGES = (harvest, filter_licenses, filter_quality, redact, decontaminate)
-# Exact-dedup priorities are 16-bit and the highest wins: rank r gets MAX_PRIORITY - r, so the
-# copy in the earliest task is kept, as the earliest in stream order is within a task.
-MAX_PRIORITY = 65535
-
-
 def to_document(record: Record) -> Document:
     """The datatrove document of a record: its text, and every other field as metadata."""
     return Document(text=record.get("text", ""), id=f"{record['source']}/{record['path']}",
@@ -171,7 +159,7 @@ def wanted(record: Record, config: DataConfig) -> bool:
 class Curate(Tally, PipelineStep):
     """Today's per-file stages (`PER_FILE_STAGES`), run lazily over the task's documents; what a
     rule drops is counted (`Tally`) and not passed on. Working fields (`_file`...) are removed
-    from what is passed on; `_rank` is added for exact dedup's priority (`exact_priority`)."""
+    from what is passed on; `_rank` is added for exact dedup's priority (`dedup.exact_priority`)."""
 
     type = "✂️ - FILTER"
     name = "infill curate"
@@ -191,58 +179,6 @@ class Curate(Tally, PipelineStep):
             kept = {k: v for k, v in record.items() if not k.startswith("_")}
             kept["_rank"] = rank
             yield to_document(kept)
-
-
-def exact_content(doc: Document) -> str:
-    """What exact dedup compares: the whitespace-normalised text (`dedup.normalise_whitespace`)."""
-    return normalise_whitespace(doc.text)
-
-
-def exact_priority(doc: Document) -> int:
-    """Exact dedup keeps the copy with the highest priority: the one from the earliest task."""
-    return MAX_PRIORITY - doc.metadata.get("_rank", 0)
-
-
-class CodeWords(WordTokenizer):
-    """datatrove word tokenizer for code: `words.words` (runs of `\\w`), the words that
-    decontamination uses too. datatrove's default is NLTK's English tokenizer, which needs a
-    download and splits on punctuation meant for prose."""
-
-    def __init__(self) -> None:
-        super().__init__("code")
-
-    def word_tokenize(self, text: str) -> list[str]:
-        return list(words(text))
-
-    def sent_tokenize(self, text: str) -> list[str]:
-        return text.splitlines()
-
-    def span_tokenize(self, text: str) -> list[tuple[int, int]]:
-        raise NotImplementedError("code has no sentence spans")
-
-    def __eq__(self, other) -> bool:  # one tokenizer: datatrove caches it by argument
-        return isinstance(other, CodeWords)
-
-    def __hash__(self) -> int:
-        return hash(CodeWords)
-
-
-# Bands x rows for 256 hashes at threshold 0.7: datasketch's optimum, (1/25)^(1/10) = 0.72.
-MINHASH_BANDS, MINHASH_ROWS = 25, 10
-
-
-def code_minhash_config(config: DataConfig) -> MinhashConfig:
-    """datatrove's MinHash settings for code: `config.shingle_size`-word shingles, 25 bands of 10
-    hashes (the 250 of `config.num_perm` = 256 that the LSH of the one-process pipeline used),
-    64-bit xxhash, `config.seed`. Normalisation keeps case, digits and punctuation (they are code)
-    and only joins whitespace; `CodeWords` then keeps identifiers, keywords and numbers."""
-    if config.num_perm < MINHASH_BANDS * MINHASH_ROWS:
-        raise ValueError(f"num_perm must be at least {MINHASH_BANDS * MINHASH_ROWS}")
-    norm = TextNormConfig(lowercase=False, norm_whitespace=True, remove_punctuation=False,
-                          norm_unicode_diacritics=False, norm_numbers=False)
-    return MinhashConfig(n_grams=config.shingle_size, num_buckets=MINHASH_BANDS,
-                         hashes_per_bucket=MINHASH_ROWS, seed=config.seed, norm_config=norm,
-                         hash_config=HashConfig(precision=64, hash_fc="xxhash"))
 
 
 class CountDrops(Tally, PipelineStep):
