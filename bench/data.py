@@ -7,7 +7,9 @@ Both builds run in the same invocation, one after the other, on the same sources
 running interpreter's standard library (the first `--mb` MB of its files in sorted order), so the
 numbers are reproducible on any machine with the same Python. For each:
 - `mb_per_s_per_worker`: input MB / wall seconds / workers (the datatrove build has as many
-  tasks as workers); `ratio` is datatrove's over the pool's (>= 1 / 1.2 is the goal);
+  tasks as workers); `ratio` is datatrove's over the pool's (>= 1 / 1.2 is the goal). On a
+  shared machine wall time depends on the load (reported), so also `mb_per_cpu_s`: input MB per
+  CPU-second of the build's processes (this one and its reaped workers), and its ratio;
 - `peak_mb`: the largest memory of the build's whole process tree (the sum of each process's
   proportional set size, so pages that forked workers share count once; sampled every 50 ms from
   /proc), and the same for a slice twice as large with `--memory`;
@@ -20,13 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # pool_ref: the pool, as it was
+sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # pool_ref (after the repo: bench/train.py)
 
 from train.data.config import DataConfig  # noqa: E402
 from train.data.harvest import Source, discover, stdlib_source  # noqa: E402
@@ -104,11 +107,13 @@ def run_build(kind: str, source: Source, config: DataConfig, workers: int, out: 
     else:
         from pool_ref import build
     kwargs = {"tasks": workers} if kind == "datatrove" else {}
+    cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) + sum(  # noqa: E731
+        resource.getrusage(resource.RUSAGE_CHILDREN)[:2])  # user + system, reaped workers included
     with PeakMemory() as memory:
-        start = time.perf_counter()
+        cpu0, start = cpu(), time.perf_counter()
         report = build([source], out, config, workers=workers, progress=False, **kwargs)
-        seconds = time.perf_counter() - start
-    result = {"seconds": round(seconds, 2), "peak_mb": round(memory.peak / 1e6, 1),
+        seconds, cpu_s = time.perf_counter() - start, cpu() - cpu0
+    result = {"seconds": round(seconds, 2), "cpu_s": round(cpu_s, 2), "peak_mb": round(memory.peak / 1e6, 1),
               "files_kept": report["totals"]["files_kept"], "removed": report["removed"]}
     if kind == "datatrove":
         with open(os.path.join(out, "work", "logs", "stage_seconds.json")) as f:
@@ -153,9 +158,11 @@ def main() -> int:
             with tempfile.TemporaryDirectory() as out:
                 b = run_build(kind, source, config, args.workers, out)
             b["mb_per_s_per_worker"] = round(n_bytes / 1e6 / b["seconds"] / args.workers, 3)
+            b["mb_per_cpu_s"] = round(n_bytes / 1e6 / b["cpu_s"], 3)
             run[kind] = b
         pool, dt = run["pool"], run["datatrove"]
         run["ratio_datatrove_over_pool"] = round(dt["mb_per_s_per_worker"] / pool["mb_per_s_per_worker"], 3)
+        run["cpu_ratio_datatrove_over_pool"] = round(dt["mb_per_cpu_s"] / pool["mb_per_cpu_s"], 3)
         run["equality"] = {
             "same_removed_counts": pool["removed"] == dt["removed"],
             "kept_only_by_pool": sorted(set(pool["kept"]) - set(dt["kept"])),
@@ -173,9 +180,10 @@ def main() -> int:
             print(f"{run['input_mb']} MB, {run['files']} files, {args.workers} workers:")
             for kind in ("pool", "datatrove"):
                 b = run[kind]
-                print(f"  {kind:9s} {b['mb_per_s_per_worker']} MB/s per worker, {b['seconds']} s, "
+                print(f"  {kind:9s} {b['mb_per_s_per_worker']} MB/s per worker, {b['seconds']} s, {b['mb_per_cpu_s']} MB/CPU-s, "
                       f"peak {b['peak_mb']} MB, stages {b['stage_s']}")
-            print(f"  ratio {run['ratio_datatrove_over_pool']}; equality {run['equality']}")
+            print(f"  ratio {run['ratio_datatrove_over_pool']} (per CPU-second "
+                  f"{run['cpu_ratio_datatrove_over_pool']}); equality {run['equality']}")
     return 0
 
 
