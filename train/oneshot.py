@@ -92,8 +92,8 @@ class Run:
         os.replace(tmp, self.out / "oneshot.json")
 
 
-NEEDED = ("numpy", "tokenizers", "safetensors", "tqdm", "datatrove", "xxhash", "orjson", "tree_sitter",
-          "tree_sitter_python", "pytest")
+NEEDED = ("numpy", "tokenizers", "safetensors", "tqdm", "datatrove", "dill", "multiprocess", "loguru", "humanize",
+          "fsspec", "huggingface_hub", "xxhash", "orjson", "tree_sitter", "tree_sitter_python", "pytest")
 
 
 def preflight() -> None:
