@@ -3,7 +3,8 @@ that it replaced (`bench/pool_ref.py`).
 
     python bench/data.py --json [--mb 10] [--workers 2]
 
-Both builds run in the same invocation, one after the other, on the same sources: a slice of the
+Both builds run in the same invocation, one after the other, each in a fresh process, on the
+same sources: a slice of the
 running interpreter's standard library (the first `--mb` MB of its files in sorted order), so the
 numbers are reproducible on any machine with the same Python. For each:
 - `mb_per_s_per_worker`: input MB / wall seconds / workers (the datatrove build has as many
@@ -137,6 +138,18 @@ def pool_stage_seconds(source: Source, config: DataConfig) -> dict:
     return seconds
 
 
+def one_build(kind: str, mb: float, workers: int) -> dict:
+    """One build in a fresh process (`--one`), so that neither build inherits the other's memory
+    or caches: its figures as JSON on stdout."""
+    import subprocess
+
+    cmd = [sys.executable, os.path.abspath(__file__), "--one", kind, "--mb", str(mb), "--workers", str(workers)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} build failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -144,7 +157,13 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--memory", action="store_true",
                         help="also build a slice twice as large, to show how memory grows")
+    parser.add_argument("--one", choices=("pool", "datatrove"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one:
+        with tempfile.TemporaryDirectory() as out:
+            print(json.dumps(run_build(args.one, stdlib_slice(args.mb, DataConfig()), DataConfig(),
+                                       args.workers, out)))
+        return 0
 
     config = DataConfig()
     sizes = [args.mb, 2 * args.mb] if args.memory else [args.mb]
@@ -155,8 +174,7 @@ def main() -> int:
         n_bytes = sum(os.path.getsize(f) for f, _, _ in source.files)
         run = {"input_mb": round(n_bytes / 1e6, 2), "files": len(source.files)}
         for kind in ("pool", "datatrove"):
-            with tempfile.TemporaryDirectory() as out:
-                b = run_build(kind, source, config, args.workers, out)
+            b = one_build(kind, mb, args.workers)
             b["mb_per_s_per_worker"] = round(n_bytes / 1e6 / b["seconds"] / args.workers, 3)
             b["mb_per_cpu_s"] = round(n_bytes / 1e6 / b["cpu_s"], 3)
             run[kind] = b
