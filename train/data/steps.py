@@ -46,6 +46,10 @@ from train.data.split import split_of
 
 # Today's per-file stages, in order: each a function from records to records (see `records`).
 PER_FILE_STAGES = (harvest, filter_licenses, filter_quality, redact, decontaminate)
+# What `table_reader` reads as one file rather than a folder of them.
+TABLE_FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".parquet")
+
+
 def to_document(record: Record) -> Document:
     """The datatrove document of a record: its text, and every other field as metadata."""
     return Document(text=record.get("text", ""), id=f"{record['source']}/{record['path']}",
@@ -140,13 +144,12 @@ class TableColumns:
 def table_reader(kind: str, path: str, text_key: str = "text") -> PipelineStep:
     """datatrove's JSONL or Parquet reader over a file or folder (a local path or any fsspec URL,
     e.g. `hf://datasets/...`), with rows adapted by `TableColumns`."""
-    from datatrove.pipeline.readers import JsonlReader, ParquetReader
+    from datatrove.pipeline.readers import ParquetReader  # needs pyarrow: imported when used
 
     reader = {"jsonl": JsonlReader, "parquet": ParquetReader}[kind]
     folder, pattern = path, None
-    if not path.endswith("/") and "." in path.rsplit("/", 1)[-1]:  # one file: its folder, its name
+    if path.endswith(TABLE_FILE_SUFFIXES):  # one file: its folder, and its name as the pattern
         folder, pattern = path.rsplit("/", 1) if "/" in path else (".", path)
-        pattern = pattern
     return reader(folder, glob_pattern=pattern, adapter=TableColumns(text_key), text_key=text_key)
 
 
