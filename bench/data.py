@@ -7,8 +7,8 @@ Both builds run in the same invocation, one after the other, each in a fresh pro
 same sources: a slice of the
 running interpreter's standard library (the first `--mb` MB of its files in sorted order), so the
 numbers are reproducible on any machine with the same Python. For each:
-- `mb_per_s_per_worker`: input MB / wall seconds / workers (the datatrove build has as many
-  tasks as workers); `ratio` is datatrove's over the pool's (>= 1 / 1.2 is the goal). On a
+- `mb_per_s_per_worker`: input MB / wall seconds / workers (the datatrove build has the
+  command's default of 4 tasks per worker); `ratio` is datatrove's over the pool's (>= 1 / 1.2 is the goal). On a
   shared machine wall time depends on the load (reported), so also `mb_per_cpu_s`: input MB per
   CPU-second of the build's processes (this one and its reaped workers), and its ratio;
 - `peak_mb`: the largest memory of the build's whole process tree (the sum of each process's
@@ -34,6 +34,7 @@ sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # pool_ref (after t
 
 from train.data.config import DataConfig  # noqa: E402
 from train.data.harvest import Source, discover, stdlib_source  # noqa: E402
+from train.data.pipeline import TASKS_PER_WORKER  # noqa: E402
 from train.data.shards import read_shards  # noqa: E402
 
 
@@ -107,7 +108,7 @@ def run_build(kind: str, source: Source, config: DataConfig, workers: int, out: 
         from train.data.pipeline import build
     else:
         from pool_ref import build
-    kwargs = {"tasks": workers} if kind == "datatrove" else {}
+    kwargs = {"tasks": TASKS_PER_WORKER * workers} if kind == "datatrove" else {}
     cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) + sum(  # noqa: E731
         resource.getrusage(resource.RUSAGE_CHILDREN)[:2])  # user + system, reaped workers included
     with PeakMemory() as memory:

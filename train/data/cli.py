@@ -11,7 +11,7 @@ import sys
 import tempfile
 
 from train.data.config import PERMISSIVE_LICENSES, DataConfig
-from train.data.pipeline import EXECUTORS, ClusterConfig
+from train.data.pipeline import EXECUTORS, TASKS_PER_WORKER, ClusterConfig
 
 USAGE_ERROR = 2
 
@@ -48,7 +48,7 @@ def register(subparsers) -> None:
                    help="where the tasks run (default local: processes on this machine)")
     b.add_argument("--tasks", type=int, default=None,
                    help="tasks of each per-file stage: the input is cut into this many parts "
-                        "(default: --workers)")
+                        f"(default: {TASKS_PER_WORKER} per worker)")
     b.add_argument("--workers", type=int, default=1,
                    help="tasks running at once (default 1; Slurm: array limit, Ray: concurrency)")
     b.add_argument("--partition", help="Slurm partition (required with --executor slurm)")
@@ -119,7 +119,8 @@ def build_command(args: argparse.Namespace) -> int:
         cluster = ClusterConfig(partition=args.partition, time=args.time,
                                 cpus_per_task=args.cpus_per_task, mem_per_cpu_gb=args.mem_per_cpu_gb,
                                 env_command=args.env_command, ray_address=args.ray_address)
-        run = dict(executor=args.executor, tasks=args.tasks or args.workers, workers=args.workers,
+        run = dict(executor=args.executor, tasks=args.tasks or TASKS_PER_WORKER * args.workers,
+                   workers=args.workers,
                    progress=not args.quiet, overwrite=args.overwrite, cluster=cluster)
         if args.input != "files":
             if len(args.src) != 1 or args.site_packages:

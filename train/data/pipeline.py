@@ -38,6 +38,9 @@ from train.data.harvest import Source
 from train.data.shards import shard_paths
 
 EXECUTORS = ("local", "slurm", "ray")
+# Default tasks per worker: a task is a contiguous block of the input, and redaction's cost per
+# byte varies by file, so a few blocks per worker let the executor's pool even out the load.
+TASKS_PER_WORKER = 4
 REPORT_FILES = ("report.json", "report.md", "report.png")
 WORK_DIR = "work"
 
