@@ -34,6 +34,7 @@ def _corpus(out: Path) -> tuple[list[dict], dict]:
 
 
 def test_a_killed_build_resumes_and_equals_an_uninterrupted_one(tree):  # noqa: F811
+    """Also: the number of tasks does not change the corpus."""
     whole, killed = tree / "whole", tree / "killed"
     assert subprocess.run(_argv(tree, whole), cwd=REPO, timeout=600).returncode == 0
 
@@ -55,6 +56,14 @@ def test_a_killed_build_resumes_and_equals_an_uninterrupted_one(tree):  # noqa: 
     assert (rows, report) == _corpus(whole)
     assert report["removed"] == OLD_PIPELINE_REMOVED
     assert not (killed / "work" / "curated").exists()  # intermediate data deleted, logs kept
+
+    # Another number of tasks cuts the input elsewhere: the same rows, in the same order.
+    three = tree / "three"
+    argv = _argv(tree, three)
+    argv[argv.index("--tasks") + 1] = "3"
+    assert subprocess.run(argv, cwd=REPO, timeout=600).returncode == 0
+    rows3, report3 = _corpus(three)
+    assert rows3 == rows and report3["removed"] == report["removed"] and report3["kept"] == report["kept"]
 
 
 SBATCH = """#!/bin/sh

@@ -1,4 +1,4 @@
-"""datatrove steps: contiguous task blocks, counted drops, table readers, bounded memory."""
+"""datatrove steps: contiguous task blocks, counted drops, table readers, bounded memory, shards."""
 import json
 import random
 import tracemalloc
@@ -105,3 +105,25 @@ def test_memory_does_not_grow_with_the_bytes_streamed():
     small, large = _peak_bytes(6), _peak_bytes(24)
     streamed = 18 * len(_text(0, 1000))
     assert large - small < 0.25 * streamed, (small, large, streamed)
+
+
+def test_shards_roll_over_and_a_failed_run_publishes_nothing(tmp_path):
+    from train.data.shards import ShardWriter, read_shards, shard_paths
+
+    rows = [{"text": "x" * 40, "path": f"{i}.py", "language": "python", "source": "s",
+             "version": "", "license": "MIT", "group": "s", "split": "train"} for i in range(5)]
+    with ShardWriter(str(tmp_path), shard_bytes=100) as writer:
+        for row in rows:
+            writer.write(row)
+    assert [s["records"] for s in writer.shards] == [3, 2]
+    assert [r["path"] for r in read_shards(str(tmp_path))] == [r["path"] for r in rows]
+
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    try:
+        with ShardWriter(str(failed), shard_bytes=10**6) as writer:
+            writer.write(rows[0])
+            raise RuntimeError("crash")
+    except RuntimeError:
+        pass
+    assert shard_paths(str(failed)) == [] and list(failed.iterdir()) == []
