@@ -132,6 +132,9 @@ def build_command(args: argparse.Namespace) -> int:
                 data = build(sources, args.out, config, **run)
     except ValueError as e:
         return _error(str(e))
+    except ImportError as e:  # the data extra (datatrove...), or Ray for --executor ray
+        extra = "data,ray" if e.name == "ray" else "data"
+        return _error(f"{e.name} is not installed; install infill with pip install -e '.[{extra}]'")
     except StageFailed as e:
         print(f"infill data: {e}", file=sys.stderr)
         return 1

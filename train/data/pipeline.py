@@ -224,6 +224,11 @@ def build(inputs: list[Source] | TableInput, out_dir: str, config: DataConfig, *
     else:
         inputs = [s for s in inputs if package_key(s.name) not in config.exclude_packages]
         reader = SourceReader(inputs, config)
+    if executor == "ray":  # before anything is written: no Ray, no half-prepared output
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=cluster.ray_address if cluster else None)
     out_dir = os.path.abspath(out_dir)
     plan = _plan(inputs, config, executor, tasks)
     resumed = _prepare_out(out_dir, plan, overwrite)
@@ -241,11 +246,6 @@ def build(inputs: list[Source] | TableInput, out_dir: str, config: DataConfig, *
                                      cluster=cluster)
         previous.run()  # submits every stage, each an array job depending on the one before
         return None
-    if executor == "ray":
-        import ray
-
-        if not ray.is_initialized():
-            ray.init(address=cluster.ray_address if cluster else None)
     from tqdm import tqdm
 
     with _console_to(os.path.join(work, "logs", "console.log")) as console:
