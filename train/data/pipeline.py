@@ -190,6 +190,10 @@ def _console_to(path: str):
             os.dup2(saved_fd, 2)
             os.close(saved_fd)
             console.close()
+            # datatrove's logger was last pointed at the log file, now closed: point it back
+            from datatrove.utils.logging import setup_default_logger
+
+            setup_default_logger()
 
 
 class StageFailed(RuntimeError):
