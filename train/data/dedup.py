@@ -15,8 +15,9 @@ input order:
   that share a band are joined into clusters; one file of each cluster is kept, the earliest in
   input order for a pair.
 
-Differences from the one-process pipeline it replaced (bench/pool_ref.py), on purpose and tested
-to give the same counts on the fixture corpus and the same kept files on the benchmark's slice:
+Differences from the one-process pipeline it replaced (bench/pool_ref.py); the report's counts
+on the fixture corpus are the same (tests/train/test_data_cli.py), and on the benchmark's slice of
+the standard library datatrove drops more codec tables as near duplicates (docs/data.md):
 a candidate pair is not re-checked against the estimated Jaccard similarity (a pair at s = 0.6
 is dropped with probability 0.14); clusters are transitive (A~B, B~C drops B and C even when
 A and C differ), and in a cluster of three or more the kept file is the root of datatrove's
