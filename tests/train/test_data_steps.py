@@ -78,6 +78,9 @@ def test_table_rows_go_through_the_per_file_stages(tmp_path, kind):
     report.merge({label: s.total for label, s in curate.stats.stats.items()})
     assert report.to_dict()["removed"] == {"filter.max_line_length": {"python": 1},
                                            "license.not_allowed": {"c": 1}}
+    (tmp_path / "notes.txt").write_text("not rows\n")  # a folder: only its .jsonl* / .parquet files
+    folder = table_reader(kind, str(tmp_path), text_key="content")
+    assert [d.metadata["path"] for d in folder.run(None, 0, 1)] == [r["path"] for r in _rows()]
 
 
 def _text(seed: int, n_lines: int) -> str:

@@ -222,8 +222,11 @@ def build(inputs: list[Source] | TableInput, out_dir: str, config: DataConfig, *
     if missing:
         raise ValueError(f"held-out path {missing[0]!r} does not exist")
     if isinstance(inputs, TableInput):
-        if "://" not in inputs.path and not os.path.exists(inputs.path):
-            raise ValueError(f"input {inputs.path!r} does not exist")
+        if "://" not in inputs.path:
+            if not os.path.exists(inputs.path):
+                raise ValueError(f"input {inputs.path!r} does not exist")
+            if os.path.abspath(out_dir).startswith(os.path.abspath(inputs.path).rstrip(os.sep) + os.sep):
+                raise ValueError("--out is inside the input folder: the build would read its own output")
         reader = table_reader(inputs.kind, inputs.path, inputs.text_key)
     else:
         inputs = [s for s in inputs if package_key(s.name) not in config.exclude_packages]

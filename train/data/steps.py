@@ -143,11 +143,12 @@ class TableColumns:
 
 def table_reader(kind: str, path: str, text_key: str = "text") -> PipelineStep:
     """datatrove's JSONL or Parquet reader over a file or folder (a local path or any fsspec URL,
-    e.g. `hf://datasets/...`), with rows adapted by `TableColumns`."""
+    e.g. `hf://datasets/...`; in a folder, the `.jsonl*` or `.parquet` files at any depth), with
+    rows adapted by `TableColumns`."""
     from datatrove.pipeline.readers import ParquetReader  # needs pyarrow: imported when used
 
     reader = {"jsonl": JsonlReader, "parquet": ParquetReader}[kind]
-    folder, pattern = path, None
+    folder, pattern = path, {"jsonl": "**/*.jsonl*", "parquet": "**/*.parquet"}[kind]
     if path.endswith(TABLE_FILE_SUFFIXES):  # one file: its folder, and its name as the pattern
         folder, pattern = path.rsplit("/", 1) if "/" in path else (".", path)
     return reader(folder, glob_pattern=pattern, adapter=TableColumns(text_key), text_key=text_key)
