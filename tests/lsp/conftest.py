@@ -13,9 +13,11 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 SERVER = [sys.executable, "-m", "lsp"]
 
 
-async def start_client(*args: str, init_options=None, capabilities=None, wait_ready=True) -> LanguageClient:
-    """A pytest-lsp client of an initialized infill-lsp started with `args`; it records `infill/status`."""
-    client = await ClientServerConfig(server_command=SERVER + list(args)).start()
+async def start_client(*args: str, init_options=None, capabilities=None, wait_ready=True, command=SERVER,
+                       env=None) -> LanguageClient:
+    """A pytest-lsp client of an initialized infill-lsp (`command`) started with `args` (and `env`);
+    it records `infill/status`."""
+    client = await ClientServerConfig(server_command=list(command) + list(args), server_env=env).start()
     client.statuses = []
     client.feature("infill/status")(lambda ls, params: client.statuses.append(params))
     await client.initialize_session(types.InitializeParams(
