@@ -167,5 +167,5 @@ def assert_no_network(log: Path) -> None:
         assert event not in ("socket.connect", "socket.bind", "socket.getaddrinfo", "socket.sendto",
                              "socket.sendmsg", "socket.gethostbyname"), line
         if event == "socket.__new__":  # args: (socket, family, type, proto)
-            family = int(line.split(", ")[1])
+            family = int(line.rsplit(", ", 3)[1])
             assert family not in (socket.AF_INET, socket.AF_INET6), line
