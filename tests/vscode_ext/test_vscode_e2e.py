@@ -127,6 +127,21 @@ def _wait_file(path: Path, want: str, timeout: float = 15.0) -> None:
     assert path.read_text() == want
 
 
+def _records(directory: Path) -> list[dict]:
+    return [json.loads(line) for f in sorted(directory.glob("*.jsonl")) for line in f.read_text().splitlines()]
+
+
+def _wait_record(directory: Path, want, timeout: float = 15.0) -> dict:
+    """The first acceptance record (lsp.records) for which `want` is true, once it is written."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [r for r in _records(directory) if want(r)] if directory.is_dir() else []
+        if found:
+            return found[0]
+        time.sleep(0.05)  # polling a condition with a deadline
+    raise AssertionError(f"no such record in {directory}: {_records(directory) if directory.is_dir() else []}")
+
+
 def _servers_of(root: int) -> list[int]:
     """The infill-lsp processes below process `root` (the code-server this test started)."""
     parent: dict[int, int] = {}
@@ -194,6 +209,7 @@ def test_vscode_ghost_text_and_names(tools, tmp_path, tiny_checkpoint):
     venv_bin = Path(sys.executable).parent
     (ws / ".vscode" / "settings.json").write_text(json.dumps({
         "infill.server.command": str(venv_bin / "infill-lsp"), "infill.model": str(tiny_checkpoint),
+        "infill.telemetry": "local", "infill.telemetryDir": str(tmp_path / "records"),
         **{f"infill.{k}": v for k, v in SERVER.items()}}, indent=2))
     (user / "User" / "settings.json").write_text(json.dumps(USER_SETTINGS, indent=2))
     env = {"PATH": f"{NODE_BIN}:/usr/bin:/bin", "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
@@ -255,6 +271,12 @@ def test_vscode_ghost_text_and_names(tools, tmp_path, tiny_checkpoint):
                 page.keyboard.press("Control+S")
                 _wait_file(source, accepted)  # (the model at once offers more ghost text after it)
                 mark("completion accepted")
+                # acceptance records: the suggestion was reported shown, and Tab ran its command
+                record = _wait_record(tmp_path / "records", lambda r: r["event"] == "accept")
+                assert (record["kind"], record["acceptedLength"]) == ("full", len(edit.text))
+                shown = [r for r in _records(tmp_path / "records") if r["event"] == "show"]
+                assert record["id"] in {r["id"] for r in shown}
+                mark("acceptance recorded")
 
                 line, column = RENAME_AT
                 page.keyboard.press("Escape")
