@@ -541,8 +541,11 @@ def build_server(options: ServerOptions | None = None, clock: Clock | None = Non
     @server.command(ACCEPTED)
     def accepted(ls: InfillServer, *args) -> None:
         for arg in args:  # [{"id": ...}]: the item's command, run by the client after a full acceptance
-            if (id := _param(arg, "id")) is not None:
-                ls.acceptance.accepted(str(id), "full")
+            try:
+                if (id := _param(arg, "id")) is not None:
+                    ls.acceptance.accepted(str(id), "full")
+            except Exception:  # a record is never worth an error in the editor
+                log.exception("recording an acceptance failed")
 
     @server.feature(types.TEXT_DOCUMENT_INLAY_HINT, types.InlayHintOptions(resolve_provider=False))
     @guarded(list)

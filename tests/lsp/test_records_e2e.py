@@ -64,6 +64,7 @@ def suggestion_id(item: types.InlineCompletionItem) -> str:
 async def test_show_accept_then_retention_after_edits(lsp, tiny_checkpoint, tmp_path):
     client = await start(lsp, tiny_checkpoint, tmp_path)
     try:
+        assert "infill.accepted" in client.init_result.capabilities.execute_command_provider.commands
         lsp.open_doc(client, URI, DOC)
         item = await suggestion(client, lsp)
         sid, text = suggestion_id(item), item.insert_text

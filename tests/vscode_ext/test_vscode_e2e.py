@@ -127,6 +127,40 @@ def _wait_file(path: Path, want: str, timeout: float = 15.0) -> None:
     assert path.read_text() == want
 
 
+def start_code_server(root: Path, ws: Path) -> tuple[subprocess.Popen, int]:
+    """code-server on folder `ws` with the .vsix installed, once it answers: (process, port). Its user
+    data (settings in root/user/User/settings.json), extensions, HOME and log are under `root`."""
+    user, exts, home = root / "user", root / "exts", root / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {"PATH": f"{NODE_BIN}:/usr/bin:/bin", "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+           "XDG_DATA_HOME": str(home / ".local/share"), "EXTENSIONS_GALLERY": "{}", "LANG": "C.UTF-8"}
+    dirs = ["--user-data-dir", str(user), "--extensions-dir", str(exts)]
+    subprocess.run([str(CODE_SERVER), *dirs, "--install-extension", str(VSIX)], env=env, check=True,
+                   timeout=180, capture_output=True)
+    assert any(p.name.startswith("infill.infill-") for p in exts.iterdir())
+    port, log = _free_port(), root / "code-server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(CODE_SERVER), "--auth", "none", "--bind-addr", f"127.0.0.1:{port}", *dirs,
+                                 "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust",
+                                 "--disable-getting-started-override", str(ws)],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/healthz", proc, log)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, port
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _records(directory: Path) -> list[dict]:
     return [json.loads(line) for f in sorted(directory.glob("*.jsonl")) for line in f.read_text().splitlines()]
 
@@ -200,10 +234,9 @@ def test_vscode_ghost_text_and_names(tools, tmp_path, tiny_checkpoint):
     assert inserts, "the tiny model infers no type here: change BEFORE"
     annotated = _apply(renamed, [(at, at, new) for at, new in inserts])
 
-    ws, user, exts, home = (tmp_path / d for d in ("ws", "user", "exts", "home"))
+    ws, user = tmp_path / "ws", tmp_path / "user"
     (ws / ".vscode").mkdir(parents=True)
     (user / "User").mkdir(parents=True)
-    home.mkdir()
     source = ws / "demo.py"
     source.write_text(BEFORE)
     venv_bin = Path(sys.executable).parent
@@ -212,9 +245,6 @@ def test_vscode_ghost_text_and_names(tools, tmp_path, tiny_checkpoint):
         "infill.telemetry": "local", "infill.telemetryDir": str(tmp_path / "records"),
         **{f"infill.{k}": v for k, v in SERVER.items()}}, indent=2))
     (user / "User" / "settings.json").write_text(json.dumps(USER_SETTINGS, indent=2))
-    env = {"PATH": f"{NODE_BIN}:/usr/bin:/bin", "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-           "XDG_DATA_HOME": str(home / ".local/share"), "EXTENSIONS_GALLERY": "{}", "LANG": "C.UTF-8"}
-    dirs = ["--user-data-dir", str(user), "--extensions-dir", str(exts)]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t0 = time.monotonic()
@@ -222,20 +252,9 @@ def test_vscode_ghost_text_and_names(tools, tmp_path, tiny_checkpoint):
     def mark(what: str) -> None:
         timings[what] = round(time.monotonic() - t0, 2)
 
-    subprocess.run([str(CODE_SERVER), *dirs, "--install-extension", str(VSIX)], env=env, check=True,
-                   timeout=180, capture_output=True)
-    assert any(p.name.startswith("infill.infill-") for p in exts.iterdir())
-    mark("extension installed")
-
-    port, log = _free_port(), tmp_path / "code-server.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([str(CODE_SERVER), "--auth", "none", "--bind-addr", f"127.0.0.1:{port}", *dirs,
-                                 "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust",
-                                 "--disable-getting-started-override", str(ws)],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc, port = start_code_server(tmp_path, ws)
+    mark("extension installed, code-server up")
     try:
-        _wait_http(f"http://127.0.0.1:{port}/healthz", proc, log)
-        mark("code-server up")
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1200, "height": 720})
@@ -324,11 +343,6 @@ def test_vscode_ghost_text_and_names(tools, tmp_path, tiny_checkpoint):
             finally:
                 browser.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
         print("timings (s from start):", timings)
