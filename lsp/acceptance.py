@@ -10,7 +10,8 @@ Rules:
 - Rejected by timeout (Continue's rule): shown, and neither accepted nor continued within
   `REJECT_AFTER_S`. Continued: a later suggestion of the same document, shown, that extends it: the
   user typed the first k characters of it (k >= 0) and the new one starts with the rest of it. A
-  suggestion accepted after its timeout is still recorded as accepted (the report counts it so).
+  suggestion accepted after its timeout (within `FORGET_REJECTED_S`) is still recorded as accepted,
+  and the report counts it as accepted.
 - Retention: at 30 s, 2 min and 5 min after the first acceptance, the accepted text is compared with
   the text now at its place: the place is tracked through every didChange (an edit before it moves
   it, an edit inside it becomes part of it, text typed right after it is not part of it).
@@ -41,6 +42,8 @@ COMMAND = "infill.accepted"
 REJECT_AFTER_S = 10.0
 FORGET_OFFERED_S = 60.0
 """A suggestion offered but never shown is forgotten after this long."""
+FORGET_REJECTED_S = 600.0
+"""A rejected suggestion is kept this long after it was shown, so a late Tab is still an acceptance."""
 MAX_LIVE = 512
 """Most suggestions kept at once (the oldest go first): a client that never reports costs nothing."""
 
@@ -133,6 +136,8 @@ class Acceptance:
             return  # nothing new (a repeated command)
         if s.state == "offered":  # a client that never says didShow: accepting it showed it
             self.shown(id)
+        elif s.state == "extended":
+            return  # its continuation is the one on screen
         s.state, s.accepted = "accepted", s.text[:n]
         doc = self.docs.get(s.uri, "")
         if not doc.startswith(s.accepted, s.start):  # the place moved in a way we did not see: find it
@@ -189,7 +194,8 @@ class Acceptance:
         for s in list(self.live.values()):
             if s.state == "shown" and now - s.shown_at >= REJECT_AFTER_S:
                 self.rejected(s.id, "timeout")
-            elif s.state == "offered" and now - s.offered_at >= FORGET_OFFERED_S:
+            elif s.state == "offered" and now - s.offered_at >= FORGET_OFFERED_S or \
+                    s.state == "rejected" and now - (s.shown_at or s.offered_at) >= FORGET_REJECTED_S:
                 self._drop(s)
             while s.state == "accepted" and s.checks and now - s.accepted_at >= s.checks[0]:
                 self._retention(s, s.checks.pop(0))
@@ -205,7 +211,7 @@ class Acceptance:
 
     # bookkeeping -----------------------------------------------------------------------------------
     def _drop_if_done(self, s: Suggestion) -> None:
-        if s.state in ("extended", "rejected") or (s.state == "accepted" and not s.checks):
+        if s.state == "extended" or (s.state == "accepted" and not s.checks):
             self._drop(s)
 
     def _drop(self, s: Suggestion) -> None:

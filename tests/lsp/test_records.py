@@ -133,3 +133,19 @@ def test_a_suggestion_accepted_late_and_again_is_recorded_once_per_step(tmp_path
     acc.accepted(sid, "full")  # the command after a didAccept full
     assert [(r["event"], r.get("kind"), r.get("acceptedLength")) for r in read_records(tmp_path / "rec")] == [
         ("show", None, None), ("accept", "word", 6), ("accept", "full", 11)]
+
+
+def test_a_tab_after_the_timeout_is_still_an_acceptance(tmp_path):
+    acc = tracker(tmp_path)
+    late = acc.offer("file:///a.py", "", Edit("late", 0, 0), META)
+    gone = acc.offer("file:///b.py", "", Edit("gone", 0, 0), META)
+    acc.shown(late)
+    acc.shown(gone)
+    acc.clock.advance(15)
+    acc.sweep()
+    acc.accepted(late)  # the ghost text stayed on screen while the user thought
+    acc.clock.advance(600)
+    acc.sweep()
+    acc.accepted(gone)  # too late: forgotten
+    assert [(e, i) for e, i in events(tmp_path) if e != "retention"] == [
+        ("show", late), ("show", gone), ("reject", late), ("reject", gone), ("accept", late)]
