@@ -328,7 +328,7 @@ class InfillServer(LanguageServer):
                 "language": syntax.language_of(uri, doc.language_id),
                 "latencyMs": _ms(last.latency_ms), "ttftMs": _ms(last.ttft_ms), "promptTokens": last.prompt_tokens,
                 "cachedTokens": last.cached_tokens, "contextTokens": last.context_tokens,
-                "cacheModel": cache_model if cache_model is None or isinstance(cache_model, bool) else bool(cache_model),
+                "cacheModel": None if cache_model is None else bool(cache_model),
                 "typedThrough": last.typed_through}
         self._offered[uri] = (edit, self.acceptance.offer(uri, text, edit, meta))
         if self._sweeper is None or self._sweeper.done():
