@@ -9,7 +9,8 @@ all suggestions, then by language and by model:
   full, part.  the share accepted whole, and accepted only in part (word or line)
   chars/shown  accepted characters per suggestion shown
   kept 30s/2m/5m  mean similarity of the accepted text to what is at its place then (1 = untouched)
-  p50, p90     latency (request to suggestion), milliseconds
+  p50, p90     latency (request to suggestion) of the suggestions shown that ran the model (typed-through
+               ones and continued ones included), milliseconds
   cache hit    the share served from a cache: typed through, or prompt tokens from the session KV cache
   cache model  the share where the cache model (n-gram mixture) was used, of those the engine says
 With --out DIR: DIR/index.html with the same tables and three plots (matplotlib): acceptance by day,
@@ -63,6 +64,8 @@ class Outcome:
 
     meta: dict
     day: str
+    continued: bool = False
+    """A later suggestion continued it: not counted, except in the model's latency."""
     shown: bool = False
     full: bool = False
     accepted: int = 0
@@ -85,15 +88,24 @@ def outcomes(records) -> list[Outcome]:
             o.accepted = max(o.accepted, int(r.get("acceptedLength") or 0))
         elif r["event"] == "retention" and isinstance(r.get("similarity"), (int, float)):
             o.kept[int(r.get("after", 0))] = float(r["similarity"])
-    return [o for i, o in by_id.items() if o.shown and i not in continued]
+    for i in continued & by_id.keys():
+        by_id[i].continued = True
+    return [o for o in by_id.values() if o.shown]
+
+
+def model_latencies(group: list[Outcome]) -> list[float]:
+    """The latencies of the suggestions of `group` that ran the model."""
+    return [o.meta["latencyMs"] for o in group
+            if isinstance(o.meta.get("latencyMs"), (int, float)) and not o.meta.get("typedThrough")]
 
 
 def summary(group: list[Outcome]) -> dict:
     """The report's figures for a group of suggestions (None where there is nothing to measure)."""
     import numpy as np
 
+    latency = model_latencies(group)
+    group = [o for o in group if not o.continued]
     n = len(group)
-    latency = [o.meta["latencyMs"] for o in group if isinstance(o.meta.get("latencyMs"), (int, float))]
     said = [o.meta["cacheModel"] for o in group if isinstance(o.meta.get("cacheModel"), bool)]
     out = {
         "shown": n,
@@ -156,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
     records = list(read_records(directory, since, warn))
     found = outcomes(records)
     span = "all records" if since is None else f"since {since:%Y-%m-%d %H:%M} UTC"
-    print(f"{len(records)} records, {len(found)} suggestions shown, {span}, from {directory}")
+    shown = sum(not o.continued for o in found)
+    print(f"{len(records)} records, {shown} suggestions shown, {span}, from {directory}")
     if not records:
         print("nothing recorded yet: set the server option telemetry to \"local\" (docs/lsp.md)")
     for title, rows in tables(found):
@@ -178,7 +191,7 @@ def write_html(found: list[Outcome], out: Path, span: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     plots = []
 
-    days = sorted({o.day for o in found})
+    days = sorted({o.day for o in found if not o.continued})
     fig, ax = plt.subplots(figsize=(7, 3.2))
     by_day = [summary([o for o in found if o.day == d]) for d in days]
     ax.bar(days, [s["full"] or 0 for s in by_day], label="full")
@@ -190,11 +203,10 @@ def write_html(found: list[Outcome], out: Path, span: str) -> Path:
     plots.append(_save(fig, out / "acceptance_by_day.png"))
 
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    latency = [o.meta["latencyMs"] for o in found if isinstance(o.meta.get("latencyMs"), (int, float))]
-    ax.hist(latency, bins=30)
+    ax.hist(model_latencies(found), bins=30)
     ax.set_xlabel("latency, ms")
     ax.set_ylabel("suggestions")
-    ax.set_title("Latency")
+    ax.set_title("Latency of the suggestions that ran the model")
     plots.append(_save(fig, out / "latency.png"))
 
     fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -214,7 +226,8 @@ def write_html(found: list[Outcome], out: Path, span: str) -> Path:
     parts = [f"<!doctype html><meta charset=utf-8><title>infill report</title>",
              "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:right}"
              "td:first-child,th:first-child{text-align:left}</style>",
-             f"<h1>infill report</h1><p>{len(found)} suggestions shown, {html.escape(span)}</p>"]
+             f"<h1>infill report</h1><p>{sum(not o.continued for o in found)} suggestions shown, "
+             f"{html.escape(span)}</p>"]
     for title, rows in tables(found):
         parts.append(f"<h2>{html.escape(title)}</h2><table><tr><th></th>"
                      + "".join(f"<th>{html.escape(name)}</th>" for _, name, _ in COLUMNS) + "</tr>")

@@ -2,8 +2,8 @@
 
   a  python/tiny   shown, accepted whole (20 chars), kept 1.0 / 0.8 / 0.6, 100 ms
   b  python/tiny   shown, rejected (timeout), 200 ms, 50 tokens from the KV cache, cache model used
-  c  python/tiny   shown, then continued by d: counts as d
-  d  python/tiny   typed through (a cache hit), 2 ms, accepted a word (4 of 9 chars), cache model unknown
+  c  python/tiny   shown, 350 ms, then continued by d: counts as d (but its model latency counts)
+  d  python/tiny   typed through (a cache hit, no model: not in the latency), accepted a word (4 of 9 chars), cache model unknown
   e  ts/other      shown, a line (10) then the whole (30 chars) accepted, kept 1 record 0.9, 300 ms
   f  ts/other      accepted whole (5 chars) by a client that never said didShow, 400 ms
   g  ts/other      shown, rejected by the client, 500 ms
@@ -28,7 +28,7 @@ def test_the_figures_of_the_fixture_log():
     assert s["full"] == pytest.approx(3 / 6) and s["partial"] == pytest.approx(1 / 6)
     assert s["chars"] == pytest.approx((20 + 4 + 30 + 5) / 6)
     assert (s["kept30"], s["kept120"], s["kept300"]) == (pytest.approx(0.95), 0.8, 0.6)
-    assert (s["p50"], s["p90"]) == (250, 450)  # of 2 100 200 300 400 500, linear interpolation
+    assert (s["p50"], s["p90"]) == (325, 450)  # of 100 200 300 350 400 500, linear interpolation
     assert s["cacheHit"] == pytest.approx(2 / 6) and s["cacheModel"] == pytest.approx(1 / 5)
     by = dict(tables(found)[1][1])
     assert by["python"]["shown"] == by["typescript"]["shown"] == 3
@@ -46,7 +46,7 @@ def test_the_command_prints_the_tables_and_writes_the_page(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "17 records, 6 suggestions shown" in out
     row = next(line for line in out.splitlines() if line.startswith("all  "))
-    assert row.split() == ["all", "6", "50.0%", "16.7%", "9.8", "0.95", "0.80", "0.60", "250", "450", "33.3%", "20.0%"]
+    assert row.split() == ["all", "6", "50.0%", "16.7%", "9.8", "0.95", "0.80", "0.60", "325", "450", "33.3%", "20.0%"]
     assert err.count("warning") == 2
     page = (tmp_path / "out" / "index.html").read_text()
     for png in ("acceptance_by_day.png", "latency.png", "acceptance_by_length.png"):
