@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from lsp.records import RETENTION_AFTER_S, default_dir, parse_time, read_records
+from lsp.records import RETENTION_AFTER_S, default_dir, read_records
 
 _SPAN = re.compile(r"(\d+)([mhdw])")
 _UNIT = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

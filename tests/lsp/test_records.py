@@ -78,7 +78,8 @@ def test_an_unwritable_directory_drops_records_and_never_raises(tmp_path, caplog
     assert sum("cannot write" in r.message for r in caplog.records) == 1
 
 
-def change(text, start, end, new):
+def change(start, end, new):
+    """A didChange content change of line 0."""
     return types.TextDocumentContentChangePartial(
         range=types.Range(types.Position(0, start), types.Position(0, end)), text=new)
 
@@ -94,7 +95,7 @@ def test_the_accepted_text_is_followed_through_edits(tmp_path):
              (8, 10, "a,  ")]  # inside it: part of it
     for start, end, new in steps:
         doc = doc[:start] + new + doc[end:]
-        acc.changed(uri, [change(doc, start, end, new)], doc, "utf-16")
+        acc.changed(uri, [change(start, end, new)], doc, "utf-16")
         if new == "a, b)":
             acc.accepted(sid)
     acc.clock.advance(30)
