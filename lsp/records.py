@@ -11,8 +11,8 @@ Rules:
   may share the directory); directory 0700, files 0600.
 - Every key of a record is a key of `FIELDS` (the writer checks); a record never holds code text
   unless `telemetryText` is on, and then only in the `text` field.
-- Writing never raises into the server: a full disk or a read-only directory is logged once per
-  directory and the record is dropped. Reading skips a line that is not a record of this schema
+- Writing never raises into the server: a full disk or a read-only directory is reported once per
+  directory (the server shows it to the user) and the record is dropped. Reading skips a line that is not a record of this schema
   (a crash mid-write, a hand edit) with a warning naming the file and the line.
 """
 from __future__ import annotations
@@ -99,8 +99,10 @@ def check(record: dict) -> str | None:
 class RecordStore:
     """Appends records to the day's file of `directory` (see the module rules)."""
 
-    def __init__(self, directory: Path | str):
+    def __init__(self, directory: Path | str, warn: Callable[[str], None] = log.warning):
         self.directory = Path(directory).expanduser()
+        self.warn = warn
+        """Told once, in one line, when records cannot be written (the server shows it to the user)."""
         self._failed = False
 
     def path_for(self, record: dict) -> Path:
@@ -120,8 +122,8 @@ class RecordStore:
         except OSError as exc:
             if not self._failed:
                 self._failed = True
-                log.warning("acceptance records: cannot write to %s (%s); records are dropped",
-                            self.directory, exc.strerror or exc)
+                self.warn(f"acceptance records: cannot write to {self.directory} ({exc.strerror or exc}); "
+                          "records are dropped")
 
 
 def read_records(directory: Path | str, since: datetime | None = None,

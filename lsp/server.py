@@ -149,7 +149,7 @@ class InfillServer(LanguageServer):
         old, self.options = self.options, new
         if initial or (new.telemetry, new.telemetry_text, new.telemetry_dir) != \
                 (old.telemetry, old.telemetry_text, old.telemetry_dir):
-            self.acceptance.configure(RecordStore(new.telemetry_dir or default_dir())
+            self.acceptance.configure(RecordStore(new.telemetry_dir or default_dir(), self.show_warning)
                                       if new.telemetry == "local" else None, new.telemetry_text)
         if new.context and self.context_started is False and not initial:
             self.start_context()
@@ -219,6 +219,9 @@ class InfillServer(LanguageServer):
             self.window_show_message(types.ShowMessageParams(type=kind, message=message))
         except Exception:  # no client connected (yet): the log has it
             log.debug("could not show a message", exc_info=True)
+
+    def show_warning(self, message: str) -> None:
+        self.show(f"infill-lsp: {message}", types.MessageType.Warning)
 
     def status(self) -> dict:
         """The `infill/status` payload (documented in docs/lsp.md)."""
