@@ -12,8 +12,9 @@ Rules:
 - Every key of a record is a key of `FIELDS` (the writer checks); a record never holds code text
   unless `telemetryText` is on, and then only in the `text` field.
 - Writing never raises into the server: a full disk or a read-only directory is reported once per
-  directory (the server shows it to the user) and the record is dropped. Reading skips a line that is not a record of this schema
-  (a crash mid-write, a hand edit) with a warning naming the file and the line.
+  directory (the server shows it to the user) and the record is dropped. Reading skips a line that
+  is not a record of this schema (a crash mid-write, a hand edit) with a warning naming the file and
+  the line.
 """
 from __future__ import annotations
 
