@@ -24,6 +24,13 @@ def tracker(tmp_path, wall=datetime(2026, 12, 4, 12, tzinfo=timezone.utc).timest
     return acc
 
 
+def show(acc, text: str, uri: str = "file:///a.py") -> str:
+    """Offer `text` at the start of an empty document `uri` and say it was shown: its id."""
+    sid = acc.offer(uri, "", Edit(text, 0, 0), META)
+    acc.shown(sid)
+    return sid
+
+
 def events(tmp_path) -> list[tuple[str, str]]:
     return [(r["event"], r["id"]) for r in read_records(tmp_path / "rec")]
 
@@ -57,9 +64,7 @@ def test_a_corrupted_line_is_skipped_with_a_warning(tmp_path):
 def test_code_text_only_when_asked(tmp_path):
     secret = "password = 'hunter2'"
     for text in (False, True):
-        acc = tracker(tmp_path / str(text), text=text)
-        sid = acc.offer("file:///a.py", "", Edit(secret, 0, 0), META)
-        acc.shown(sid)
+        show(tracker(tmp_path / str(text), text=text), secret)
         raw = b"".join(p.read_bytes() for p in (tmp_path / str(text) / "rec").iterdir())
         assert (b"hunter2" in raw) is text
 
@@ -73,8 +78,8 @@ def test_an_unwritable_directory_drops_records_and_never_raises(tmp_path):
     (tmp_path / "file").write_text("")
     acc, told = Acceptance(ManualClock()), []
     acc.configure(RecordStore(tmp_path / "file" / "rec", told.append), False)
-    acc.shown(acc.offer("file:///a.py", "", Edit("x", 0, 0), META))
-    acc.shown(acc.offer("file:///b.py", "", Edit("y", 0, 0), META))
+    show(acc, "x")
+    show(acc, "y", "file:///b.py")
     assert told == [f"acceptance records: cannot write to {tmp_path / 'file' / 'rec'} (Not a directory); "
                     "records are dropped"]
 
@@ -114,9 +119,8 @@ def test_a_full_text_change_is_followed_too(tmp_path):
 
 def test_closing_a_document_rejects_what_is_shown_and_ends_retention(tmp_path):
     acc = tracker(tmp_path)
-    shown = acc.offer("file:///a.py", "", Edit("x", 0, 0), META)
+    show(acc, "x")
     kept = acc.offer("file:///a.py", "", Edit("zz", 0, 0), META)
-    acc.shown(shown)
     acc.accepted(kept)
     acc.closed("file:///a.py")
     acc.clock.advance(400)
@@ -127,8 +131,7 @@ def test_closing_a_document_rejects_what_is_shown_and_ends_retention(tmp_path):
 
 def test_a_suggestion_accepted_late_and_again_is_recorded_once_per_step(tmp_path):
     acc = tracker(tmp_path)
-    sid = acc.offer("file:///a.py", "", Edit("hello world", 0, 0), META)
-    acc.shown(sid)
+    sid = show(acc, "hello world")
     acc.accepted(sid, "word", 6)
     acc.accepted(sid, "word", 6)  # nothing new
     acc.accepted(sid, "full")
@@ -139,10 +142,7 @@ def test_a_suggestion_accepted_late_and_again_is_recorded_once_per_step(tmp_path
 
 def test_a_tab_after_the_timeout_is_still_an_acceptance(tmp_path):
     acc = tracker(tmp_path)
-    late = acc.offer("file:///a.py", "", Edit("late", 0, 0), META)
-    gone = acc.offer("file:///b.py", "", Edit("gone", 0, 0), META)
-    acc.shown(late)
-    acc.shown(gone)
+    late, gone = show(acc, "late"), show(acc, "gone", "file:///b.py")
     acc.clock.advance(15)
     acc.sweep()
     acc.accepted(late)  # the ghost text stayed on screen while the user thought
