@@ -30,8 +30,8 @@ Rules:
 - Positions are UTF-16 unless the client offers UTF-8 (then UTF-8, which costs no conversion).
 - `infill/status` (a notification) tells clients the model, device, state and last latencies, and
   in `off` which features this engine cannot serve and why (`lsp.types.unavailable`,
-  `lsp.names.unavailable`: an OpenAI-compatible server without logprobs); a window message says it
-  once per loaded model.
+  `lsp.names.unavailable`: an OpenAI-compatible server without logprobs; `tokenHealing`: a server
+  that cannot constrain the first token); a window message says it once per loaded model.
 - Type inference (`lsp.types`: inlay hints, hover, the "Add inferred type annotations" code action)
   and name suggestions (`lsp.names`: the rename code actions, prepareRename's placeholder) run the
   same way, one slot or symbol at a time, and stop when their document changes. Their results are
@@ -205,11 +205,14 @@ class InfillServer(LanguageServer):
             return
         if load_id == self._load_id:  # a newer configuration did not start another load meanwhile
             self.engine, self.state, self.message = engine, "ready", ""
+            healing = engine.unavailable.get("heal") if "heal" not in engine.capabilities else None
             self.off = {k: why for k, why in (("typeHints", inference.unavailable(engine)),
-                                              ("variableNames", names.unavailable(engine))) if why}
+                                              ("variableNames", names.unavailable(engine)),
+                                              ("tokenHealing", healing)) if why}
             for feature, why in self.off.items():
-                shown = {"typeHints": "type hints", "variableNames": "name suggestions"}[feature]
-                self.show(f"infill-lsp: {shown} are off for {engine.name}: {why}", types.MessageType.Warning)
+                shown = {"typeHints": "type hints are", "variableNames": "name suggestions are",
+                         "tokenHealing": "token healing is"}[feature]
+                self.show(f"infill-lsp: {shown} off for {engine.name}: {why}", types.MessageType.Warning)
             self.send_status()
 
     # messages to the client -----------------------------------------------------------------------
