@@ -40,7 +40,7 @@ FIELDS: dict[str, str] = {
     "event": "`show`, `accept`, `reject` or `retention`",
     "id": "the suggestion's id (the `id` of `infill/didShow`, `infill/didAccept`, `infill.accepted`)",
     "model": "the model's name (the checkpoint directory's name, or `openai:URL`)",
-    "engine": "`local`, `hf` or `openai`",
+    "engine": "the engine's kind: `infill`, `hf`, `openai` or `openai#llama-infill` (`infill.engines.load.ENGINES`)",
     "language": "the document's language (`python`, `typescript`, ...)",
     "latencyMs": "request to suggestion, milliseconds",
     "ttftMs": "request to first generated token, milliseconds (null when no model ran)",

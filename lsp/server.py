@@ -330,7 +330,7 @@ class InfillServer(LanguageServer):
         if edit is None or self.acceptance.store is None or (engine := self.engine) is None:
             return
         last = self.last
-        meta = {"model": engine.name, "engine": type(engine).__name__.removesuffix("Engine").lower(),
+        meta = {"model": engine.name, "engine": _kind(engine),
                 "language": syntax.language_of(uri, doc.language_id),
                 "latencyMs": _ms(last.latency_ms), "ttftMs": _ms(last.ttft_ms), "promptTokens": last.prompt_tokens,
                 "cachedTokens": last.cached_tokens, "contextTokens": last.context_tokens,
@@ -411,6 +411,14 @@ class InfillServer(LanguageServer):
         self.acceptance.closed(uri)
         if (engine := self.engine) is not None:
             self.worker.call(lambda: engine.drop_session(uri))
+
+
+def _kind(engine) -> str:
+    """The engine's kind, as `infill.engines.load.ENGINES` names it (else its class name)."""
+    from infill.engines.load import ENGINES
+
+    name = type(engine).__name__
+    return next((kind for kind, where in ENGINES.items() if where.rsplit(":", 1)[-1] == name), name)
 
 
 def _ms(value: float | None) -> float | None:

@@ -106,7 +106,7 @@ async def test_show_accept_then_retention_after_edits(client, lsp, tmp_path):
     assert {r["id"] for r in got} == {sid}
     show, accept, r30, r120, r300 = got
     assert accept["kind"] == "full" and accept["acceptedLength"] == len(text) == show["length"]
-    assert show["model"] == "tiny" and show["engine"] == "local" and show["language"] == "python"
+    assert show["model"] == "tiny" and show["engine"] == "infill" and show["language"] == "python"
     assert show["latencyMs"] > 0 and show["promptTokens"] > 0 and show["extends"] is None
     assert r30["similarity"] == 1.0
     edited = "XYZ" + text[2:]
