@@ -436,15 +436,17 @@ def _load_engine(options: ServerOptions):
 
 
 def guarded(empty):
-    """A handler's guard: its answer, or `empty` on any failure (logged, never raised to the client)."""
+    """A handler's guard: its answer, or `empty` on any failure (logged, never raised to the client),
+    BaseExceptions included (pyo3 raises a Rust panic as one); only cancellation, KeyboardInterrupt and
+    SystemExit go through."""
     def wrap(handler):
         @functools.wraps(handler)
         async def run(ls: InfillServer, params):
             try:
                 return await handler(ls, params)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
                 raise
-            except Exception:
+            except BaseException:  # a pyo3 PanicException (a tokenizer's regex engine) is no Exception
                 uri = getattr(getattr(params, "text_document", None), "uri", "")
                 log.exception("%s failed for %s", handler.__name__, uri)
                 return empty() if callable(empty) else empty
@@ -458,7 +460,9 @@ def quiet(handler):
     def run(ls: InfillServer, params):
         try:
             handler(ls, params)
-        except Exception:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # as in `guarded`
             log.exception("%s failed", handler.__name__)
     return run
 

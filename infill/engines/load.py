@@ -16,9 +16,10 @@ and one line there):
 from __future__ import annotations
 
 import importlib
-import json
 import os
 from pathlib import Path
+
+from infill.checkpoint import read_json
 
 ENGINES = {
     "infill": "infill.engines.local:LocalEngine",
@@ -60,7 +61,7 @@ def engine_kind(name: str, template: str | None = None) -> str:
         if not config.is_file():
             return "infill"
         try:
-            data = json.loads(config.read_text())
+            data = read_json(config)
         except (OSError, ValueError):
             return "infill"  # the checkpoint loader names the broken file
         return "infill" if isinstance(data, dict) and isinstance(data.get("model"), dict) else "hf"
