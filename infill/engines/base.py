@@ -17,6 +17,8 @@ Capabilities (strings in `Engine.capabilities`):
 - "cache": a request's `cache` mixes the cache model (`infill.cache`) into the next-token
   distribution; it needs the model's whole distribution, so an engine over a completions server
   has no "cache" and ignores the field.
+- "heal": the engine heals the token at the cursor (`InfillRequest.heal`) where its prompt ends in
+  the prefix; a server that cannot says why in `unavailable["heal"]` and sends the prompt unhealed.
 
 Rules kept here, once for all engines:
 - The stop rule (`end_of`): a middle ends before the first stop string or where the caller's
@@ -48,7 +50,7 @@ __all__ = ["CAPABILITIES", "CacheConfig", "CacheSource", "CannotScore", "Complet
 SCORE_RESERVE = 64
 """A score fits its prompt as a generation of max(SCORE_RESERVE, middle tokens) tokens would: the same
 prompt for every short middle, so the scores of alternatives compare."""
-CAPABILITIES = frozenset({"infill", "score", "multi_hole_score", "sampled_logprobs", "text_score", "cache"})
+CAPABILITIES = frozenset({"infill", "score", "multi_hole_score", "sampled_logprobs", "text_score", "cache", "heal"})
 
 
 class CannotScore(ValueError):
