@@ -207,13 +207,13 @@ def infill_request(plan: CompletionPlan, options: ServerOptions, *, session: str
                    ) -> InfillRequest:
     """The engine request for a plan: the plan's stop rule, the options' budgets, the repository
     context ((path, text) chunks, best first) when the options switch it on, and the cache model
-    (`cache`, default `CacheConfig()` within `cacheModelMb`) over the whole `document` at `version`
+    (`cache`, default `CacheConfig()` within `cacheSourcesMb`) over the whole `document` at `version`
     and the (key, version, text) `sources` when `options.cache` is on."""
     config = GenerationConfig(max_tokens=options.max_tokens, temperature=options.temperature,
                               time_budget_s=options.time_budget_ms / 1000)
     context = tuple((clean(p), clean(t)) for p, t in context) if options.context else ()
     if options.cache:
-        cache = replace(cache or CacheConfig(), limit_mb=options.cache_model_mb)
+        cache = replace(cache or CacheConfig(), limit_mb=options.cache_sources_mb)
     else:
         cache, sources = None, ()
     return InfillRequest(plan.prefix, plan.suffix, config, stop_at=plan.end_of, session=session, ext=ext or None,

@@ -58,7 +58,7 @@ class ServerOptions:
     cache: bool = True
     """The cache model: an n-gram model of the document and the workspace sources of repository
     context, mixed into the model's next-token distribution (`infill.cache`; engines with logits)."""
-    cache_model_mb: float = 64.0
+    cache_sources_mb: float = 64.0
     """Memory for the cache model's token ids (the least recently used source goes first)."""
     telemetry: str = "off"
     """Acceptance records (`lsp.records`): off, or local (JSONL files on this machine; nothing is sent)."""
@@ -107,7 +107,7 @@ def _check(name: str, v: Any) -> str | None:
         return None if _is_number(v) and 0 <= v <= 2 else f"{key} must be a number from 0 to 2"
     if name == "time_budget_ms":
         return None if _is_number(v) and 10 <= v <= 60_000 else f"{key} must be a number from 10 to 60000"
-    if name in ("cache_mb", "cache_model_mb"):
+    if name in ("cache_mb", "cache_sources_mb"):
         return None if _is_number(v) and 0 <= v <= 1 << 20 else f"{key} must be a number of MiB, 0 or more"
     if name == "type_confidence":
         return None if _is_number(v) and 0 <= v <= 1 else f"{key} must be a probability from 0 to 1"
@@ -137,7 +137,7 @@ def update_options(current: ServerOptions, raw: Any) -> tuple[ServerOptions, lis
         if name is None:
             problems.append(f"unknown setting {key!r} (known: {', '.join(sorted(_FIELDS))})")
             continue
-        if name in ("temperature", "time_budget_ms", "cache_mb", "cache_model_mb", "type_confidence") \
+        if name in ("temperature", "time_budget_ms", "cache_mb", "cache_sources_mb", "type_confidence") \
                 and _is_number(value):
             value = float(value)
         if name == "context_sources" and isinstance(value, list):

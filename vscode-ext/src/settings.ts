@@ -20,7 +20,7 @@ export const SERVER_KEYS = [
     "model", "device", "maxTokens", "temperature", "timeBudgetMs", "cacheMb",
     "completion", "typeHints", "variableNames", "typeConfidence", "nameSuggestions",
     "context", "contextTokens", "contextSources", "contextFileKb",
-    "telemetry", "telemetryText", "telemetryDir", "cache", "cacheModelMb",
+    "telemetry", "telemetryText", "telemetryDir", "cache", "cacheSourcesMb",
 ] as const;
 
 export type ServerKey = (typeof SERVER_KEYS)[number];
