@@ -136,7 +136,7 @@ def cmd_identifiers(args) -> int:
     engine = _engine(args)
     files = identifiers.held_out_files(Path(args.data) if args.data else None)
     run = identifiers.evaluate_types if args.command_name == "types" else identifiers.evaluate_names
-    summary = run(engine, files, Path(args.out), limit=args.limit, progress=not args.quiet)
+    summary = run(engine, files, Path(args.out), limit=args.limit, progress=not args.quiet, cache=args.cache)
     _print_summary(summary)
     return 0
 
@@ -224,6 +224,9 @@ def register(sub):
         p = ev.add_parser(name, help=what)
         _model_options(p)
         p.add_argument("--data", default=None, help="directory of Python files (default: a fixed standard-library sample)")
+        p.add_argument("--cache", action="store_true",
+                       help="mix the cache model over the item's document into the model's predictions (to measure "
+                            "whether this feature gains from it); default: the model alone, as the server does")
         p.set_defaults(func=cmd_identifiers, command_name=name)
 
     p = ev.add_parser("report", help="Markdown table and PNG plot over run directories, with published figures")
