@@ -91,3 +91,13 @@ def test_an_engine_without_logits_says_it_has_no_cache():
 
     engine = OpenAIEngine("http://127.0.0.1:9/v1")
     assert "cache" in engine.unavailable and "distribution" in engine.unavailable["cache"]
+
+
+def test_infill_complete_takes_the_cache(tmp_path, capsys):
+    import json
+
+    src = tmp_path / "mean.py"
+    src.write_text(MEAN + "\n")
+    assert cli.main(["complete", f"{src}:5:13", "--cache", "--json", "--max-tokens", "4"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["middle"].startswith("otal"), out
