@@ -52,7 +52,7 @@ from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 
-from lsp import answers, names, positions, scopes, syntax
+from lsp import answers, documents, names, positions, scopes, syntax
 from lsp.context import RepositoryContext, path_of
 from lsp import types as inference
 from lsp.completion import Edit, complete_steps, typed_through
@@ -78,6 +78,13 @@ class InfillProtocol(LanguageServerProtocol):
         # prepareRename (and its suggested placeholder) from clients that would use it
         result.capabilities.rename_provider = types.RenameOptions(prepare_provider=True)
         return result
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams):
+        """All the changes at once, in linear time (`lsp.documents`), then the server's handler."""
+        documents.update(self.workspace, params)
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CHANGE)) is not None:
+            yield handler, (params,), None
 
     def structure_message(self, data):
         """pygls drops a request whose params do not parse; answer it with the error instead."""

@@ -1,0 +1,79 @@
+"""Big inputs must not make the server deaf (issue 28): big edits, big documents, a FIFO in the workspace,
+URIs by the thousand, odd text. Each test asserts what a user sees (another request is answered, the
+text is right), with generous time limits; the speed goals are measured by bench/documents.py."""
+import json
+import re
+
+import pytest
+from raw_lsp import Raw
+
+
+@pytest.fixture
+def raw(tiny_checkpoint):
+    servers = []
+
+    def start(*args, options=None):
+        server = Raw("--model", str(tiny_checkpoint), "--device", "cpu", *args)
+        servers.append(server)
+        server.initialize(options={"context": False, **(options or {})})
+        return server
+    yield start
+    for s in servers:
+        s.close()
+
+
+def _open(server, uri, text, language="python"):
+    server.send(method="textDocument/didOpen", params={"textDocument": {
+        "uri": uri, "languageId": language, "version": 1, "text": text}})
+
+
+def _rename(server, msg_id, uri, line, character, new="renamed"):
+    server.send(id=msg_id, method="textDocument/rename", params={
+        "textDocument": {"uri": uri}, "position": {"line": line, "character": character}, "newName": new})
+
+
+def _edit(line, start, end, text):
+    return {"range": {"start": {"line": line, "character": start}, "end": {"line": line, "character": end}},
+            "text": text}
+
+
+# --- big incremental edits ----------------------------------------------------------------------------
+
+def test_replace_all_on_a_500_kb_line_keeps_the_server_listening(raw):
+    """Replace All of 1,000 matches in a 500 KB one-line file, as VS Code sends it (one didChange, last
+    match first): pygls took 0.4 s a range here (the next request waited ~400 s); the rename after it
+    is answered, and sees the edited text."""
+    server = raw()
+    uri = "file:///long.py"
+    line = "data = [" + ", ".join(["abc"] * 100_000) + "]; data"
+    assert len(line) >= 500_000
+    _open(server, uri, line)
+    starts = [m.start() for m in re.finditer("abc", line)][::100]
+    assert len(starts) == 1000
+    server.send(method="textDocument/didChange", params={
+        "textDocument": {"uri": uri, "version": 2},
+        "contentChanges": [_edit(0, s, s + 3, "value_é") for s in reversed(starts)]})
+    _rename(server, 2, uri, 0, 1)
+    edits = server.response(2, timeout=60)["result"]["changes"][uri]
+    expected = len(line) + 1000 * (len("value_é") - 3) - len("data")  # UTF-16: é is one unit
+    assert [e["range"]["start"]["character"] for e in edits] == [0, expected]
+
+
+def test_200_000_inserts_in_one_change_then_shutdown(raw):
+    """One didChange with 200,000 inserts: before, no answer for over 10 minutes and no exit after
+    `shutdown`; now the next request is answered, with the text right, and `exit` ends the server."""
+    server = raw()
+    uri = "file:///inserts.py"
+    line = "total = [" + "0," * 200_000 + "]; total"
+    _open(server, uri, line)
+    commas = [9 + 2 * i + 1 for i in range(200_000)]  # after each "0"
+    server.send(method="textDocument/didChange", params={
+        "textDocument": {"uri": uri, "version": 2},
+        "contentChanges": [_edit(0, c, c, " ") for c in reversed(commas)]})
+    _rename(server, 2, uri, 0, 1)
+    edits = server.response(2, timeout=120)["result"]["changes"][uri]
+    assert [e["range"]["start"]["character"] for e in edits] == [0, len(line) + 200_000 - 5]
+    server.send(id=3, method="shutdown")
+    server.response(3, timeout=60)
+    server.send(method="exit")
+    assert server.exited(timeout=60)[0] == 0
