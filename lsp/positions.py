@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from functools import lru_cache
 from itertools import accumulate, chain, repeat
 
 UTF8, UTF16, UTF32 = "utf-8", "utf-16", "utf-32"
-_BREAK = re.compile(r"\r\n|\r|\n")
 _SPLIT = re.compile(r"(\r\n|\r|\n)")
 
 
@@ -107,20 +107,29 @@ def _unit_starts(segment: str, encoding: str):
     return table
 
 
+def lines_of(text: str) -> Lines:
+    """The line table of `text`, kept for the last few texts: a request converts several positions of
+    one document version (the string's hash is cached, so a hit costs no pass over it)."""
+    return _lines_of(text)
+
+
+@lru_cache(maxsize=4)
+def _lines_of(text: str) -> Lines:
+    return Lines(text)
+
+
 def to_offset(text: str, line: int, character: int, encoding: str = UTF16) -> int:
     """String offset of an LSP position in `text` (clamped as the module docstring says)."""
-    return Lines(text).offset(line, character, encoding)[0]
+    return lines_of(text).offset(line, character, encoding)[0]
 
 
 def to_position(text: str, offset: int, encoding: str = UTF16) -> tuple[int, int]:
-    """LSP (line, character) of a string offset in `text` (clamped to [0, len(text)])."""
+    """LSP (line, character) of a string offset in `text` (clamped to [0, len(text)]; an offset inside
+    a line break counts as the end of that line)."""
+    lines = lines_of(text)
     offset = min(max(offset, 0), len(text))
-    line, start = 0, 0
-    for m in _BREAK.finditer(text, 0, offset):
-        if m.end() > offset:  # offset between "\r" and "\n": count it as the end of that line
-            break
-        line, start = line + 1, m.end()
-    return line, code_units(text[start:offset], encoding)
+    line = lines.line_of(offset)
+    return line, lines.units_at(line, min(offset, lines.bounds[2 * line + 1]), encoding)
 
 
 def char_offsets(data: bytes):

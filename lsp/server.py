@@ -62,6 +62,8 @@ from lsp.worker import Job, ModelWorker
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
 STATUS = "infill/status"
+OFF_LOOP_CHARS = 100_000
+"""A document at least this long is parsed and scope-analysed on a thread, off the event loop."""
 
 
 class InfillProtocol(LanguageServerProtocol):
@@ -242,6 +244,16 @@ class InfillServer(LanguageServer):
         if doc is None or python and syntax.language_of(uri, doc.language_id) != "python":
             return None
         return doc
+
+    async def analysed(self, uri: str, doc, fn, *args):
+        """`fn(*args)`, a pure analysis of `doc` (a parse, a scope walk): on a thread when the document
+        is big (`OFF_LOOP_CHARS`), so the loop keeps answering meanwhile; None when the document
+        changed before it finished."""
+        if len(doc.source) < OFF_LOOP_CHARS:
+            return fn(*args)
+        version = doc.version
+        result = await asyncio.to_thread(fn, *args)
+        return result if self.workspace.text_documents.get(uri) is doc and doc.version == version else None
 
     def offsets(self, doc, *points: types.Position) -> list[int]:
         return [answers.offset_of(doc.source, p, self.position_encoding()) for p in points]
@@ -471,7 +483,8 @@ def build_server(options: ServerOptions | None = None) -> InfillServer:
         if doc is None or not ls.options.type_hints:
             return []
         text, (start, end) = doc.source, ls.offsets(doc, params.range.start, params.range.end)
-        slots = [s for s in inference.type_slots(text) if start <= s.at <= end]
+        slots = [s for s in await ls.analysed(params.text_document.uri, doc, inference.type_slots, text) or ()
+                 if start <= s.at <= end]
         inferred = await ls.infer_types(params.text_document.uri, doc, slots)
         return answers.inlay_hints(text, slots, inferred, ls.options.type_confidence, ls.position_encoding())
 
@@ -482,7 +495,7 @@ def build_server(options: ServerOptions | None = None) -> InfillServer:
         if doc is None or not ls.options.type_hints:
             return None
         text, [offset] = doc.source, ls.offsets(doc, params.position)
-        slot = inference.slot_at(text, offset)
+        slot = await ls.analysed(params.text_document.uri, doc, inference.slot_at, text, offset)
         if slot is None:
             return None
         [t] = await ls.infer_types(params.text_document.uri, doc, [slot])
@@ -496,9 +509,9 @@ def build_server(options: ServerOptions | None = None) -> InfillServer:
         if doc is None:
             return []
         text, (start, end) = doc.source, ls.offsets(doc, params.range.start, params.range.end)
-        slots = inference.slots_in(text, start, end) if ls.options.type_hints else []
+        slots = await ls.analysed(uri, doc, inference.slots_in, text, start, end) or [] if ls.options.type_hints else []
         inferred = await ls.infer_types(uri, doc, slots)
-        symbol = scopes.symbol_at(text, start) if ls.options.variable_names else None
+        symbol = await ls.analysed(uri, doc, scopes.symbol_at, text, start) if ls.options.variable_names else None
         # Editors ask on every cursor move (Automatic): only an explicit request (Invoked) runs the model
         automatic = params.context.trigger_kind == types.CodeActionTriggerKind.Automatic
         suggested = await ls.suggest_names(uri, doc, symbol, cached_only=automatic) if symbol else []
@@ -510,24 +523,27 @@ def build_server(options: ServerOptions | None = None) -> InfillServer:
     @guarded(None)
     async def prepare_rename(ls: InfillServer, params: types.PrepareRenameParams):
         doc = ls.document(params.text_document.uri, python=True)
-        offset = ls.offsets(doc, params.position)[0] if doc is not None else 0
-        symbol = scopes.symbol_at(doc.source, offset) if doc is not None else None
+        text, offset = (doc.source, ls.offsets(doc, params.position)[0]) if doc is not None else ("", 0)
+        symbol = await ls.analysed(params.text_document.uri, doc, scopes.symbol_at, text, offset) \
+            if doc is not None else None
         if symbol is None:
             return None
         best = await ls.suggest_names(params.text_document.uri, doc, symbol, cached_only=ls.worker.pending > 0)
-        return answers.rename_placeholder(doc.source, symbol, offset, best, ls.position_encoding())
+        return answers.rename_placeholder(text, symbol, offset, best, ls.position_encoding())
 
     @server.feature(types.TEXT_DOCUMENT_RENAME, types.RenameOptions(prepare_provider=True))
     @guarded(None)
     async def rename(ls: InfillServer, params: types.RenameParams):
         doc = ls.document(params.text_document.uri, python=True)
-        symbol = scopes.symbol_at(doc.source, ls.offsets(doc, params.position)[0]) if doc is not None else None
+        text = doc.source if doc is not None else ""
+        symbol = await ls.analysed(params.text_document.uri, doc, scopes.symbol_at, text,
+                                   ls.offsets(doc, params.position)[0]) if doc is not None else None
         if symbol is None:
             return None
         if not names.is_valid_name(params.new_name):
             ls.show(f"infill-lsp: {params.new_name!r} is not a valid Python name", types.MessageType.Warning)
             return None
         edits = names.rename_edits(symbol, params.new_name)
-        return answers.workspace_edit(params.text_document.uri, doc.source, edits, ls.position_encoding())
+        return answers.workspace_edit(params.text_document.uri, text, edits, ls.position_encoding())
 
     return server

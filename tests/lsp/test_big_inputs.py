@@ -77,3 +77,28 @@ def test_200_000_inserts_in_one_change_then_shutdown(raw):
     server.response(3, timeout=60)
     server.send(method="exit")
     assert server.exited(timeout=60)[0] == 0
+
+
+# --- big documents ------------------------------------------------------------------------------------
+
+BLOCK = "def f{i}(alpha, beta):\n    # café, ünïcode ☕ 😀\n    total = alpha + beta\n    return total\n\n"
+BIG = "".join(BLOCK.format(i=i) for i in range(9500))  # ~900 KB, not ASCII
+
+
+def test_a_code_action_on_a_900_kb_file_does_not_hold_other_requests(raw):
+    """Parsing and scope analysis of a 900 KB file ran on the event loop: a rename of another file
+    waited for the code action (10.1 s, measured from outside). Now it is answered first."""
+    server = raw(options={"variableNames": True, "typeHints": True})
+    big, small = "file:///big.py", "file:///small.py"
+    _open(server, big, BIG)
+    _open(server, small, "value = 1\nprint(value)\n")
+    line = BIG.count("\n") - 2  # "    return total" of the last function
+    server.send(id=2, method="textDocument/codeAction", params={
+        "textDocument": {"uri": big},
+        "range": {"start": {"line": line, "character": 12}, "end": {"line": line, "character": 12}},
+        "context": {"diagnostics": [], "triggerKind": 2}})
+    _rename(server, 3, small, 0, 1)
+    first, then = server.responses([2, 3], timeout=180)
+    assert first["id"] == 3, "the rename waited for the code action"
+    assert len(first["result"]["changes"][small]) == 2
+    assert then["result"] == []  # automatic: no model call; the analysis ran and found the symbol
