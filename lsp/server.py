@@ -136,6 +136,8 @@ class InfillServer(LanguageServer):
         """Features the engine cannot serve (typeHints, variableNames) and why."""
         self.repo_context = RepositoryContext()
         self.context_started = False
+        self.too_large: dict[str, str] = {}
+        """uri -> why, for the open documents over `maxDocumentMb` (see `check_size`)."""
 
     # options and the model ------------------------------------------------------------------------
     def configure(self, raw, *, initial: bool = False) -> None:
@@ -144,6 +146,9 @@ class InfillServer(LanguageServer):
         for problem in problems:
             self.show(f"infill-lsp: {problem}", types.MessageType.Warning)
         old, self.options = self.options, new
+        if new.max_document_mb != old.max_document_mb:
+            for uri in list(self.workspace.text_documents):
+                self.check_size(uri)
         if new.context and self.context_started is False and not initial:
             self.start_context()
         if initial or (new.model, new.device) != (old.model, old.device):
@@ -226,6 +231,7 @@ class InfillServer(LanguageServer):
             "tokens": self.last.tokens, "typedThrough": self.last.typed_through,
             "contextTokens": self.last.context_tokens, "contextFiles": self.last.context_files,
             "off": dict(self.off),
+            "tooLarge": dict(self.too_large),
         }
 
     def send_status(self) -> None:
@@ -239,11 +245,29 @@ class InfillServer(LanguageServer):
         return str(self.workspace.position_encoding or positions.UTF16)
 
     def document(self, uri: str, *, python: bool = False):
-        """The open document `uri` (only a Python one with `python`), else None."""
+        """The open document `uri` (only a Python one with `python`), else None; None too when it is
+        over `maxDocumentMb`, which turns every feature off for it (editing still works)."""
         doc = self.workspace.text_documents.get(uri)
-        if doc is None or python and syntax.language_of(uri, doc.language_id) != "python":
+        if doc is None or python and syntax.language_of(uri, doc.language_id) != "python" or \
+                len(doc.source) > self.options.max_document_mb * 2**20:
             return None
         return doc
+
+    def check_size(self, uri: str) -> bool:
+        """Whether open document `uri` is within `maxDocumentMb`; the status (and a message, once)
+        says when it crosses the cap either way."""
+        doc = self.workspace.text_documents.get(uri)
+        mb = len(doc.source) / 2**20 if doc is not None else 0.0
+        if mb <= self.options.max_document_mb:
+            if self.too_large.pop(uri, None) is not None:
+                self.send_status()
+            return True
+        if uri not in self.too_large:
+            self.too_large[uri] = f"too large ({mb:.1f} MiB > maxDocumentMb {self.options.max_document_mb:g})"
+            self.show(f"infill-lsp: {uri.rsplit('/', 1)[-1]} is {self.too_large[uri]}: completion, type hints, "
+                      "names and rename are off for it", types.MessageType.Warning)
+            self.send_status()
+        return False
 
     async def analysed(self, uri: str, doc, fn, *args):
         """`fn(*args)`, a pure analysis of `doc` (a parse, a scope walk): on a thread when the document
@@ -371,6 +395,8 @@ class InfillServer(LanguageServer):
         self._results.pop(uri, None)
         self.repo_context.closed(uri)
         self._shown.pop(uri, None)
+        if self.too_large.pop(uri, None) is not None:
+            self.send_status()
         if (engine := self.engine) is not None:
             self.worker.call(lambda: engine.drop_session(uri))
 
@@ -431,11 +457,13 @@ def build_server(options: ServerOptions | None = None) -> InfillServer:
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     @quiet
     def did_open(ls: InfillServer, params: types.DidOpenTextDocumentParams) -> None:
-        ls.repo_context.opened(params.text_document.uri, params.text_document.text)
+        if ls.check_size(params.text_document.uri):
+            ls.repo_context.opened(params.text_document.uri, params.text_document.text)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     @quiet
     def did_change(ls: InfillServer, params: types.DidChangeTextDocumentParams) -> None:
+        ls.check_size(params.text_document.uri)
         doc = ls.document(params.text_document.uri)
         if doc is not None and params.content_changes:
             change = params.content_changes[-1]

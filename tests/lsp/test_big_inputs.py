@@ -32,9 +32,9 @@ def _rename(server, msg_id, uri, line, character, new="renamed"):
         "textDocument": {"uri": uri}, "position": {"line": line, "character": character}, "newName": new})
 
 
-def _edit(line, start, end, text):
-    return {"range": {"start": {"line": line, "character": start}, "end": {"line": line, "character": end}},
-            "text": text}
+def _edit(line, start, end, text, end_line=None):
+    return {"range": {"start": {"line": line, "character": start},
+                      "end": {"line": line if end_line is None else end_line, "character": end}}, "text": text}
 
 
 # --- big incremental edits ----------------------------------------------------------------------------
@@ -102,3 +102,49 @@ def test_a_code_action_on_a_900_kb_file_does_not_hold_other_requests(raw):
     assert first["id"] == 3, "the rename waited for the code action"
     assert len(first["result"]["changes"][small]) == 2
     assert then["result"] == []  # automatic: no model call; the analysis ran and found the symbol
+
+
+def _status(server, predicate, timeout=60):
+    """The first `infill/status` params for which `predicate` holds (AssertionError after `timeout`)."""
+    import queue
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            msg = server.inbox.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if msg.get("method") == "infill/status" and predicate(msg["params"]):
+            return msg["params"]
+    raise AssertionError("no such status")
+
+
+def test_a_document_over_max_document_mb_is_too_large_and_still_editable(raw):
+    """A 6 MiB document (the cap is 5 by default): the status says it is too large and its features
+    are off (a 50 MB one took 4 GB and 48 s of the loop); edits still apply, and once it is back under
+    the cap, rename works on the edited text."""
+    server = raw()
+    server.wait_ready()
+    uri = "file:///huge.py"
+    head = "count = 1\nprint(count)\n"
+    filler = "# " + "x" * 1000 + "\n"
+    text = head + filler * (6 * 1024)
+    _open(server, uri, text)
+    status = _status(server, lambda p: uri in (p.get("tooLarge") or {}))
+    assert "too large" in status["tooLarge"][uri]
+    server.send(id=2, method="textDocument/inlineCompletion", params={
+        "textDocument": {"uri": uri}, "position": {"line": 1, "character": 0}, "context": {"triggerKind": 1}})
+    assert server.response(2)["result"]["items"] == []
+    _rename(server, 3, uri, 0, 1)
+    assert server.response(3)["result"] is None
+    lines = text.count("\n")
+    server.send(method="textDocument/didChange", params={  # rename `count` by hand, drop the filler
+        "textDocument": {"uri": uri, "version": 2},
+        "contentChanges": [_edit(2, 0, 0, "", end_line=lines), _edit(1, 6, 11, "n"), _edit(0, 0, 5, "n")]})
+    status = _status(server, lambda p: uri not in (p.get("tooLarge") or {}))
+    _rename(server, 4, uri, 1, 6)
+    edits = server.response(4)["result"]["changes"][uri]
+    assert [(e["range"]["start"], e["range"]["end"]) for e in edits] == [
+        ({"line": 0, "character": 0}, {"line": 0, "character": 1}),
+        ({"line": 1, "character": 6}, {"line": 1, "character": 7})]
