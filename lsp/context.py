@@ -166,7 +166,8 @@ def path_of(uri: str) -> Path | None:
 class RepositoryContext:
     """The workspace index, the ring and the open documents, for the server; `for_completion` keeps
     its answer until a source changes (another document, the index, the ring) or the cursor moves to
-    another band of `CHUNK_LINES // 2` lines, so typing at the cursor does not change the context."""
+    another band of `CHUNK_LINES // 2` lines, so typing at the cursor does not change the context.
+    The server calls `for_completion` on a thread (it reads files) and everything else on the loop."""
 
     def __init__(self):
         self.workspace = Workspace()
@@ -225,13 +226,14 @@ class RepositoryContext:
                        max_chars: int = 4096, python: bool = True) -> list[Chunk]:
         """The context for a completion on `line` of document `uri` (cached, see the class docstring)."""
         sources = tuple(sources)
-        others = tuple(sorted((u, v) for u, v in self._versions.items() if u != uri))
+        versions, opened = dict(self._versions), dict(self.open)  # atomic copies: this runs off the loop
+        others = tuple(sorted((u, v) for u, v in versions.items() if u != uri))
         key = (self.workspace.generation, self.recent.generation, others, line // (CHUNK_LINES // 2),
                sources, max_chars)
         held = self._cache.get(uri)
         if held is not None and held[0] == key:
             return held[1]
-        open_docs = {shown: t for u, (shown, t) in self.open.items() if u != uri}
+        open_docs = {shown: t for u, (shown, t) in opened.items() if u != uri}
         chunks = gather(text, line, path_of(uri), workspace=self.workspace, recent=self.recent,
                         open_docs=open_docs, sources=sources, max_chars=max_chars, python=python)
         self._cache[uri] = (key, chunks)

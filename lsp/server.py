@@ -318,7 +318,9 @@ class InfillServer(LanguageServer):
             self.last = Latency((time.perf_counter() - started) * 1000, typed_through=True)
             self.send_status()
             return edit
-        context = self.context_for(uri, doc, position.line)
+        # off the loop: it reads workspace files (lsp.workspace reads only regular files, size first)
+        context = await asyncio.to_thread(self.context_for, uri, doc, position.line) \
+            if self.options.context and self.options.context_tokens else {}
 
         def make_steps(engine):
             return complete_steps(text, offset, engine, self.options,

@@ -1,8 +1,9 @@
 """Big inputs must not make the server deaf (issue 28): big edits, big documents, a FIFO in the workspace,
 URIs by the thousand, odd text. Each test asserts what a user sees (another request is answered, the
 text is right), with generous time limits; the speed goals are measured by bench/documents.py."""
-import json
+import os
 import re
+import threading
 
 import pytest
 from raw_lsp import Raw
@@ -12,10 +13,15 @@ from raw_lsp import Raw
 def raw(tiny_checkpoint):
     servers = []
 
-    def start(*args, options=None):
+    def start(*args, options=None, folder=None):
         server = Raw("--model", str(tiny_checkpoint), "--device", "cpu", *args)
         servers.append(server)
-        server.initialize(options={"context": False, **(options or {})})
+        params = {"processId": None, "capabilities": {}, "initializationOptions": {"context": False, **(options or {})}}
+        if folder is not None:
+            params["workspaceFolders"] = [{"uri": folder.as_uri(), "name": folder.name}]
+        server.send(id=1, method="initialize", params=params)
+        server.response(1)
+        server.send(method="initialized", params={})
         return server
     yield start
     for s in servers:
@@ -148,3 +154,56 @@ def test_a_document_over_max_document_mb_is_too_large_and_still_editable(raw):
     assert [(e["range"]["start"], e["range"]["end"]) for e in edits] == [
         ({"line": 0, "character": 0}, {"line": 0, "character": 1}),
         ({"line": 1, "character": 6}, {"line": 1, "character": 7})]
+
+
+# --- files that are not regular files -----------------------------------------------------------------
+
+def test_a_fifo_imported_by_the_open_file_never_blocks_a_completion(raw, tmp_path):
+    """A FIFO named helpers.py, imported by the open file: the first completion read it on the event
+    loop and blocked forever. Now it is neither indexed nor read, and the completion is answered."""
+    os.mkfifo(tmp_path / "helpers.py")
+    (tmp_path / "util.py").write_text("def scale(x):\n    return 2 * x\n")
+    main = tmp_path / "main.py"
+    text = "import helpers\nimport util\n\nresult = util.scale(3)\nvalue = "
+    main.write_text(text)
+    server = raw(options={"context": True, "maxTokens": 4}, folder=tmp_path)
+    server.wait_ready()
+    _open(server, main.as_uri(), text)
+    for i in range(2, 4):  # the second one runs once the index is surely built
+        server.send(id=i, method="textDocument/inlineCompletion", params={
+            "textDocument": {"uri": main.as_uri()}, "position": {"line": 4, "character": 8},
+            "context": {"triggerKind": 1}})
+        assert "items" in server.response(i, timeout=120)["result"]
+
+
+def test_the_workspace_never_indexes_or_reads_a_fifo(tmp_path):
+    from lsp.workspace import Workspace
+
+    os.mkfifo(tmp_path / "helpers.py")
+    os.mkfifo(tmp_path / ".gitignore")
+    (tmp_path / "util.py").write_text("X = 1\n")
+    ws = Workspace([tmp_path])
+    done = threading.Event()
+    found = {}
+
+    def run():  # a thread: before the fix it blocked forever in open()
+        ws.scan()
+        found["files"] = sorted(p.name for p in ws.files)
+        found["parsed"] = ws.parsed(tmp_path / "helpers.py")
+        ws.update(tmp_path / "helpers.py")
+        found["after_update"] = sorted(p.name for p in ws.files)
+        done.set()
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(60), "a FIFO blocked the workspace"
+    assert found == {"files": ["util.py"], "parsed": None, "after_update": ["util.py"]}
+
+
+def test_read_regular_checks_what_it_opened(tmp_path):
+    from lsp.workspace import read_regular
+
+    os.mkfifo(tmp_path / "pipe.py")
+    (tmp_path / "util.py").write_text("X = 1\n")
+    assert read_regular(tmp_path / "pipe.py", 1000) is None  # returns at once: opened non-blocking
+    assert read_regular(tmp_path / "util.py", 1000) == "X = 1\n"
+    assert read_regular(tmp_path / "util.py", 3) is None  # over the limit: not read at all
+    assert read_regular(tmp_path / "missing.py", 1000) is None
