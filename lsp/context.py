@@ -27,6 +27,7 @@ source changes.
 """
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterable
 from functools import lru_cache
@@ -175,6 +176,8 @@ class RepositoryContext:
         self.open: dict[str, tuple[str, str]] = {}
         """uri -> (path shown to the model, text) of every open document."""
         self._versions: dict[str, int] = {}
+        """uri -> a number that changes with every open and edit (of the open documents only)."""
+        self._counter = itertools.count(1)
         self._cache: dict[str, tuple[tuple, list[Chunk]]] = {}
         self.ready = threading.Event()
 
@@ -198,12 +201,12 @@ class RepositoryContext:
 
     def opened(self, uri: str, text: str, line: int = 0) -> None:
         self.open[uri] = (self._shown(uri), text)
-        self._versions[uri] = self._versions.get(uri, 0) + 1
+        self._versions[uri] = next(self._counter)
         self.recent.pick(self._shown(uri), text, line)
 
     def changed(self, uri: str, text: str, line: int) -> None:
         self.open[uri] = (self._shown(uri), text)
-        self._versions[uri] = self._versions.get(uri, 0) + 1
+        self._versions[uri] = next(self._counter)
         self.recent.pick(self._shown(uri), text, line, edit=True)
 
     def saved(self, uri: str, text: str | None, line: int = 0) -> None:
@@ -219,7 +222,7 @@ class RepositoryContext:
     def closed(self, uri: str) -> None:
         self.open.pop(uri, None)
         self._cache.pop(uri, None)
-        self._versions[uri] = self._versions.get(uri, 0) + 1
+        self._versions.pop(uri, None)  # the other documents' cache keys change with it
         self.recent.forget(self._shown(uri))
 
     def for_completion(self, uri: str, text: str, line: int, *, sources: Iterable[str] = SOURCES,

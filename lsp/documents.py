@@ -125,7 +125,7 @@ def update(workspace, params) -> None:
     uri = unquote(params.text_document.uri)
     doc = workspace.text_documents.get(uri)
     if doc is None:
-        log.warning("didChange for a document that is not open: %s", uri)
+        log.debug("didChange for a document that is not open: %s", uri)
         return
     encoding = str(workspace.position_encoding or UTF16)
     doc._source = apply_changes(doc.source, params.content_changes, encoding)

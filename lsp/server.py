@@ -306,9 +306,11 @@ class InfillServer(LanguageServer):
     async def complete(self, uri: str, position: types.Position) -> Edit | None:
         """The completion edit at `position` of document `uri`, or None (see the module rules)."""
         ticket = next(self._tickets)
-        self._latest[uri] = ticket
         doc = self.document(uri)
-        if self.engine is None or not self.options.completion or doc is None:
+        if doc is None:  # not open (nothing kept for it) or too large
+            return None
+        self._latest[uri] = ticket
+        if self.engine is None or not self.options.completion:
             return None
         text, [offset] = doc.source, self.offsets(doc, position)
         started, first = time.perf_counter(), []

@@ -207,3 +207,42 @@ def test_read_regular_checks_what_it_opened(tmp_path):
     assert read_regular(tmp_path / "util.py", 1000) == "X = 1\n"
     assert read_regular(tmp_path / "util.py", 3) is None  # over the limit: not read at all
     assert read_regular(tmp_path / "missing.py", 1000) is None
+
+
+# --- bookkeeping ----------------------------------------------------------------------------------------
+
+def test_never_opened_uris_leave_no_bookkeeping():
+    """Requests and notifications about 3,000 URIs that were never opened: every per-URI table of the
+    server, its worker and its repository context stays empty (RSS grew linearly with them before)."""
+    import asyncio
+    import json
+
+    from lsprotocol import types
+    from pygls.workspace import Workspace
+
+    from lsp.server import build_server
+
+    server = build_server()
+    server.protocol._workspace = Workspace(None)
+
+    def read(**message):
+        server.on_read(json.dumps({"jsonrpc": "2.0", **message}).encode())
+
+    async def storm():
+        for i in range(3000):
+            uri = f"file:///never/{i}.py"
+            doc, at = {"uri": uri, "version": 2}, {"line": 0, "character": 0}
+            if i % 3 == 0:  # a completion request, never closed
+                read(id=i, method="textDocument/inlineCompletion", params={"textDocument": doc, "position": at})
+                await server.complete(uri, types.Position(0, 0))
+            elif i % 3 == 1:
+                read(method="textDocument/didChange", params={"textDocument": doc, "contentChanges": [{"text": "x"}]})
+            else:
+                read(method="textDocument/didClose", params={"textDocument": {"uri": uri}})
+                server.forget(uri)
+    asyncio.run(storm())
+    tables = {f"{name}.{attr}": len(value)
+              for name, obj in (("server", server), ("worker", server.worker), ("context", server.repo_context),
+                                ("recent", server.repo_context.recent))
+              for attr, value in vars(obj).items() if isinstance(value, (dict, set, list))}
+    assert {k: n for k, n in tables.items() if n > 10} == {}
