@@ -246,3 +246,28 @@ def test_never_opened_uris_leave_no_bookkeeping():
                                 ("recent", server.repo_context.recent))
               for attr, value in vars(obj).items() if isinstance(value, (dict, set, list))}
     assert {k: n for k, n in tables.items() if n > 10} == {}
+
+
+# --- odd text -------------------------------------------------------------------------------------------
+
+LONE = "def f(alpha, beta):\n    s = '\ud800'\n    total = alpha + beta\n    return total\n"
+
+
+def test_type_inference_with_a_lone_surrogate_in_the_document(tiny_engine):
+    """A lone surrogate (a broken encoding, a JSON `\\ud800` escape) reached the tokenizer, which raised
+    TypeError: every type hint of the document came back empty."""
+    from lsp import types as inference
+
+    slots = inference.type_slots(LONE)
+    assert len(slots) == 3
+    for slot in slots:
+        prefix, suffix = inference.slot_prompt(LONE, slot)
+        assert "\ud800" not in prefix + suffix and "\ufffd" in prefix + suffix
+        inference.infer(LONE, slot, tiny_engine)  # raised TypeError
+
+
+def test_name_suggestions_with_a_lone_surrogate_in_the_document(tiny_engine):
+    from lsp import names
+
+    suggestions = names.suggest(LONE, LONE.index("total"), tiny_engine)  # raised TypeError
+    assert all(names.is_valid_name(s.name) for s in suggestions)
