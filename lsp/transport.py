@@ -19,7 +19,9 @@ Rules:
   framing error is fatal: once framing is lost no later byte can be trusted, and a server that stays up
   answering nothing is never restarted by its editor. The server logs one line and exits with status
   `EXIT_FRAMING` at once, from the reader thread (`os._exit`): the event loop may be busy in a forward
-  pass. A body that frames well but is not JSON-RPC is only logged (one line) and dropped.
+  pass. A body that frames well but is not UTF-8 JSON is answered with a Parse error (-32700, to its
+  request id when a lenient decoding shows one, else to id null) and logged in one line; one that is
+  JSON but not JSON-RPC pygls can structure is logged and dropped (a request among them answered).
 - End of input between messages is a clean stop: the event loop ends and the server exits 0.
 - `--tcp` and `--socket` serve one client at a time: while a session is connected, every other
   connection is closed at once, unread. A TCP client proves itself with its first message, which must
@@ -56,6 +58,8 @@ AUTH_TIMEOUT_S = 10.0
 AUTH_MAX_BYTES = 2**20
 """Largest first message of a connection not yet authenticated."""
 TOKEN_KEY = "token"
+PARSE_ERROR = -32700
+"""JSON-RPC's code for a body that is not (UTF-8) JSON."""
 _TOKEN_CHARS = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
@@ -151,7 +155,17 @@ def serve(server, reader: BinaryIO, writer, first: bytes | None = None,
 
     def deliver(body: bytes) -> None:
         try:
-            protocol.handle_message(json.loads(body, object_hook=protocol.structure_message))
+            message = json.loads(body, object_hook=protocol.structure_message)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # not UTF-8, not JSON: -32700
+            log.warning("dropped a message: %s: %s", type(exc).__name__, " ".join(str(exc).split()))
+            _parse_error(protocol, body, exc)
+            return
+        except Exception as exc:  # a JSON-RPC message pygls cannot structure (it answered a request)
+            log.warning("dropped a message: %s: %s", type(exc).__name__, " ".join(str(exc).split()))
+            server._report_server_error(exc, JsonRpcException)
+            return
+        try:
+            protocol.handle_message(message)
         except Exception as exc:  # pygls' own loop drops such a message too (after a traceback)
             log.warning("dropped a message: %s: %s", type(exc).__name__, " ".join(str(exc).split()))
             server._report_server_error(exc, JsonRpcException)
@@ -180,6 +194,26 @@ def serve(server, reader: BinaryIO, writer, first: bytes | None = None,
         return 1
     finally:
         server.shutdown()
+
+
+def _parse_error(protocol, body: bytes, exc: ValueError) -> None:
+    """Answer a body that is not UTF-8 JSON with JSON-RPC's Parse error (-32700): to its request id when
+    the body, decoded leniently, shows one (so the client's request does not wait for ever), else to
+    id null, as JSON-RPC 2.0 says."""
+    from lsprotocol.types import ResponseError
+
+    msg_id = None
+    try:
+        guess = json.loads(body.decode("utf-8", "replace"))
+        if isinstance(guess, dict) and "method" in guess and isinstance(guess.get("id"), (int, str)):
+            msg_id = guess["id"]
+    except ValueError:
+        pass
+    why = "the message is not UTF-8" if isinstance(exc, UnicodeDecodeError) else "the message is not JSON"
+    try:
+        protocol._send_response(msg_id, error=ResponseError(code=PARSE_ERROR, message=f"Parse error: {why}"))
+    except Exception:  # the connection is going away: the log has it
+        log.debug("could not answer a parse error", exc_info=True)
 
 
 def _pump(reader: BinaryIO, loop: asyncio.AbstractEventLoop, deliver: Callable[[bytes], None],

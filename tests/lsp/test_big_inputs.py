@@ -6,7 +6,7 @@ import re
 import threading
 
 import pytest
-from raw_lsp import Raw
+from raw_lsp import Raw, frame
 
 
 @pytest.fixture
@@ -271,3 +271,18 @@ def test_name_suggestions_with_a_lone_surrogate_in_the_document(tiny_engine):
 
     suggestions = names.suggest(LONE, LONE.index("total"), tiny_engine)  # raised TypeError
     assert all(names.is_valid_name(s.name) for s in suggestions)
+
+
+def test_an_invalid_utf8_request_gets_a_parse_error(raw):
+    """A body that is not UTF-8 was only logged: the client's request waited for ever. Now it gets
+    JSON-RPC's Parse error (-32700), to its id when one can be read, else to id null."""
+    server = raw()
+    server.send_bytes(frame(b'{"jsonrpc": "2.0", "id": 7, "method": "textDocument/hover", "params": {'
+                            b'"textDocument": {"uri": "file:///caf\xe9.py"}, "position": {"line": 0, "character": 0}}}'))
+    reply = server.response(7)
+    assert reply["error"]["code"] == -32700 and "UTF-8" in reply["error"]["message"]
+    server.send_bytes(frame(b"{not json"))
+    assert server.response(None)["error"]["code"] == -32700
+    _rename(server, 8, "file:///none.py", 0, 0)
+    assert server.response(8)["result"] is None
+    assert server.proc.poll() is None
