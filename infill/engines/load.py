@@ -20,6 +20,8 @@ from infill.engines.local import LocalEngine
 
 DEFAULT_MODEL_DIR = Path(__file__).parent.parent / "default_model"
 ENV_VAR = "INFILL_MODEL"
+REMOTE_PREFIXES: tuple[str, ...] = tuple(json.loads((Path(__file__).parent / "remote.json").read_text())["prefixes"])
+"""Model names served by another program (`remote.json`, the list the VS Code extension reads too)."""
 
 
 class ModelNotFound(ValueError):
@@ -40,7 +42,7 @@ def resolve_model(name: str | None = None) -> str:
 
 def engine_kind(name: str) -> str:
     """"openai", "infill" or "hf": which engine serves the model `name`."""
-    if name.startswith("openai:"):
+    if name.startswith(REMOTE_PREFIXES):
         return "openai"
     path = Path(name).expanduser()
     if path.is_dir():
@@ -66,7 +68,7 @@ def load_engine(name: str | None = None, *, device: str = "auto", cache_mb: floa
     if kind == "openai":
         from infill.engines.openai import OpenAIEngine
 
-        return OpenAIEngine(model[len("openai:"):], template=template)
+        return OpenAIEngine(model.partition(":")[2], template=template)
     if kind == "hf":
         from infill.checkpoint import check_hf_dir
         from infill.engines.local import resolve_device

@@ -45,7 +45,6 @@ import time
 from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -80,9 +79,7 @@ class OpenAIEngine:
         if "#" in url:
             url, _, fragment = url.partition("#")
             template = template or fragment
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"openai:URL needs an http(s) URL, got {url!r}")
+        server_url(url)
         self.url = url.rstrip("/")
         base = self.url[:-3] if self.url.endswith("/v1") else self.url
         self.template = fim.get(template or DEFAULT_TEMPLATE)
@@ -430,6 +427,24 @@ class OpenAIEngine:
 
     def score_text(self, text: str, *, window: int | None = None) -> tuple[float, int]:
         raise CannotScore(self.unavailable["text_score"])
+
+
+def server_url(url: str) -> httpx.URL:
+    """`url` as the HTTP client reads it (httpx's parser, the one that connects: the one that decides),
+    or ValueError in one line: http(s) with a host, and no backslash or user name (`user@host`), since
+    parsers read those differently: `http://127.0.0.1\\@evil.example/` is 127.0.0.1 to a browser's URL
+    parser and evil.example to Python's."""
+    if "\\" in url:
+        raise ValueError(f"openai:URL must not contain a backslash, got {url!r}")
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise ValueError(f"openai:URL needs an http(s) URL, got {url!r} ({exc})") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"openai:URL needs an http(s) URL, got {url!r}")
+    if parsed.userinfo:
+        raise ValueError(f"openai:URL must not carry a user name or password (user@host), got {url!r}")
+    return parsed
 
 
 async def _next(events):
