@@ -286,3 +286,78 @@ def test_an_invalid_utf8_request_gets_a_parse_error(raw):
     _rename(server, 8, "file:///none.py", 0, 0)
     assert server.response(8)["result"] is None
     assert server.proc.poll() is None
+
+
+# --- --tcp before authentication ---------------------------------------------------------------------
+
+def test_a_token_file_others_can_read_is_refused(tmp_path):
+    """As OpenSSH refuses a private key others can read: one line, exit 2 (it served before)."""
+    import subprocess
+    import sys
+
+    from raw_lsp import free_port
+
+    token = tmp_path / "token"
+    token.write_text("s3cret-token-0123456789\n")
+    token.chmod(0o644)
+    proc = subprocess.run([sys.executable, "-m", "lsp", "--tcp", str(free_port()), "--token-file", str(token)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "chmod 600" in proc.stderr and "mode 644" in proc.stderr
+
+
+def test_a_slow_handshake_does_not_hold_the_real_client(tiny_checkpoint, tmp_path):
+    """A client that sends a byte every 2 s never hit the 10 s read timeout and held the accept loop:
+    the real client waited as long as it trickled. Now the real client is served at once, and the slow
+    one is closed after 10 s in all. The trickle is bounded: at most 85 bytes, 2 s apart, on loopback."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from raw_lsp import connect, free_port
+
+    token = "s3cret-token-0123456789"
+    (tmp_path / "token").write_text(token)
+    (tmp_path / "token").chmod(0o600)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "lsp", "--model", str(tiny_checkpoint), "--device", "cpu",
+                             "--tcp", str(port), "--token-file", str(tmp_path / "token")],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    slow = connect(("127.0.0.1", port))
+    stop, closed = threading.Event(), threading.Event()
+
+    def trickle():
+        for byte in b"Content-Length: 99999\r\n\r\n" + b" " * 60:
+            if stop.wait(2):
+                return
+            try:
+                slow.sendall(bytes([byte]))
+            except OSError:  # the server closed it
+                closed.set()
+                return
+    threading.Thread(target=trickle, daemon=True).start()
+    owner = None
+    try:
+        time.sleep(1)  # the slow client is first in line
+        owner = Raw(sock=connect(("127.0.0.1", port)))
+        # before, it waited for the whole trickle (~3 min); the response's own limit is 60 s
+        assert "capabilities" in owner.initialize(options={"token": token})["result"]
+        slow.settimeout(60)
+        try:
+            gone = slow.recv(1) == b""  # the server closes it: end of stream
+        except (ConnectionResetError, TimeoutError):
+            gone = closed.is_set()
+        assert gone, "the slow handshake was never closed"  # while it still trickles (for ~4 min)
+        owner.send(id=2, method="shutdown")
+        owner.response(2)
+        owner.send(method="exit")
+        assert proc.wait(timeout=60) == 0
+    finally:
+        stop.set()
+        slow.close()
+        if owner is not None:
+            owner.sock.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -11,6 +11,8 @@ import time
 
 import pytest
 from raw_lsp import Raw, frame
+from raw_lsp import connect as _connect
+from raw_lsp import free_port as _free_port
 
 from lsp.transport import EXIT_FRAMING, MAX_CONTENT_LENGTH, FramingError, read_message
 
@@ -144,26 +146,6 @@ def test_input_is_read_and_answered_while_a_request_runs(raw):
 
 # --- TCP and Unix sockets -----------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _connect(address, family=socket.AF_INET, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.connect(address)
-            return sock
-        except OSError:
-            sock.close()
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
 def _refused(sock: socket.socket, timeout=30) -> bool:
     """Whether the server closes `sock` without a byte (it may take a message first)."""
     sock.settimeout(timeout)
@@ -188,6 +170,7 @@ def test_tcp_needs_a_token_file():
 def test_tcp_token_and_one_client_at_a_time(tiny_checkpoint, tmp_path):
     token = "s3cret-token-0123456789"
     (tmp_path / "token").write_text(token + "\n")
+    (tmp_path / "token").chmod(0o600)
     port = _free_port()
     proc = _server_process("--model", str(tiny_checkpoint), "--device", "cpu", "--tcp", str(port),
                            "--token-file", str(tmp_path / "token"))
