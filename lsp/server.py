@@ -30,8 +30,8 @@ Rules:
 - Positions are UTF-16 unless the client offers UTF-8 (then UTF-8, which costs no conversion).
 - `infill/status` (a notification) tells clients the model, device, state and last latencies, and
   in `off` which features this engine cannot serve and why (`lsp.types.unavailable`,
-  `lsp.names.unavailable`: an OpenAI-compatible server without logprobs); a window message says it
-  once per loaded model.
+  `lsp.names.unavailable`: an OpenAI-compatible server without logprobs; `tokenHealing`: a server
+  that cannot constrain the first token); a window message says it once per loaded model.
 - Type inference (`lsp.types`: inlay hints, hover, the "Add inferred type annotations" code action)
   and name suggestions (`lsp.names`: the rename code actions, prepareRename's placeholder) run the
   same way, one slot or symbol at a time, and stop when their document changes. Their results are
@@ -203,11 +203,14 @@ class InfillServer(LanguageServer):
             return
         if load_id == self._load_id:  # a newer configuration did not start another load meanwhile
             self.engine, self.state, self.message = engine, "ready", ""
+            healing = engine.unavailable.get("heal") if "heal" not in engine.capabilities else None
             self.off = {k: why for k, why in (("typeHints", inference.unavailable(engine)),
-                                              ("variableNames", names.unavailable(engine))) if why}
+                                              ("variableNames", names.unavailable(engine)),
+                                              ("tokenHealing", healing)) if why}
             for feature, why in self.off.items():
-                shown = {"typeHints": "type hints", "variableNames": "name suggestions"}[feature]
-                self.show(f"infill-lsp: {shown} are off for {engine.name}: {why}", types.MessageType.Warning)
+                shown = {"typeHints": "type hints are", "variableNames": "name suggestions are",
+                         "tokenHealing": "token healing is"}[feature]
+                self.show(f"infill-lsp: {shown} off for {engine.name}: {why}", types.MessageType.Warning)
             self.send_status()
 
     # messages to the client -----------------------------------------------------------------------
@@ -416,15 +419,17 @@ def _load_engine(options: ServerOptions):
 
 
 def guarded(empty):
-    """A handler's guard: its answer, or `empty` on any failure (logged, never raised to the client)."""
+    """A handler's guard: its answer, or `empty` on any failure (logged, never raised to the client),
+    BaseExceptions included (pyo3 raises a Rust panic as one); only cancellation, KeyboardInterrupt and
+    SystemExit go through."""
     def wrap(handler):
         @functools.wraps(handler)
         async def run(ls: InfillServer, params):
             try:
                 return await handler(ls, params)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
                 raise
-            except Exception:
+            except BaseException:  # a pyo3 PanicException (a tokenizer's regex engine) is no Exception
                 uri = getattr(getattr(params, "text_document", None), "uri", "")
                 log.exception("%s failed for %s", handler.__name__, uri)
                 return empty() if callable(empty) else empty
@@ -438,7 +443,9 @@ def quiet(handler):
     def run(ls: InfillServer, params):
         try:
             handler(ls, params)
-        except Exception:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # as in `guarded`
             log.exception("%s failed", handler.__name__)
     return run
 

@@ -14,6 +14,8 @@ Capabilities (strings in `Engine.capabilities`):
 - "sampled_logprobs": every returned `Completion` carries its model log-probability, so sampled
   candidates can be ranked by it (the fall-back of a server that cannot score given text).
 - "text_score": `score_text(text)` gives the left-to-right log-likelihood of a document (perplexity).
+- "heal": the engine heals the token at the cursor (`InfillRequest.heal`) where its prompt ends in
+  the prefix; a server that cannot says why in `unavailable["heal"]` and sends the prompt unhealed.
 
 Rules kept here, once for all engines:
 - The stop rule (`end_of`): a middle ends before the first stop string or where the caller's
@@ -44,7 +46,7 @@ __all__ = ["CAPABILITIES", "CannotScore", "Completion", "CompletionResult", "Eng
 SCORE_RESERVE = 64
 """A score fits its prompt as a generation of max(SCORE_RESERVE, middle tokens) tokens would: the same
 prompt for every short middle, so the scores of alternatives compare."""
-CAPABILITIES = frozenset({"infill", "score", "multi_hole_score", "sampled_logprobs", "text_score"})
+CAPABILITIES = frozenset({"infill", "score", "multi_hole_score", "sampled_logprobs", "text_score", "heal"})
 
 
 class CannotScore(ValueError):

@@ -11,7 +11,7 @@ import pytest
 
 from infill.engines import load_engine
 from infill.engines.load import REMOTE_PREFIXES, engine_kind
-from infill.engines.openai import server_url
+from infill.engines.remote import server_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,10 +31,7 @@ def test_model_urls_that_parsers_read_differently_are_refused(url, why):
 
 def test_the_host_the_server_checks_is_the_host_it_connects_to():
     engine = load_engine("openai:http://127.0.0.1:8000/v1")
-    try:
-        assert engine._client.base_url.host == server_url(engine.url).host == "127.0.0.1"
-    finally:
-        engine.close() if hasattr(engine, "close") else None
+    assert engine.http._client.base_url.host == server_url(engine.url).host == "127.0.0.1"
 
 
 def test_the_server_and_the_extension_read_one_list_of_remote_prefixes():
