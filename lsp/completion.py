@@ -240,7 +240,7 @@ def complete_steps(text: str, offset: int, engine: Engine, options: ServerOption
             raise
         # another file's text the model's tokenizer cannot take must not cost this document its
         # completions: context is a bonus (as in `lsp.server.InfillServer.context_for`)
-        result = yield from engine.stream_infill(replace(request, context=()))
+        result = yield from engine.stream_infill(replace(request, context=(), sources=()))
     if not result.candidates:
         return None, result
     best = result.candidates[0]

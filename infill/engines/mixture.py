@@ -22,10 +22,13 @@ Rules:
   model's distributions are each renormalised over the tokens the mask allows, then mixed; the cache
   counts as confident there also when one token holds at least `CacheConfig.heal_top` of its
   allowed mass (the identifier the user is typing, seen in the document: `return t` -> `total`).
+- A source the tokenizer fails on (a backtracking regex, a panic) is skipped, and not tried again at
+  that version: it costs that source alone, never the completion.
 - A request without `cache` gets no hook: the model's own distribution.
 """
 from __future__ import annotations
 
+import logging
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -36,6 +39,7 @@ import torch
 from infill.cache import CacheConfig, NgramCache, mix
 from infill.engines.base import InfillRequest
 
+log = logging.getLogger(__name__)
 NextDist = Callable[[list[int], torch.Tensor], torch.Tensor]
 BLOCKS_KEPT = 65536
 """Tokenized blocks remembered by text (about a few MB of ids)."""
@@ -57,6 +61,8 @@ class CacheModel:
         self.encode_batch = encode_batch
         self.special_ids = special_ids
         self._blocks: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._failed: set[tuple[Hashable, Hashable]] = set()
+        """(key, version) of sources the tokenizer failed on: not tried again."""
 
     def tokenize(self, text: str) -> np.ndarray:
         """The ids of `text`, block by block (see the module rules)."""
@@ -101,7 +107,16 @@ class CacheModel:
         far = []
         for src in req.sources:
             key = ("source", src.key)
-            self.ids(key, src.version, src.text)
+            if (key, src.version) in self._failed:
+                continue
+            try:
+                self.ids(key, src.version, src.text)
+            except Exception:  # a source the tokenizer cannot take costs this source alone (a bonus)
+                log.warning("the cache model skips %s: the tokenizer failed on it", src.key, exc_info=True)
+                if len(self._failed) >= 1024:
+                    self._failed.clear()
+                self._failed.add((key, src.version))
+                continue
             far.append(key)
         if req.document is not None:
             text, cursor = req.document, req.cursor if req.cursor is not None else len(req.document)

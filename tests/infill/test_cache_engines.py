@@ -101,3 +101,27 @@ def test_infill_complete_takes_the_cache(tmp_path, capsys):
     assert cli.main(["complete", f"{src}:5:13", "--cache", "--json", "--max-tokens", "4"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["middle"].startswith("otal"), out
+
+
+def test_a_source_the_tokenizer_fails_on_costs_that_source_alone(default_engine):
+    from infill.engines.mixture import CacheModel
+
+    calls = []
+
+    def encode_batch(texts):
+        calls.append(texts)
+        if any("EVIL" in t for t in texts):
+            raise ValueError("the tokenizer failed on this text")
+        return default_engine._encode_batch(texts)
+    model = CacheModel(default_engine.vocab_size, encode_batch, default_engine._special())
+    req = InfillRequest(MEAN, "\n", GENERATION, cache=CacheConfig(),
+                        sources=(CacheSource("evil.py", 1, "EVIL = 1\n"), CacheSource("ok.py", 1, REPEAT)))
+    prompt = default_engine._prompt(req)[0]
+    assert model.next_dist(req, prompt) is not None
+    assert ("source", "ok.py") in model.ngrams.keys() and ("source", "evil.py") not in model.ngrams.keys()
+    calls.clear()
+    model.next_dist(req, prompt)
+    assert not any("EVIL" in t for texts in calls for t in texts)  # not tried again at that version
+
+
+GENERATION = GenerationConfig(max_tokens=4)
