@@ -32,9 +32,9 @@ import torch
 
 from infill import tokenizer as infill_tokens
 from infill.engines import templates as fim
-from infill.engines.base import (SCORE_RESERVE, CannotScore, CompletionResult, GenerationConfig, InfillRequest,
-                                 SessionPool, end_of, fit_context, fit_lines, prompt_budget, rank, run_to_end,
-                                 windowed_logprob)
+from infill.engines.base import (SCORE_RESERVE, CannotScore, CompletionResult, GenerationConfig, HolesResult,
+                                 InfillRequest, SessionPool, end_of, fit_context, fit_lines, prompt_budget, rank,
+                                 run_to_end, sequential_holes, windowed_logprob)
 from infill.engines.local import resolve_device
 from infill.generation import sample
 
@@ -99,7 +99,7 @@ class HFEngine:
             self.mask_ids.append(vocab[infill_tokens.mask_token(len(self.mask_ids))])
         self.eom_id = vocab.get(infill_tokens.EOM)
         self.max_holes = max(len(self.mask_ids) - 1, 0) if self.eom_id is not None else 0
-        self.unavailable: dict[str, str] = {}
+        self.unavailable: dict[str, str] = {"multi_hole": "holes are filled one at a time, left to right (no InCoder mask sentinels)"}
         caps = {"infill", "score", "sampled_logprobs", "text_score"}
         if self.max_holes >= 1:
             caps.add("multi_hole_score")
@@ -294,6 +294,14 @@ class HFEngine:
 
     def infill(self, req: InfillRequest) -> CompletionResult:
         return run_to_end(self.stream_infill(req))
+
+    def stream_infill_holes(self, pieces: list[str], config: GenerationConfig, **kw
+                            ) -> Generator[None, None, HolesResult]:
+        """One hole at a time, left to right (`base.sequential_holes`): no mask sentinels here."""
+        return sequential_holes(self, pieces, config, **kw)
+
+    def infill_holes(self, pieces: list[str], config: GenerationConfig, **kw) -> HolesResult:
+        return run_to_end(self.stream_infill_holes(pieces, config, **kw))
 
     # scoring --------------------------------------------------------------------------------------
     @torch.inference_mode()

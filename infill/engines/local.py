@@ -19,6 +19,13 @@ Rules:
 - Repository context (`InfillRequest.context`) comes first, each file behind its header and ended by
   EOS (`formats.context_prompt`, the layout of repository-level packing), within `fit_context`'s
   budget; the prefix and suffix fit in what is left.
+- Several holes (`stream_infill_holes`, with the tokenizer's InCoder mask tokens): one pass in the
+  multi-mask format, `K0 <M0> K1 ... Kn <Mn> <M0> F0 <EOM> <M1> F1 <EOM> ...`, the sequence causal
+  masking trained on (`formats.encode_incoder`). Each fill is generated after its mask sentinel until
+  `<EOM>` under the stop rule, on one KV cache, so a fill sees the text after every hole and the fills
+  before it. The prompt ends in a sentinel, never in prefix text, so nothing is healed. A fill cut by
+  the stop rule enters the sequence as its cut text. The first and last pieces are fitted to what the
+  holes' budgets leave (`fit_lines`); the pieces between the holes are kept whole.
 - Scoring uses the prompt generation would use (fitted the same way, never healed), so a score is
   the probability of exactly what generation could have produced.
 """
@@ -33,8 +40,9 @@ import torch
 
 from infill import formats
 from infill.checkpoint import load_checkpoint
-from infill.engines.base import (SCORE_RESERVE, CannotScore, CompletionResult, InfillRequest, SessionPool, end_of,
-                                 fit_context, fit_lines, prompt_budget, rank, run_to_end, windowed_logprob)
+from infill.engines.base import (SCORE_RESERVE, CannotFill, CannotScore, Completion, CompletionResult, HolesResult,
+                                 InfillRequest, SessionPool, check_holes, end_of, fit_context, fit_lines,
+                                 prompt_budget, rank, run_to_end, sequential_holes, windowed_logprob)
 from infill.generation import Candidate, GenerationConfig, stream
 from infill.generation import score as score_ids
 from infill.model import KVCache, Transformer
@@ -84,9 +92,10 @@ class LocalEngine:
         caps = {"infill", "score", "sampled_logprobs", "text_score"}
         self.unavailable: dict[str, str] = {}
         if self.max_holes >= 1:
-            caps.add("multi_hole_score")
+            caps |= {"multi_hole_score", "multi_hole"}
         else:
             self.unavailable["multi_hole_score"] = "the tokenizer has no InCoder mask tokens"
+            self.unavailable["multi_hole"] = "holes are filled one at a time (the tokenizer has no InCoder mask tokens)"
         self.capabilities = frozenset(caps)
         self._heal_masks: dict[bytes, torch.Tensor] = {}
         """Per engine (an lru_cache on the method would keep every engine, model included, alive)."""
@@ -197,6 +206,69 @@ class LocalEngine:
 
     def infill(self, req: InfillRequest) -> CompletionResult:
         return run_to_end(self.stream_infill(req))
+
+    @property
+    def context(self) -> int:
+        return self.model.config.max_seq_len
+
+    def stream_infill_holes(self, pieces: list[str], config: GenerationConfig, *, written: list[str] | None = None,
+                            ext: str | None = None, stop_at=None) -> Generator[None, None, HolesResult]:
+        """Every hole in one pass in InCoder's multi-mask format (module rules); one at a time without
+        mask tokens. Yields after every generated token."""
+        if "multi_hole" not in self.capabilities:
+            return (yield from sequential_holes(self, pieces, config, written=written, ext=ext, stop_at=stop_at))
+        started = time.perf_counter()
+        tok = self.tokenizer
+        holes = check_holes(pieces, config, self.context, self.max_holes)
+        pieces = self._fit_pieces(pieces, holes, config, ext)
+        ids = formats.encode_incoder(tok, pieces, [None] * holes, ext=ext).ids  # ... <Mn> <M0>
+        prompt_tokens = len(ids)
+        config = replace(config, n=1, stop_ids=formats.stop_ids(tok, "incoder"))
+        param = next(self.model.parameters())
+        cache = KVCache(self.model.config, 1, len(ids) + holes * (config.max_tokens + 2), device=self.device,
+                        dtype=param.dtype)
+        fed, fills = 0, []
+        for j in range(holes):
+            if j:
+                ids = ids + [tok.eom_id, tok.mask_id(j)]
+            rule = None
+            if stop_at is not None:
+                rule = lambda t: stop_at(tok.decode(t)) is not None  # noqa: E731
+            budget = config.time_budget_s
+            if budget is not None:
+                budget = max(budget - (time.perf_counter() - started), 0.001)
+            result: list[Candidate] = []
+            for _ in stream(self.model, ids, cache, replace(config, time_budget_s=budget), start_pos=fed,
+                            stop_rule=rule, result=result):
+                yield
+            row = result[0]
+            in_cache = ids + row.tokens[:len(row.tokens) - (0 if row.finish_reason == "stop" else 1)]
+            text = tok.decode(row.tokens)
+            if stop_at is not None and (end := stop_at(text)) is not None:
+                text = text[:end]
+            fill = tok.encode(text)
+            ids = ids + fill
+            fed = 0
+            while fed < min(len(in_cache), len(ids) - 1) and in_cache[fed] == ids[fed]:
+                fed += 1
+            fills.append(Completion(text, len(row.tokens), row.logprob, row.finish_reason))
+        return HolesResult(fills, (time.perf_counter() - started) * 1000, "joint", prompt_tokens,
+                           extra={"ids": ids + [tok.eom_id]})
+
+    def _fit_pieces(self, pieces: list[str], holes: int, config: GenerationConfig, ext: str | None) -> list[str]:
+        """The pieces with the first cut from its start and the last from its end to fit what the holes'
+        budgets leave of the context; `CannotFill` when the pieces between the holes alone do not fit."""
+        tok = self.tokenizer
+        budget = self.context - holes * (config.max_tokens + 2) - (12 + len(ext or "")) - (holes + 1)
+        inner = sum(len(x) for x in tok.encode_batch(pieces[1:-1])) if holes > 1 else 0
+        if inner >= budget:
+            raise CannotFill(f"the code between the first and the last hole ({inner} tokens) leaves no room in the "
+                             f"{self.context}-token context; fill fewer holes or lower maxTokens")
+        first, last = self._fit(pieces[0], pieces[-1], budget - inner)
+        return [first, *pieces[1:-1], last]
+
+    def infill_holes(self, pieces: list[str], config: GenerationConfig, **kw) -> HolesResult:
+        return run_to_end(self.stream_infill_holes(pieces, config, **kw))
 
     # scoring --------------------------------------------------------------------------------------
     def _end_id(self) -> int:

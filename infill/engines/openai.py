@@ -50,7 +50,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from infill.engines import templates as fim
-from infill.engines.base import CannotScore, CompletionResult, InfillRequest, end_of, fit_context, rank, run_to_end
+from infill.engines.base import (CannotScore, CompletionResult, GenerationConfig, HolesResult, InfillRequest, end_of,
+                                 fit_context, rank, run_to_end, sequential_holes)
 
 DEFAULT_TEMPLATE = "infill-spm"
 NO_SCORE = "the server returns no prompt logprobs (echo + logprobs on /v1/completions)"
@@ -98,6 +99,7 @@ class OpenAIEngine:
         self._pending = False
         self._caps: frozenset[str] | None = None
         self.unavailable: dict[str, str] = {"multi_hole_score": "a completions server scores one hole at a time",
+                                            "multi_hole": "a completions server fills one hole at a time",
                                             "text_score": "perplexity needs the model's logits, not a server"}
 
     # http -----------------------------------------------------------------------------------------
@@ -398,6 +400,14 @@ class OpenAIEngine:
 
     def infill(self, req: InfillRequest) -> CompletionResult:
         return run_to_end(self.stream_infill(req))
+
+    def stream_infill_holes(self, pieces: list[str], config: GenerationConfig, **kw
+                            ) -> Generator[None, None, HolesResult]:
+        """One hole at a time, left to right (`base.sequential_holes`): no mask sentinels here."""
+        return sequential_holes(self, pieces, config, **kw)
+
+    def infill_holes(self, pieces: list[str], config: GenerationConfig, **kw) -> HolesResult:
+        return run_to_end(self.stream_infill_holes(pieces, config, **kw))
 
     # scoring --------------------------------------------------------------------------------------
     def score(self, prefix: str, suffix: str, middle: str, *, ext: str | None = None, end: bool = True) -> float:
