@@ -54,6 +54,10 @@ class ServerOptions:
     (workspace files the current file imports), definitions (of names near the cursor, from those)."""
     context_file_kb: int = 256
     """Workspace files larger than this are never read for context."""
+    fill_holes: bool = True
+    """The "Fill N holes in `name`" code action (`lsp.fill`)."""
+    hole_patterns: tuple[str, ...] | None = None
+    """Regular expressions a hole's whole text matches (`lsp.holes`); None: `lsp.holes.DEFAULT_PATTERNS`."""
 
     def __post_init__(self):
         problems = [p for f in fields(self) if (p := _check(f.name, getattr(self, f.name)))]
@@ -87,6 +91,9 @@ def _check(name: str, v: Any) -> str | None:
     if name == "context_sources":
         ok = isinstance(v, tuple) and all(isinstance(x, str) and x in CONTEXT_SOURCES for x in v)
         return None if ok else f"{key} must be a list of {', '.join(CONTEXT_SOURCES)}"
+    if name == "hole_patterns":
+        ok = v is None or isinstance(v, tuple) and all(isinstance(x, str) and _compiles(x) for x in v)
+        return None if ok else f"{key} must be a list of regular expressions"
     if name in ("temperature",):
         return None if _is_number(v) and 0 <= v <= 2 else f"{key} must be a number from 0 to 2"
     if name == "time_budget_ms":
@@ -96,6 +103,14 @@ def _check(name: str, v: Any) -> str | None:
     if name == "type_confidence":
         return None if _is_number(v) and 0 <= v <= 1 else f"{key} must be a probability from 0 to 1"
     return None if isinstance(v, bool) else f"{key} must be true or false"
+
+
+def _compiles(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
 
 
 def camel(name: str) -> str:
@@ -123,7 +138,7 @@ def update_options(current: ServerOptions, raw: Any) -> tuple[ServerOptions, lis
             continue
         if name in ("temperature", "time_budget_ms", "cache_mb", "type_confidence") and _is_number(value):
             value = float(value)
-        if name == "context_sources" and isinstance(value, list):
+        if name in ("context_sources", "hole_patterns") and isinstance(value, list):
             value = tuple(dict.fromkeys(value))
         if (why := _check(name, value)) is not None:
             problems.append(f"{why}, got {value!r}; using the default {getattr(DEFAULTS, name)!r}")
