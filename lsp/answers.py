@@ -113,7 +113,7 @@ def fill_action(uri: str, text: str, found: holes.Holes, changes: list[tuple[int
         edit = types.WorkspaceEdit(
             document_changes=[types.TextDocumentEdit(
                 types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version),
-                [types.AnnotatedTextEdit(span_range(text, s, e, encoding), new, annotation_id=label)
+                [types.AnnotatedTextEdit(range=span_range(text, s, e, encoding), new_text=new, annotation_id=label)
                  for s, e, new in changes])],
             change_annotations={label: types.ChangeAnnotation(
                 label=title, needs_confirmation=True, description="model-written code: review before applying")})

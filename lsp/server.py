@@ -384,7 +384,8 @@ class InfillServer(LanguageServer):
                               "ms": round((time.perf_counter() - started) * 1000, 1)}
             self.send_status()
         changes, _ = cache[key]
-        edit_caps = getattr(getattr(self.client_capabilities, "workspace", None), "workspace_edit", None)
+        caps = getattr(self.protocol, "client_capabilities", None)  # set by initialize
+        edit_caps = getattr(getattr(caps, "workspace", None), "workspace_edit", None)
         annotate = bool(edit_caps and edit_caps.document_changes and edit_caps.change_annotation_support)
         return answers.fill_action(uri, text, found, changes, self.position_encoding(), version=doc.version,
                                    annotate=annotate)

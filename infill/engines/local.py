@@ -243,10 +243,11 @@ class LocalEngine:
                 yield
             row = result[0]
             in_cache = ids + row.tokens[:len(row.tokens) - (0 if row.finish_reason == "stop" else 1)]
-            text = tok.decode(row.tokens)
+            text, fill = tok.decode(row.tokens), row.tokens
             if stop_at is not None and (end := stop_at(text)) is not None:
                 text = text[:end]
-            fill = tok.encode(text)
+                cut = tok.encode(text)
+                fill = cut if len(cut) <= len(row.tokens) else fill  # within the hole's room in the cache
             ids = ids + fill
             fed = 0
             while fed < min(len(in_cache), len(ids) - 1) and in_cache[fed] == ids[fed]:
