@@ -38,8 +38,9 @@ import torch
 import torch.nn.functional as F
 
 from infill.checkpoint import CheckpointError
-from infill.formats import infill_prompt, stop_ids
-from infill.generation import GenerationConfig, generate
+from infill.engines import InfillRequest
+from infill.engines.local import LocalEngine
+from infill.generation import GenerationConfig
 from infill.model import Transformer, tied_state
 from infill.tokenizer import CodeTokenizer
 from train import parallel
@@ -102,8 +103,8 @@ class EvalSet:
     """Validation rows with the training objective: the validation loss."""
     bpb_rows: list[tuple[str, Row, int]] = field(default_factory=list)
     """(language, left-to-right row, bytes of its predicted tokens): bits per byte per language."""
-    spans: list[tuple[list[int], str]] = field(default_factory=list)
-    """(prompt ids, true middle line): infill exact match."""
+    spans: list[tuple[str, str, str | None, str]] = field(default_factory=list)
+    """(prefix, suffix, extension, true middle line): infill exact match."""
     fmt: str = "spm"
 
 
@@ -141,7 +142,7 @@ def build_evalset(corpus: Corpus | None, tok: CodeTokenizer, config: TrainConfig
         i = rng.choice(candidates)
         prefix, middle, suffix = "".join(lines[:i]), lines[i], "".join(lines[i + 1:])
         ext = Path(record.get("path", "")).suffix or None
-        out.spans.append((infill_prompt(tok, out.fmt, prefix, suffix, ext=ext), middle))
+        out.spans.append((prefix, suffix, ext, middle))
     return out
 
 
@@ -194,16 +195,23 @@ def evaluate(model: Transformer, module, evalset: EvalSet, tok: CodeTokenizer, c
                 nbytes[lang] = nbytes.get(lang, 0) + b
         result["bpb"] = {lang: nats[lang] / math.log(2) / max(1, nbytes[lang]) for lang in sorted(nats)}
     if evalset.spans:
-        stops = stop_ids(tok, evalset.fmt)
-        gen = GenerationConfig(max_tokens=config.eval_max_tokens, stop_ids=stops, lookahead=0)
-        hits = 0
-        with amp:
-            for prompt, middle in evalset.spans:
-                out = generate(model, prompt, gen)[0].tokens
-                hits += tok.decode(out).split("\n", 1)[0] == middle.rstrip("\r\n")
-        result["infill_em"] = hits / len(evalset.spans)
+        result["infill_em"] = infill_exact_match(model, tok, evalset, config, amp)
     module.train(was_training)
     return result
+
+
+def infill_exact_match(model: Transformer, tok: CodeTokenizer, evalset: EvalSet, config: TrainConfig, amp) -> float:
+    """The share of held-out lines the model completes exactly, asked of a `LocalEngine` over the
+    training model as the server asks it (the same prompt fitting, token healing, stop rule and
+    decode loop): the middle up to its first newline against the true line."""
+    engine = LocalEngine(model, tok, prompt_format=evalset.fmt, cache_mb=0)
+    gen = GenerationConfig(max_tokens=config.eval_max_tokens)
+    hits = 0
+    with amp:
+        for prefix, suffix, ext, middle in evalset.spans:
+            out = engine.infill(InfillRequest(prefix, suffix, gen, stop=("\n",), ext=ext))
+            hits += out.text == middle.rstrip("\r\n")
+    return hits / len(evalset.spans)
 
 
 # training -----------------------------------------------------------------------------------------

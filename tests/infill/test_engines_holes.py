@@ -96,3 +96,18 @@ def test_limits_are_clear_errors(tiny_model, tiny_tokenizer):
         engine.infill_holes(["only text"], GenerationConfig(max_tokens=2))
     with pytest.raises(CannotFill, match="between the first and the last hole"):
         engine.infill_holes(["a", "x = 1\n" * 2000, "b"], GenerationConfig(max_tokens=8))
+
+
+def test_a_transformers_model_with_incoder_masks_fills_jointly(tmp_path):
+    from hf_models import build
+
+    from infill.engines.hf import HFEngine
+
+    engine = HFEngine.from_pretrained(str(build(tmp_path / "m", "incoder")), device="cpu")
+    assert "multi_hole" in engine.capabilities and engine.max_holes == 1  # <|mask:0|>, <|mask:1|>
+    result = engine.infill_holes(["def f(x):\n", "    return y\n"], GenerationConfig(max_tokens=4))
+    assert result.mode == "joint" and len(result.fills) == 1
+    prompt = engine._holes_prompt(["def f(x):\n", "    return y\n"], None)
+    assert result.extra["ids"][:len(prompt)] == prompt and result.extra["ids"][-1] == engine.eom_id
+    with pytest.raises(CannotFill, match="at most 1"):
+        engine.infill_holes(PIECES, GenerationConfig(max_tokens=4))

@@ -206,3 +206,88 @@ def test_an_engine_is_freed_once_dropped(tiny_model, tiny_tokenizer):
     del engine
     gc.collect()
     assert ref() is None
+
+
+def _boost(token: int, every: int = 3):
+    """A hook that moves most of the mass to `token` after each `every`-th generated token (a stand-in
+    for a cache model), else returns the model's own distribution."""
+    def next_dist(ids: list[int], logprobs: torch.Tensor) -> torch.Tensor:
+        assert logprobs.shape == (logprobs.shape[0],) and logprobs.dtype == torch.float32
+        if ids and len(ids) % every == 0:
+            return torch.log(0.2 * logprobs.exp() + 0.8 * torch.nn.functional.one_hot(
+                torch.tensor(token), logprobs.shape[0]).float())
+        return logprobs
+    return next_dist
+
+
+@torch.no_grad()
+def _greedy_mixed_ref(model, prompt, steps, next_dist, allowed=None):
+    """Independent reference for the hook: a full forward per step, the hook, the mask, argmax."""
+    seq, logprob = list(prompt), 0.0
+    for i in range(steps):
+        lp = next_dist(seq[len(prompt):], torch.log_softmax(model(torch.tensor([seq]))[0, -1].float(), -1))
+        if i == 0 and allowed is not None:
+            lp = torch.log_softmax(lp.masked_fill(~allowed, float("-inf")), -1)
+        seq.append(int(lp.argmax()))
+        logprob += float(lp[seq[-1]])
+    return seq[len(prompt):], logprob
+
+
+def test_next_dist_hook_is_what_greedy_picks_from(tiny_model, tiny_tokenizer):
+    prompt = _prompt(tiny_tokenizer)
+    hook = _boost(17)
+    plain = generate(tiny_model, prompt, GenerationConfig(max_tokens=12, lookahead=0))[0]
+    mixed = generate(tiny_model, prompt, GenerationConfig(max_tokens=12, lookahead=0), next_dist=hook)[0]
+    want, logprob = _greedy_mixed_ref(tiny_model, prompt, 12, hook)
+    assert mixed.tokens == want != plain.tokens and mixed.tokens[3] == 17
+    assert mixed.logprob == pytest.approx(logprob, abs=1e-3)  # the mixed distribution's, not the model's
+    # the healing mask applies after the hook: a boosted token outside it is never first
+    allowed = torch.zeros(tiny_model.config.vocab_size, dtype=torch.bool)
+    allowed[[40, 41, 42]] = True
+    first = generate(tiny_model, prompt, GenerationConfig(max_tokens=4, lookahead=0), first_allowed=allowed,
+                     next_dist=lambda ids, lp: _boost(17, every=1)(ids + [0], lp))[0]
+    assert first.tokens[0] in (40, 41, 42) and first.tokens[1:] == [17, 17, 17]
+    want, logprob = _greedy_mixed_ref(tiny_model, prompt, 4, lambda ids, lp: _boost(17, every=1)(ids + [0], lp),
+                                      allowed)
+    assert first.tokens == want and first.logprob == pytest.approx(logprob, abs=1e-3)
+
+
+@pytest.mark.parametrize("prompt", [[5, 6, 7, 8] * 10, None])
+def test_drafts_verify_against_the_hooks_distribution(tiny_model, tiny_tokenizer, prompt):
+    """With a hook that changes greedy choices, prompt-lookup drafts still give exactly the output of
+    plain greedy decoding (both through the hook), and drafts are still accepted."""
+    prompt = prompt or tiny_tokenizer.encode(SOURCE[:1500])[:200]
+    calls = []
+    original = tiny_model.forward
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    for hook in (_boost(6, every=4), _boost(23, every=5)):
+        plain = generate(tiny_model, prompt, GenerationConfig(max_tokens=60, lookahead=0), next_dist=hook)[0]
+        tiny_model.forward = counting
+        calls.clear()
+        try:
+            fast = generate(tiny_model, prompt, GenerationConfig(max_tokens=60, lookahead=8), next_dist=hook)[0]
+        finally:
+            del tiny_model.forward
+        assert fast.tokens == plain.tokens and fast.finish_reason == plain.finish_reason
+        assert fast.logprob == pytest.approx(plain.logprob, abs=1e-3)
+        assert plain.tokens != generate(tiny_model, prompt, GenerationConfig(max_tokens=60, lookahead=0))[0].tokens
+        assert len(calls) < 60  # drafts were accepted: fewer forward passes than tokens
+
+
+def test_a_plain_callable_is_a_forward_and_n_rows_need_expand(tiny_model, tiny_tokenizer):
+    from infill.generation import model_forward, stream
+
+    prompt = _prompt(tiny_tokenizer)
+    seam = model_forward(tiny_model, max_len=100)
+    out: list = []
+    for _ in stream(lambda ids, pos: seam(ids, pos), prompt, GenerationConfig(max_tokens=5), result=out):
+        pass
+    assert out[0].tokens == generate(tiny_model, prompt, GenerationConfig(max_tokens=5))[0].tokens
+    with pytest.raises(ValueError, match="expand"):
+        list(stream(lambda ids, pos: seam(ids, pos), prompt, GenerationConfig(max_tokens=5, n=2)))
+    with pytest.raises(ValueError, match="one-row"):
+        model_forward(tiny_model, KVCache(tiny_model.config, 2, 100))

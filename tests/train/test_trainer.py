@@ -155,3 +155,21 @@ def test_kill_9_never_leaves_a_corrupt_checkpoint(tmp_path):
                  overrides=["progress=false"]) == 0
     assert not any(p.name.startswith(".tmp") for p in (tmp_path / "checkpoints").iterdir())
     assert json.loads((list_checkpoints(tmp_path)[-1] / "trainer.json").read_text())["step"] == step + 1
+
+
+def test_in_training_exact_match_asks_the_served_engine(tiny_model, tiny_tokenizer):
+    """The trainer's infill exact match is the server's answer: prompt fitting, token healing (here
+    prefixes that end inside a word, which the old id-level decode never healed), stop rule and loop."""
+    from infill.engines import GenerationConfig, InfillRequest
+    from infill.engines.local import LocalEngine
+    from train.trainer import EvalSet, evaluate
+
+    config = TrainConfig(eval_max_tokens=12)
+    served = LocalEngine(tiny_model, tiny_tokenizer)
+    spans = []
+    for prefix in ("def add(a, b):\n    return a", "import os\n\npath = os.pa", "for i in ran"):
+        answer = served.infill(InfillRequest(prefix, "\n", GenerationConfig(max_tokens=12), stop=("\n",), ext=".py"))
+        spans += [(prefix, "\n", ".py", answer.text + "\n"), (prefix, "\n", ".py", answer.text + "x\n")]
+    evalset = EvalSet(spans=spans, fmt=tiny_model.config.prompt_format)
+    result = evaluate(tiny_model, tiny_model, evalset, tiny_tokenizer, config, torch.device("cpu"), None, False)
+    assert result["infill_em"] == 0.5
