@@ -18,7 +18,7 @@
 export const SERVER_KEYS = [
     "model", "device", "maxTokens", "temperature", "timeBudgetMs", "cacheMb",
     "completion", "typeHints", "variableNames", "typeConfidence", "nameSuggestions",
-    "context", "contextTokens", "contextSources", "contextFileKb",
+    "context", "contextTokens", "contextSources", "contextFileKb", "fillHoles", "holePatterns",
 ] as const;
 
 export type ServerKey = (typeof SERVER_KEYS)[number];
