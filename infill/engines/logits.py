@@ -25,7 +25,7 @@ Rules:
 - InCoder multi-hole scoring: `K0 <M0> K1 ... <Mn> <M0> F0 <EOM> <M1> F1 <EOM> ...`.
 - Several holes (`stream_infill_holes`, with InCoder mask tokens: "multi_hole"): one pass in that
   multi-mask format, the sequence causal masking trains on (`formats.encode_incoder`). Each fill is
-  generated after its mask sentinel until `<EOM>` by the one decode loop, under the stop rule and the
+  generated after its mask sentinel until `<EOM>` (or a mask sentinel) by the one decode loop, under the stop rule and the
   request's `next_dist_for` hook (asked per hole, with the document as filled so far around the
   hole), on one cache, so a fill sees the text after every hole and the fills before it. The prompt
   ends in a sentinel, never in prefix text, so nothing is healed. A fill cut by the stop rule enters
@@ -204,7 +204,8 @@ class LogitEngine:
         pieces = self._fit_pieces(pieces, holes, config, ext)
         ids = self._holes_prompt(pieces, ext)  # ... <Mn> <M0>
         prompt_tokens = len(ids)
-        config = replace(config, n=1, stop_ids=frozenset({self.eom_id, *self.stop_ids}))
+        # a fill ends at <EOM>; a mask sentinel inside a fill can only mean the same (never text)
+        config = replace(config, n=1, stop_ids=frozenset({self.eom_id, *self.mask_ids, *self.stop_ids}))
         forward = self._forward(None, len(ids) + holes * (config.max_tokens + 2))
         fed, fills, unhealed = 0, [], self._pieces()[0][:0]  # an empty piece: nothing healed
         for j in range(holes):

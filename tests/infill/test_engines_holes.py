@@ -40,6 +40,17 @@ def test_the_fill_of_a_stop_rule_is_cut_and_enters_the_sequence_cut(tiny_model, 
     assert result.extra["ids"][-3:] == [tiny_tokenizer.eom_id, tiny_tokenizer.mask_id(1), tiny_tokenizer.eom_id]
 
 
+def test_a_mask_sentinel_ends_a_fill_and_never_enters_its_text(tiny_model, tiny_tokenizer):
+    tok = tiny_tokenizer
+    script = formats.encode_incoder(tok, PIECES, FILLS, ext=".py").ids
+    first_eom = script.index(tok.eom_id)
+    script[first_eom] = tok.mask_id(2)  # the model closes fill 0 with a mask sentinel instead of <EOM>
+    engine = LocalEngine(Scripted(tiny_model.config, script, tok.eos_id), tok)
+    result = engine.infill_holes(PIECES, GenerationConfig(max_tokens=32), ext=".py")
+    assert result.texts[0] == FILLS[0] and result.fills[0].finish_reason == "stop"
+    assert "<|mask" not in "".join(result.texts)
+
+
 class Recorder:
     """A single-hole engine that records each request and answers F<j>."""
 
