@@ -22,7 +22,7 @@ tokens and so measures the one-at-a-time path (its figures are those of random w
 Latency: the 3-hole joint fill of the problems whose program is closest to 40 lines, against a
 single-hole fill of the same function in the same run (p50 of each, and the ratio).
 
-    python bench/multi_hole.py [--limit N] [--seed 0] [--json] [--out DIR]
+    python bench/multi_hole.py [--limit N] [--seed 0] [--modes joint,sequential,independent] [--json] [--out DIR]
 """
 from __future__ import annotations
 
@@ -172,6 +172,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=48, help="tokens per hole (default 48)")
     parser.add_argument("--repeats", type=int, default=3, help="latency repeats per function (default 3)")
     parser.add_argument("--skip-tiny", action="store_true", help="the default model only")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {', '.join(MODES)}")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--out", type=Path, help="also write results.json here")
     args = parser.parse_args()
@@ -203,7 +204,8 @@ def main() -> int:
                                                                    device="cpu")))
     try:
         for label, engine in models:
-            modes = [m for m in MODES if m != "joint" or "multi_hole" in engine.capabilities]
+            wanted = args.modes.split(",")
+            modes = [m for m in MODES if m in wanted and (m != "joint" or "multi_hole" in engine.capabilities)]
             rows = run_model(engine, items, modes, args.max_tokens, label)
             results["models"][label] = {f"k={k} {mode}": row for (k, mode), row in rows.items()}
         results["latency"] = latency(default, items, args.repeats, args.max_tokens)
