@@ -27,10 +27,10 @@ Rules kept here, once for all engines:
 - Repository context (`fit_context`): whole chunks, best first, within min(`context_tokens`, half the
   prompt budget); the prefix and suffix get what is left. It comes first in the prompt, so typing at
   the cursor still only appends tokens.
-- Multi-hole filling (`check_holes`, `sequential_holes`): `config.max_tokens` is each hole's budget; the
-  holes' budgets together may take at most half the context (`HOLE_SHARE`), the pieces around them fit
-  in the rest; more holes than `max_holes` (joint) or `MAX_SEQUENTIAL_HOLES`, or a budget over that
-  share, is a `CannotFill` that says which limit. Filling one at a time, each fill joins the prefix of
+- Multi-hole filling (`check_holes`, `sequential_holes`): `config.max_tokens` is each hole's budget; in
+  one joint pass the holes' budgets together may take at most half the context (`HOLE_SHARE`), the
+  pieces around them fit in the rest; more holes than `max_holes` (joint) or `MAX_SEQUENTIAL_HOLES`, or
+  a joint budget over that share, is a `CannotFill` that says which limit. Filling one at a time, each fill joins the prefix of
   the next, and later holes stay in the suffix as they are written. A time budget is for all the holes.
 - Session caches (`SessionPool`): one per key (a document), least recently used dropped first once
   their bytes pass the limit.
@@ -233,14 +233,17 @@ def rank(candidates: Iterable[tuple[str, int, float, str]], req: InfillRequest) 
     return sorted(best.values(), key=lambda c: -c.logprob)
 
 
-def check_holes(pieces: list[str], config: GenerationConfig, context: int, limit: int) -> int:
+def check_holes(pieces: list[str], config: GenerationConfig, context: int | None, limit: int) -> int:
     """The number of holes between `pieces`; `CannotFill` (saying which limit) when there is none, more
-    than `limit`, or when their token budgets together take more than `HOLE_SHARE` of `context`."""
+    than `limit`, or when their token budgets together take more than `HOLE_SHARE` of `context` (one
+    pass holds them all; None: each hole is its own request, fitted by the engine)."""
     holes = len(pieces) - 1
     if holes < 1:
         raise CannotFill("no holes to fill")
     if holes > limit:
         raise CannotFill(f"{holes} holes: this engine fills at most {limit} at once; select fewer")
+    if context is None:
+        return holes
     total, room = holes * (config.max_tokens + 2), int(context * HOLE_SHARE)
     if total > room:
         raise CannotFill(f"{holes} holes x {config.max_tokens} tokens need {total} tokens, over the budget of "
@@ -256,7 +259,7 @@ def sequential_holes(engine, pieces: list[str], config: GenerationConfig, *, wri
     `written` (empty by default). The time budget (`config.time_budget_s`) is for all the holes."""
     import time
 
-    holes = check_holes(pieces, config, getattr(engine, "context", None) or 1 << 30, MAX_SEQUENTIAL_HOLES)
+    holes = check_holes(pieces, config, None, MAX_SEQUENTIAL_HOLES)
     written = list(written) if written is not None else [""] * holes
     if len(written) != holes:
         raise ValueError(f"{holes} holes need {holes} written texts, got {len(written)}")
