@@ -9,6 +9,7 @@ writes the same weights as a Hugging Face Llama directory (names already match, 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -28,6 +29,27 @@ TOKENIZER_FILE = "tokenizer.json"
 
 class CheckpointError(ValueError):
     """A checkpoint directory that cannot be loaded; the message is one line naming the file."""
+
+
+def read_json(path: Path) -> object:
+    """The JSON value in `path`, strictly: a number that overflows a float (`1e999999`), `NaN` and
+    `Infinity` are refused, and so is nesting deeper than the parser's recursion limit; each problem
+    is one `CheckpointError` line naming the file (`OSError` when it cannot be read)."""
+    def finite(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError(f"the number {text[:40]} is out of range")
+        return value
+
+    def constant(name: str):
+        raise ValueError(f"{name} is not a number JSON allows")
+
+    try:
+        return json.loads(path.read_bytes(), parse_float=finite, parse_constant=constant)
+    except RecursionError:
+        raise CheckpointError(f"{path}: nested too deep to be a model config") from None
+    except ValueError as exc:  # JSONDecodeError, a refused number, an integer of over 4300 digits
+        raise CheckpointError(f"{path}: not valid JSON ({str(exc).splitlines()[0]})") from None
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -70,10 +92,10 @@ def load_config(directory: str | Path) -> ModelConfig:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{path}: missing (a checkpoint directory holds {CONFIG_FILE}, {WEIGHTS_FILE}, {TOKENIZER_FILE})")
+    data = read_json(path)
     try:
-        data = json.loads(path.read_text())
         return ModelConfig.from_dict(data["model"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         kind = type(exc).__name__
         raise CheckpointError(f"{path}: not an infill model config ({kind}: {str(exc).splitlines()[0]})") from None
 
@@ -88,11 +110,12 @@ def check_memory(directory: str | Path, needed: int, device: str | torch.device 
 
 def check_hf_dir(directory: str | Path, device: str = "cpu", dtype_bytes: int = 4) -> None:
     """The same checks for a Hugging Face model directory, before transformers reads it (a directory
-    without a readable config.json is left to transformers, which names the problem)."""
+    without config.json is left to transformers, which names the problem; a malformed one is
+    refused here, see `read_json`)."""
     path = Path(directory) / CONFIG_FILE
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = read_json(path)
+    except OSError:
         return
     if not isinstance(data, dict):
         return
@@ -101,6 +124,34 @@ def check_hf_dir(directory: str | Path, device: str = "cpu", dtype_bytes: int = 
     except ValueError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     check_memory(directory, needed, device)
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+HF_CODE_FILES = ("config.json", "tokenizer_config.json")
+"""Files of a Hugging Face directory whose `auto_map` names code for transformers to import."""
+
+
+def check_hf_files(directory: Path) -> None:
+    """`CheckpointError` (one line) for a Hugging Face directory that would run its own code (an
+    `auto_map` in config.json or tokenizer_config.json: transformers imports the named module, and
+    asks "[y/N]" first only when it can) or whose weights are pickle only (unpickling runs code):
+    infill runs no model's code and reads weights from safetensors alone."""
+    for name in HF_CODE_FILES:
+        try:
+            data = read_json(directory / name)
+        except OSError:
+            continue
+        if isinstance(data, dict) and data.get("auto_map"):
+            names = ", ".join(sorted(data["auto_map"]))[:120] if isinstance(data["auto_map"], dict) else "?"
+            raise CheckpointError(f"{directory / name}: asks transformers to run custom code (auto_map: {names}); "
+                                  "infill never runs a model directory's code")
+    files = [p.name for p in directory.iterdir() if p.is_file()]
+    if not any(f.endswith(".safetensors") for f in files):
+        pickles = sorted(f for f in files if f.endswith(PICKLE_SUFFIXES))
+        if pickles:
+            raise CheckpointError(f"{directory / pickles[0]}: pickle weights and no .safetensors file; infill loads "
+                                  "safetensors only (unpickling can run code): convert them with the safetensors "
+                                  "library first")
 
 
 def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu",

@@ -78,6 +78,12 @@ class ModelConfig:
             raise ValueError(f"dim {self.dim} is not a multiple of n_head {self.n_head}")
         if self.n_head % self.n_kv_head:
             raise ValueError(f"n_head {self.n_head} is not a multiple of n_kv_head {self.n_kv_head}")
+        for name, low, high in (("rope_theta", 1.0, 1e12), ("norm_eps", 0.0, 1.0)):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not low < value < high:
+                raise ValueError(f"ModelConfig.{name} must be a number between {low:g} and {high:g}, got {value!r}")
+        if not isinstance(self.tie_embeddings, bool):
+            raise ValueError(f"ModelConfig.tie_embeddings must be true or false, got {self.tie_embeddings!r}")
         if self.attention_backend not in ATTENTION_BACKENDS:
             raise ValueError(f"attention_backend must be one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}")
         if self.prompt_format not in PROMPT_FORMATS:

@@ -13,6 +13,10 @@ Rules:
     GGUF export tokenizes in llama.cpp exactly as here: each `\r` and `\n` alone, an optional
     whitespace character and a letter run, an optional whitespace character and a punctuation run,
     CJK runs, every digit alone; what is left between (whitespace, symbols) is a piece too.
+- A saved tokenizer is loaded only if it runs this module's rules alone (`CodeTokenizer.load`): one
+  of `PRE_SPLITS`, no normalizer or post-processor. A tokenizer.json from elsewhere can carry a
+  regex that backtracks for seconds on user text; Hugging Face directories, which bring their own
+  tokenizers, are `infill.engines.hf`'s, under a time budget.
 - User text is always encoded literally: a sentinel string typed in a file is not a sentinel.
   Sentinels enter a prompt only as ids, through `infill.formats`.
 - Every special token string is defined here, once.
@@ -83,6 +87,22 @@ class TokenizerError(ValueError):
     """A tokenizer file that is missing or not an infill tokenizer."""
 
 
+def _check_own_rules(tok: Tokenizer, path: Path) -> None:
+    """`TokenizerError` unless `tok` runs only infill's own rules on text: one of `PRE_SPLITS`'
+    pre-tokenizers, no normalizer, no post-processor, a byte-level decoder. A tokenizer.json can hold
+    any regex, and a backtracking one (`(a+)+b`) runs on the user's text for seconds, then panics;
+    compared in the running library's own serialisation, so files saved by older versions pass."""
+    saved = json.loads(tok.to_str())
+    if next((v for v in PRE_SPLITS if _pre_json(v) == saved.get("pre_tokenizer")), None) is None:
+        raise TokenizerError(f"{path}: its pre-tokenizer is not one of infill's own (versions "
+                             f"{', '.join(map(str, PRE_SPLITS))}): an infill checkpoint runs no other regex on text")
+    for part, allowed in (("normalizer", ()), ("post_processor", ()), ("decoder", ("ByteLevel",))):
+        kind = (saved.get(part) or {}).get("type")
+        if kind is not None and kind not in allowed:
+            raise TokenizerError(f"{path}: has a {part.replace('_', '-')} ({kind}), which infill's tokenizers "
+                                 "never have: an infill checkpoint runs no other rule on text")
+
+
 class CodeTokenizer:
     """Wraps a `tokenizers.Tokenizer` with the project's special tokens and literal encoding."""
 
@@ -133,6 +153,7 @@ class CodeTokenizer:
             tok = Tokenizer.from_file(str(path))
         except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
             raise TokenizerError(f"{path}: not a valid tokenizer.json ({str(exc).splitlines()[0]})") from None
+        _check_own_rules(tok, path)
         return cls(tok)
 
     def save(self, directory: str | Path) -> Path:

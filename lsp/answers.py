@@ -33,21 +33,25 @@ def workspace_edit(uri: str, text: str, edits: list[tuple[int, int, str]], encod
         types.TextEdit(span_range(text, start, end, encoding), new) for start, end, new in edits]})
 
 
-def inline_completions(text: str, edit: Edit | None, encoding: str) -> types.InlineCompletionList:
+def inline_completions(text: str, edit: Edit | None, encoding: str, command: types.Command | None = None
+                       ) -> types.InlineCompletionList:
+    """The one item of `edit`; `command` (`infill.accepted`) is what the client runs once it is accepted."""
     if edit is None:
         return types.InlineCompletionList(items=[])
-    item = types.InlineCompletionItem(insert_text=edit.text, range=span_range(text, edit.start, edit.end, encoding))
+    item = types.InlineCompletionItem(insert_text=edit.text, range=span_range(text, edit.start, edit.end, encoding),
+                                      command=command)
     return types.InlineCompletionList(items=[item])
 
 
-def completion_list(text: str, edit: Edit | None, encoding: str) -> types.CompletionList:
+def completion_list(text: str, edit: Edit | None, encoding: str, command: types.Command | None = None
+                    ) -> types.CompletionList:
     if edit is None:
         return types.CompletionList(is_incomplete=True, items=[])
     label, whole = as_completion_item(text, edit)
     item = types.CompletionItem(
         label=label, kind=types.CompletionItemKind.Snippet, detail="infill", filter_text=whole.text,
         insert_text_format=types.InsertTextFormat.PlainText,
-        text_edit=types.TextEdit(span_range(text, whole.start, whole.end, encoding), whole.text))
+        text_edit=types.TextEdit(span_range(text, whole.start, whole.end, encoding), whole.text), command=command)
     return types.CompletionList(is_incomplete=True, items=[item])
 
 

@@ -23,14 +23,18 @@ Rules:
   the suggestion, with no model call.
 - Text the tokenizer cannot take (lone surrogates from broken encodings) becomes U+FFFD, one for one,
   so offsets do not move.
+- Repository context the model's own tokenizer cannot take (`BroughtTokenizerError`: a backtracking
+  regex in a Hugging Face tokenizer.json, over its time budget or panicking) is dropped and the
+  request asked again without it: another file's text never costs this document its completions.
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from infill.engines import CompletionResult, Engine, GenerationConfig, InfillRequest, run_to_end
+from infill.engines.budget import BroughtTokenizerError
 from lsp import syntax
 from lsp.options import ServerOptions
 
@@ -214,7 +218,14 @@ def complete_steps(text: str, offset: int, engine: Engine, options: ServerOption
     """Yield after every generated token; return (the edit or None, the engine's result)."""
     plan = plan_completion(text, offset, language)
     request = infill_request(plan, options, session=session, ext=ext, context=context, path=path, repo=repo)
-    result = yield from engine.stream_infill(request)
+    try:
+        result = yield from engine.stream_infill(request)
+    except BroughtTokenizerError:
+        if not request.context:
+            raise
+        # another file's text the model's tokenizer cannot take must not cost this document its
+        # completions: context is a bonus (as in `lsp.server.InfillServer.context_for`)
+        result = yield from engine.stream_infill(replace(request, context=()))
     if not result.candidates:
         return None, result
     best = result.candidates[0]

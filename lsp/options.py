@@ -16,6 +16,7 @@ from typing import Any
 SECTION = "infill"
 CONTEXT_SOURCES = ("open", "recent", "imports", "definitions")
 """The same names as `lsp.context.SOURCES` (which imports them from here)."""
+TELEMETRY = ("off", "local")
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -58,6 +59,12 @@ class ServerOptions:
     """The "Fill N holes in `name`" code action (`lsp.fill`)."""
     hole_patterns: tuple[str, ...] | None = None
     """Regular expressions a hole's whole text matches (`lsp.holes`); None: `lsp.holes.DEFAULT_PATTERNS`."""
+    telemetry: str = "off"
+    """Acceptance records (`lsp.records`): off, or local (JSONL files on this machine; nothing is sent)."""
+    telemetry_text: bool = False
+    """Acceptance records also hold the suggestion's text (and the text that replaced it)."""
+    telemetry_dir: str | None = None
+    """Where the records go; None: the user data directory (platformdirs)."""
 
     def __post_init__(self):
         problems = [p for f in fields(self) if (p := _check(f.name, getattr(self, f.name)))]
@@ -94,6 +101,10 @@ def _check(name: str, v: Any) -> str | None:
     if name == "hole_patterns":
         ok = v is None or isinstance(v, tuple) and all(isinstance(x, str) and _compiles(x) for x in v)
         return None if ok else f"{key} must be a list of regular expressions"
+    if name == "telemetry":
+        return None if v in TELEMETRY else f"{key} must be one of {', '.join(TELEMETRY)}"
+    if name == "telemetry_dir":
+        return None if v is None or (isinstance(v, str) and v.strip()) else f"{key} must be a directory path"
     if name in ("temperature",):
         return None if _is_number(v) and 0 <= v <= 2 else f"{key} must be a number from 0 to 2"
     if name == "time_budget_ms":

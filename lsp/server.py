@@ -30,8 +30,8 @@ Rules:
 - Positions are UTF-16 unless the client offers UTF-8 (then UTF-8, which costs no conversion).
 - `infill/status` (a notification) tells clients the model, device, state and last latencies, and
   in `off` which features this engine cannot serve and why (`lsp.types.unavailable`,
-  `lsp.names.unavailable`: an OpenAI-compatible server without logprobs); a window message says it
-  once per loaded model.
+  `lsp.names.unavailable`: an OpenAI-compatible server without logprobs; `tokenHealing`: a server
+  that cannot constrain the first token); a window message says it once per loaded model.
 - Filling holes (`lsp.fill`, `lsp.holes`): the "Fill N holes in `name`" code action (any language with a
   grammar) runs the model only when the user asks (trigger Invoked); an automatic request gets the
   action from the per-version cache or nothing. It is one job on the worker, dropped when the document
@@ -41,6 +41,10 @@ Rules:
   same way, one slot or symbol at a time, and stop when their document changes. Their results are
   cached per document version, so scrolling does not recompute hints. Rename itself is pure scope
   analysis (`lsp.scopes`) and works without a model. `prepareProvider` is always advertised.
+- Acceptance records (`lsp.acceptance`, `lsp.records`), only with `telemetry: "local"`: every
+  suggestion returned carries the `infill.accepted` command with its id; `infill/didShow`,
+  `infill/didAccept`, `infill/didReject` and that command report what the user did; didChange and
+  didClose feed retention; the time rules run once a second while anything is pending.
 """
 from __future__ import annotations
 
@@ -57,15 +61,19 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 
 from lsp import answers, fill, holes, names, positions, scopes, syntax
+from lsp.acceptance import COMMAND as ACCEPTED, Acceptance, Clock
 from lsp.context import RepositoryContext, path_of
 from lsp import types as inference
 from lsp.completion import Edit, complete_steps, typed_through
 from lsp.options import ServerOptions, update_options
+from lsp.records import RecordStore, default_dir
 from lsp.worker import Job, ModelWorker
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
 STATUS = "infill/status"
+DID_SHOW, DID_ACCEPT, DID_REJECT = "infill/didShow", "infill/didAccept", "infill/didReject"
+SWEEP_S = 1.0
 
 
 class InfillProtocol(LanguageServerProtocol):
@@ -111,7 +119,7 @@ class Latency:
 class InfillServer(LanguageServer):
     """Holds the options, the engine and the per-document request bookkeeping."""
 
-    def __init__(self, options: ServerOptions | None = None):
+    def __init__(self, options: ServerOptions | None = None, clock: Clock | None = None):
         super().__init__("infill-lsp", VERSION, protocol_cls=InfillProtocol)
         self.options = options or ServerOptions()
         self.engine = None
@@ -133,6 +141,10 @@ class InfillServer(LanguageServer):
         self.context_started = False
         self.last_fill: dict | None = None
         """The last hole filling, for the status: holes, filled, mode, ms."""
+        self.acceptance = Acceptance(clock)
+        self._offered: dict[str, tuple[Edit, str]] = {}
+        """uri -> (edit, id): the last suggestion recorded, for the command of the item that shows it."""
+        self._sweeper: asyncio.Future | None = None
 
     # options and the model ------------------------------------------------------------------------
     def configure(self, raw, *, initial: bool = False) -> None:
@@ -141,6 +153,10 @@ class InfillServer(LanguageServer):
         for problem in problems:
             self.show(f"infill-lsp: {problem}", types.MessageType.Warning)
         old, self.options = self.options, new
+        if initial or (new.telemetry, new.telemetry_text, new.telemetry_dir) != \
+                (old.telemetry, old.telemetry_text, old.telemetry_dir):
+            self.acceptance.configure(RecordStore(new.telemetry_dir or default_dir(), self.show_warning)
+                                      if new.telemetry == "local" else None, new.telemetry_text)
         if new.context and self.context_started is False and not initial:
             self.start_context()
         if initial or (new.model, new.device) != (old.model, old.device):
@@ -195,11 +211,14 @@ class InfillServer(LanguageServer):
             return
         if load_id == self._load_id:  # a newer configuration did not start another load meanwhile
             self.engine, self.state, self.message = engine, "ready", ""
+            healing = engine.unavailable.get("heal") if "heal" not in engine.capabilities else None
             self.off = {k: why for k, why in (("typeHints", inference.unavailable(engine)),
-                                              ("variableNames", names.unavailable(engine))) if why}
+                                              ("variableNames", names.unavailable(engine)),
+                                              ("tokenHealing", healing)) if why}
             for feature, why in self.off.items():
-                shown = {"typeHints": "type hints", "variableNames": "name suggestions"}[feature]
-                self.show(f"infill-lsp: {shown} are off for {engine.name}: {why}", types.MessageType.Warning)
+                shown = {"typeHints": "type hints are", "variableNames": "name suggestions are",
+                         "tokenHealing": "token healing is"}[feature]
+                self.show(f"infill-lsp: {shown} off for {engine.name}: {why}", types.MessageType.Warning)
             self.send_status()
 
     # messages to the client -----------------------------------------------------------------------
@@ -209,6 +228,9 @@ class InfillServer(LanguageServer):
             self.window_show_message(types.ShowMessageParams(type=kind, message=message))
         except Exception:  # no client connected (yet): the log has it
             log.debug("could not show a message", exc_info=True)
+
+    def show_warning(self, message: str) -> None:
+        self.show(f"infill-lsp: {message}", types.MessageType.Warning)
 
     def status(self) -> dict:
         """The `infill/status` payload (documented in docs/lsp.md)."""
@@ -280,6 +302,7 @@ class InfillServer(LanguageServer):
             self._shown[uri] = (text, edit)
             self.last = Latency((time.perf_counter() - started) * 1000, typed_through=True)
             self.send_status()
+            self.offer(uri, doc, text, edit, None)
             return edit
         context = self.context_for(uri, doc, position.line)
 
@@ -304,7 +327,39 @@ class InfillServer(LanguageServer):
                             context_tokens=result.extra.get("context_tokens"),
                             context_files=result.extra.get("context_files"))
         self.send_status()
+        self.offer(uri, doc, text, edit, result.extra.get("cache"))
         return edit
+
+    # acceptance records ---------------------------------------------------------------------------
+    def offer(self, uri: str, doc, text: str, edit: Edit | None, cache_model) -> None:
+        """Record the suggestion `edit` about to be returned (telemetry on only), with `self.last`."""
+        if edit is None or self.acceptance.store is None or (engine := self.engine) is None:
+            return
+        last = self.last
+        meta = {"model": engine.name, "engine": _kind(engine),
+                "language": syntax.language_of(uri, doc.language_id),
+                "latencyMs": _ms(last.latency_ms), "ttftMs": _ms(last.ttft_ms), "promptTokens": last.prompt_tokens,
+                "cachedTokens": last.cached_tokens, "contextTokens": last.context_tokens,
+                "cacheModel": None if cache_model is None else bool(cache_model),
+                "typedThrough": last.typed_through}
+        self._offered[uri] = (edit, self.acceptance.offer(uri, text, edit, meta))
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.ensure_future(self._sweep())
+
+    def accept_command(self, uri: str, edit: Edit | None) -> types.Command | None:
+        """The `infill.accepted` command of the item that shows `edit` (None with telemetry off)."""
+        offered = self._offered.pop(uri, None)
+        if edit is None or offered is None or offered[0] is not edit:
+            return None
+        return types.Command(title="Infill: suggestion accepted", command=ACCEPTED, arguments=[{"id": offered[1]}])
+
+    async def _sweep(self) -> None:
+        while self.acceptance.pending:
+            await asyncio.sleep(SWEEP_S)
+            try:
+                self.acceptance.sweep()
+            except Exception:  # records are a bonus: never a reason to stop
+                log.exception("acceptance records: the time rules failed")
 
     # type inference and names ----------------------------------------------------------------------
     def cached(self, uri: str, version: int) -> dict:
@@ -396,8 +451,22 @@ class InfillServer(LanguageServer):
         self._results.pop(uri, None)
         self.repo_context.closed(uri)
         self._shown.pop(uri, None)
+        self._offered.pop(uri, None)
+        self.acceptance.closed(uri)
         if (engine := self.engine) is not None:
             self.worker.call(lambda: engine.drop_session(uri))
+
+
+def _kind(engine) -> str:
+    """The engine's kind, as `infill.engines.load.ENGINES` names it (else its class name)."""
+    from infill.engines.load import ENGINES
+
+    name = type(engine).__name__
+    return next((kind for kind, where in ENGINES.items() if where.rsplit(":", 1)[-1] == name), name)
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def _load_engine(options: ServerOptions):
@@ -411,15 +480,17 @@ def _load_engine(options: ServerOptions):
 
 
 def guarded(empty):
-    """A handler's guard: its answer, or `empty` on any failure (logged, never raised to the client)."""
+    """A handler's guard: its answer, or `empty` on any failure (logged, never raised to the client),
+    BaseExceptions included (pyo3 raises a Rust panic as one); only cancellation, KeyboardInterrupt and
+    SystemExit go through."""
     def wrap(handler):
         @functools.wraps(handler)
         async def run(ls: InfillServer, params):
             try:
                 return await handler(ls, params)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
                 raise
-            except Exception:
+            except BaseException:  # a pyo3 PanicException (a tokenizer's regex engine) is no Exception
                 uri = getattr(getattr(params, "text_document", None), "uri", "")
                 log.exception("%s failed for %s", handler.__name__, uri)
                 return empty() if callable(empty) else empty
@@ -433,14 +504,21 @@ def quiet(handler):
     def run(ls: InfillServer, params):
         try:
             handler(ls, params)
-        except Exception:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # as in `guarded`
             log.exception("%s failed", handler.__name__)
     return run
 
 
-def build_server(options: ServerOptions | None = None) -> InfillServer:
-    """A server with every handler registered."""
-    server = InfillServer(options)
+def _param(params, name: str):
+    """A field of a custom notification's params (a dict, or the object pygls makes of one)."""
+    return params.get(name) if isinstance(params, dict) else getattr(params, name, None)
+
+
+def build_server(options: ServerOptions | None = None, clock: Clock | None = None) -> InfillServer:
+    """A server with every handler registered (`clock`: the acceptance records' time, for tests)."""
+    server = InfillServer(options, clock)
 
     @server.feature(types.INITIALIZE)
     def initialize(ls: InfillServer, params: types.InitializeParams) -> None:
@@ -462,6 +540,8 @@ def build_server(options: ServerOptions | None = None) -> InfillServer:
     @quiet
     def did_change(ls: InfillServer, params: types.DidChangeTextDocumentParams) -> None:
         doc = ls.document(params.text_document.uri)
+        if doc is not None:
+            ls.acceptance.changed(doc.uri, params.content_changes, doc.source, ls.position_encoding())
         if doc is not None and params.content_changes:
             change = params.content_changes[-1]
             line = change.range.start.line if getattr(change, "range", None) is not None else 0
@@ -492,14 +572,42 @@ def build_server(options: ServerOptions | None = None) -> InfillServer:
     async def inline_completion(ls: InfillServer, params: types.InlineCompletionParams):
         text = getattr(ls.document(params.text_document.uri), "source", "")
         edit = await ls.complete(params.text_document.uri, params.position)
-        return answers.inline_completions(text, edit, ls.position_encoding())
+        command = ls.accept_command(params.text_document.uri, edit)
+        return answers.inline_completions(text, edit, ls.position_encoding(), command)
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[]))
     @guarded(lambda: types.CompletionList(is_incomplete=True, items=[]))
     async def completion(ls: InfillServer, params: types.CompletionParams):
         text = getattr(ls.document(params.text_document.uri), "source", "")
         edit = await ls.complete(params.text_document.uri, params.position)
-        return answers.completion_list(text, edit, ls.position_encoding())
+        command = ls.accept_command(params.text_document.uri, edit)
+        return answers.completion_list(text, edit, ls.position_encoding(), command)
+
+    # acceptance records (lsp.acceptance): what the client saw and did ------------------------------
+    @server.feature(DID_SHOW)
+    @quiet
+    def did_show(ls: InfillServer, params) -> None:
+        ls.acceptance.shown(str(_param(params, "id")))
+
+    @server.feature(DID_ACCEPT)
+    @quiet
+    def did_accept(ls: InfillServer, params) -> None:
+        ls.acceptance.accepted(str(_param(params, "id")), _param(params, "kind") or "full",
+                               _param(params, "acceptedLength"))
+
+    @server.feature(DID_REJECT)
+    @quiet
+    def did_reject(ls: InfillServer, params) -> None:
+        ls.acceptance.rejected(str(_param(params, "id")))
+
+    @server.command(ACCEPTED)
+    def accepted(ls: InfillServer, *args) -> None:
+        for arg in args:  # [{"id": ...}]: the item's command, run by the client after a full acceptance
+            try:
+                if (id := _param(arg, "id")) is not None:
+                    ls.acceptance.accepted(str(id), "full")
+            except Exception:  # a record is never worth an error in the editor
+                log.exception("recording an acceptance failed")
 
     @server.feature(types.TEXT_DOCUMENT_INLAY_HINT, types.InlayHintOptions(resolve_provider=False))
     @guarded(list)

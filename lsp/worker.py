@@ -180,7 +180,7 @@ class ModelWorker:
             if job is None:
                 try:
                     make_steps()
-                except Exception:
+                except BaseException:  # a Rust panic too: the worker thread must outlive any call
                     log.exception("a model call failed")
                 continue
             try:

@@ -21,7 +21,7 @@ print(sys.argv[1], json.dumps({k: e[k] for k in ('step', 'val_loss', 'bpb') if k
 }
 case "${1:-}" in
     corpus)
-        [ -f corpus/report.json ] || "$PY" -m infill.cli data build --site-packages --workers 2 --out corpus
+        [ -f corpus/report.json ] || "$PY" -m infill.cli data build --site-packages --executor local --workers 2 --out corpus
         [ -f $TOK/tokenizer.json ] || "$PY" -m infill.cli data tokenizer --data corpus --vocab-size 4096 --out $TOK
         ;;
     sweep)

@@ -7,6 +7,9 @@ Two backends:
 - a model (`Stub(model=HFModel(directory))`): greedy decoding and echoed prompt logprobs computed by
   a transformers model with full forward passes, the way vLLM answers `echo` + `logprobs`.
 `echo=False` / `logprobs=False` make it a server that answers those requests without them.
+A llama.cpp `grammar` of the shape the engine sends for token healing (`root ::= "TEXT" [...]*`) is
+followed as llama.cpp follows it: the answer starts with TEXT (the model's first token must start with
+it); `grammar=False` makes it a server that ignores the field (vLLM and others).
 `hang = N` (set any time) makes the next N streamed requests hang after their first chunk, until
 `released` is set (at exit at the latest) or a minute passes: a hung server.
 It also answers llama.cpp's native `POST /infill` the way llama-server does: `{"content", "stop"}`
@@ -16,6 +19,7 @@ request of the same `input_prefix` with `cache_prompt` reports its tokens as cac
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,13 +50,17 @@ class HFModel:
         values = [None] + [float(lp[i - 1, ids[i]]) for i in range(1, len(ids))]
         return values, offsets
 
-    def generate(self, prompt, max_tokens, stop):
-        """[(token text, logprob)] of a greedy continuation, ending before a stop string or EOS."""
+    def generate(self, prompt, max_tokens, stop, first=""):
+        """[(token text, logprob)] of a greedy continuation, ending before a stop string or EOS; the
+        first token's text starts with `first` (a grammar's literal)."""
         ids, _ = self._encode(prompt)
         out, text = [], ""
         with self.lock, self.torch.inference_mode():
-            for _ in range(max_tokens):
+            for step in range(max_tokens):
                 lp = self.torch.log_softmax(self.model(input_ids=self.torch.tensor([ids])).logits[0, -1].float(), -1)
+                if step == 0 and first:
+                    ok = [self.tok.decode([i]).startswith(first) for i in range(lp.shape[0])]
+                    lp = lp.masked_fill(~self.torch.tensor(ok), float("-inf"))
                 nxt = int(lp.argmax())
                 if nxt == self.tok.eos_token_id:
                     break
@@ -69,9 +77,9 @@ class Stub:
     """Records requests in `requests`; answers /v1/models and /v1/completions (streamed or not)."""
 
     def __init__(self, reply="    return a + b\n\nprint(1)", chunk=3, delay=0.0, status=200, *, model=None,
-                 echo=True, logprobs=True):
+                 echo=True, logprobs=True, grammar=True):
         self.reply, self.chunk, self.delay, self.status = reply, chunk, delay, status
-        self.model, self.echo, self.logprobs = model, echo, logprobs
+        self.model, self.echo, self.logprobs, self.grammar = model, echo, logprobs, grammar
         self.requests: list[tuple[str, str, dict]] = []
         self.disconnected = threading.Event()
         self.hang = 0
@@ -193,9 +201,13 @@ class Stub:
     def pieces(self, data: dict) -> list[tuple[str, float]]:
         """The streamed pieces of the answer and their log-probabilities."""
         stop = data.get("stop") or []
+        first = ""
+        if self.grammar and data.get("grammar"):
+            literal = re.match(r'root ::= "((?:[^"\\]|\\.)*)"', data["grammar"])
+            first = re.sub(r"\\(.)", r"\1", literal.group(1)) if literal else ""
         if self.model is not None:
-            return self.model.generate(data["prompt"], data.get("max_tokens", 16), stop)
-        text = self.reply
+            return self.model.generate(data["prompt"], data.get("max_tokens", 16), stop, first)
+        text = self.reply if self.reply.startswith(first) else first + self.reply
         for s in stop:
             text = text.split(s)[0]
         pieces = [(text[i:i + self.chunk], -0.5 * len(text[i:i + self.chunk])) for i in range(0, len(text), self.chunk)]

@@ -67,3 +67,20 @@ def wait_response(inbox, msg_id, timeout=60):
         if msg.get("id") == msg_id and "method" not in msg:
             return msg
     raise AssertionError(f"no response to {msg_id}")
+
+
+class ManualClock:
+    """A clock for `lsp.acceptance` that moves only when a test says so (no test waits for time)."""
+
+    def __init__(self, wall: float = 1_790_000_000.0):
+        self.mono, self.wall = 1000.0, wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def time(self) -> float:
+        return self.wall
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+        self.wall += seconds

@@ -7,8 +7,9 @@
 Stages, in order, each timed (`stages` in the JSON):
 1. `gpu_tests`: `pytest -m gpu tests/kernels` and `bench/attention.py --json` (the kernel's TFLOP/s
    against SDPA's backends, and flash-attn where installed).
-2. `corpus`: `infill data build` over this machine's own installed packages (standard library
-   included), with `workers` processes and the usual licences, filters, dedup and decontamination.
+2. `corpus`: `infill data build --executor local` over this machine's own installed packages
+   (standard library included), `workers` datatrove tasks on as many processes (16 by default), with
+   the usual licences, filters, dedup and decontamination.
 3. `tokenizer`: the repository's BPE tokenizer trained on that corpus.
 4. `train`: the `gpu-oneshot` recipe with a time budget (what is left of `--total` after the stages
    before it, less a reserve for the export, at most `--train-budget`): bf16, compiled, the Triton
@@ -91,7 +92,8 @@ class Run:
         os.replace(tmp, self.out / "oneshot.json")
 
 
-NEEDED = ("numpy", "tokenizers", "safetensors", "tqdm", "datasketch", "tree_sitter", "tree_sitter_python", "pytest")
+NEEDED = ("numpy", "tokenizers", "safetensors", "tqdm", "datatrove", "dill", "multiprocess", "loguru", "humanize",
+          "fsspec", "huggingface_hub", "xxhash", "orjson", "tree_sitter", "tree_sitter_python", "pytest")
 
 
 def preflight() -> None:
@@ -169,8 +171,8 @@ def corpus(run: Run, rehearse: bool, workers: int, sources_mb: float = 0) -> dic
             kept.append(source)
             total += size
         sources = kept
-    report = build(sources, str(run.work / "corpus"), DataConfig(), workers=workers, progress=not rehearse,
-                   overwrite=True)
+    report = build(sources, str(run.work / "corpus"), DataConfig(), executor="local", tasks=workers,
+                   workers=workers, progress=not rehearse, overwrite=True)
     totals = report["totals"]
     return {"sources": len(sources), "files_kept": totals["files_kept"], "bytes_kept": totals["bytes_kept"],
             "shards": len(report["shards"])}
@@ -337,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", metavar="DIR", help="corpus and run directory (default: a temporary one)")
     parser.add_argument("--total", default="9m", help="wall time of the whole command (default 9m)")
     parser.add_argument("--train-budget", default="6m", help="most training time (default 6m)")
-    parser.add_argument("--workers", type=int, default=None, help="corpus workers (default 16, 2 rehearsing)")
+    parser.add_argument("--workers", type=int, default=None, help="corpus tasks, run at once (default 16, 2 rehearsing)")
     parser.add_argument("--sources-mb", type=float, default=0,
                         help="cap the harvested packages at about this many MB (default 0: all of them)")
     parser.add_argument("--join", nargs=2, metavar=("OUT", "MODEL"),

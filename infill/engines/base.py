@@ -17,6 +17,8 @@ Capabilities (strings in `Engine.capabilities`):
 - "multi_hole": `stream_infill_holes` fills every hole in one pass, in InCoder's multi-mask format, each
   fill seeing the fills before it and all the text after; `max_holes` says how many. An engine without
   it fills holes one at a time (`sequential_holes`): every engine can fill holes, this says how.
+- "heal": the engine heals the token at the cursor (`InfillRequest.heal`) where its prompt ends in
+  the prefix; a server that cannot says why in `unavailable["heal"]` and sends the prompt unhealed.
 
 Rules kept here, once for all engines:
 - The stop rule (`end_of`): a middle ends before the first stop string or where the caller's
@@ -52,7 +54,8 @@ __all__ = ["CAPABILITIES", "CannotFill", "CannotScore", "Completion", "Completio
 SCORE_RESERVE = 64
 """A score fits its prompt as a generation of max(SCORE_RESERVE, middle tokens) tokens would: the same
 prompt for every short middle, so the scores of alternatives compare."""
-CAPABILITIES = frozenset({"infill", "score", "multi_hole_score", "sampled_logprobs", "text_score", "multi_hole"})
+CAPABILITIES = frozenset({"infill", "score", "multi_hole_score", "sampled_logprobs", "text_score", "heal",
+                          "multi_hole"})
 MAX_SEQUENTIAL_HOLES = 32
 """Most holes an engine fills one at a time in one call (each is a full request)."""
 HOLE_SHARE = 0.5

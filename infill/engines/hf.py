@@ -2,7 +2,10 @@
 
 Rules:
 - Loading never touches the network: a directory, or a hub name already in the local cache
-  (`local_files_only`); anything else is one `ValueError` line.
+  (`local_files_only`); anything else is one `ValueError` line. It never runs a directory's code
+  (`trust_remote_code=False`; a directory with `auto_map` is refused) and never unpickles
+  (`use_safetensors=True`; pickle-only weights are refused). Its tokenizer runs on text under a
+  time budget (`infill.engines.budget`): a backtracking regex costs one request, one line.
 - The template comes from `--template` or is detected from the tokenizer's special tokens.
 - User text is encoded literally: every special-token string is removed from the prefix and suffix
   first, and the template's sentinels enter the prompt as ids.
@@ -26,12 +29,15 @@ from __future__ import annotations
 import copy
 import inspect
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
 from infill import tokenizer as infill_tokens
+from infill.checkpoint import check_hf_files
 from infill.engines import templates as fim
 from infill.engines.base import InfillRequest, SessionPool, fit_context, fit_lines, prompt_budget
+from infill.engines.budget import TimedTokenizer
 from infill.engines.local import resolve_device
 from infill.engines.logits import LogitEngine
 from infill.generation import Forward
@@ -126,7 +132,7 @@ class HFEngine(LogitEngine):
         self.eom_id = vocab.get(infill_tokens.EOM)
         self.max_holes = max(len(self.mask_ids) - 1, 0) if self.eom_id is not None else 0
         self.unavailable: dict[str, str] = {}
-        caps = {"infill", "score", "sampled_logprobs", "text_score"}
+        caps = {"infill", "score", "sampled_logprobs", "text_score", "heal"}
         if self.max_holes >= 1:
             caps |= {"multi_hole_score", "multi_hole"}
         else:
@@ -147,20 +153,36 @@ class HFEngine(LogitEngine):
     @classmethod
     def from_pretrained(cls, name: str, *, device: str = "auto", template: str | None = None,
                         cache_mb: float = 256.0) -> "HFEngine":
-        """Load a model directory or a locally cached hub name (never downloads)."""
+        """Load a model directory or a locally cached hub name (never downloads, never runs the
+        directory's code, never unpickles: `infill.checkpoint.check_hf_files`)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if Path(name).expanduser().is_dir():
+            check_hf_files(Path(name).expanduser())
         device = resolve_device(device)
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(name, local_files_only=True, dtype=dtype)
-        except (OSError, ValueError, KeyError) as exc:
+        try:  # never a directory's own code, never pickle: said explicitly, whatever the defaults become
+            tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(name, local_files_only=True, dtype=dtype,
+                                                         trust_remote_code=False, use_safetensors=True)
+        except Exception as exc:  # transformers' errors are many kinds; each becomes one line
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"{name}: cannot load it as a Hugging Face model from disk or the local cache "
                              f"(no downloads here: no network): {first}") from None
-        return cls(model.to(device), tokenizer, template, name=str(name).rstrip("/").split("/")[-1],
+        return cls(model.to(device), TimedTokenizer(tokenizer), template, name=str(name).rstrip("/").split("/")[-1],
                    cache_mb=cache_mb)
+
+    @classmethod
+    def load(cls, name: str, *, device: str = "auto", cache_mb: float = 256.0,
+             template: str | None = None) -> "HFEngine":
+        """The engine for a model directory or cached hub name (`infill.engines.load`): a directory's
+        sizes and the memory they need are checked before transformers allocates."""
+        from infill.checkpoint import check_hf_dir
+
+        if Path(name).expanduser().is_dir():
+            device = resolve_device(device)
+            check_hf_dir(Path(name).expanduser(), device, 2 if device.startswith("cuda") else 4)
+        return cls.from_pretrained(name, device=device, template=template, cache_mb=cache_mb)
 
     # prompt ---------------------------------------------------------------------------------------
     def _encode(self, text: str) -> list[int]:

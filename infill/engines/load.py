@@ -3,8 +3,11 @@
 Lookup order, everywhere: an explicit `--model`, then the `INFILL_MODEL` environment variable, then the
 built-in default model shipped inside the package (`infill/default_model/`), if it is there.
 
-What the name is decides the engine (`infill.engines`):
-- `openai:URL`: an OpenAI-compatible completions server (`OpenAIEngine`);
+What the name is decides the engine (`infill.engines`; `ENGINES` maps each kind to its class, and
+each class loads itself with `load(name, device=, cache_mb=, template=)`, so an engine is one module
+and one line there):
+- `openai:URL`: an OpenAI-compatible completions server (`OpenAIEngine`), or with the `llama-infill`
+  template (`openai:URL#llama-infill`) llama.cpp's native `/infill` (`LlamaInfillEngine`);
 - a directory whose config.json is an infill config (or that has no config.json, which gives the
   checkpoint loader's one-line error): an infill checkpoint (`LocalEngine`);
 - any other directory, or a name that is not a path: a Hugging Face model directory or a hub name in
@@ -12,12 +15,19 @@ What the name is decides the engine (`infill.engines`):
 """
 from __future__ import annotations
 
-import json
+import importlib
 import os
 from pathlib import Path
 
-from infill.engines.local import LocalEngine
+from infill.checkpoint import read_json
 
+ENGINES = {
+    "infill": "infill.engines.local:LocalEngine",
+    "hf": "infill.engines.hf:HFEngine",
+    "openai": "infill.engines.openai:OpenAIEngine",
+    "openai#llama-infill": "infill.engines.llama_infill:LlamaInfillEngine",
+}
+"""Engine kinds (`engine_kind`) and the class that serves each, imported only when used."""
 DEFAULT_MODEL_DIR = Path(__file__).parent.parent / "default_model"
 ENV_VAR = "INFILL_MODEL"
 
@@ -38,17 +48,20 @@ def resolve_model(name: str | None = None) -> str:
                         "this install has no built-in default model")
 
 
-def engine_kind(name: str) -> str:
-    """"openai", "infill" or "hf": which engine serves the model `name`."""
+def engine_kind(name: str, template: str | None = None) -> str:
+    """Which engine (a key of `ENGINES`) serves the model `name`: for a server URL (`openai:`),
+    "openai#TEMPLATE" where an engine speaks that template's own endpoint (`llama-infill`), else
+    "openai"; "infill" or "hf"."""
     if name.startswith("openai:"):
-        return "openai"
+        kind = f"openai#{template or name.partition('#')[2]}"
+        return kind if kind in ENGINES else "openai"
     path = Path(name).expanduser()
     if path.is_dir():
         config = path / "config.json"
         if not config.is_file():
             return "infill"
         try:
-            data = json.loads(config.read_text())
+            data = read_json(config)
         except (OSError, ValueError):
             return "infill"  # the checkpoint loader names the broken file
         return "infill" if isinstance(data, dict) and isinstance(data.get("model"), dict) else "hf"
@@ -62,19 +75,6 @@ def load_engine(name: str | None = None, *, device: str = "auto", cache_mb: floa
     """An engine (`infill.engines.Engine`) for the model `name` resolves to. `template` sets the FIM
     template of a Hugging Face model or a server (default: detected, or `infill` for a server)."""
     model = resolve_model(name)
-    kind = engine_kind(model)
-    if kind == "openai":
-        from infill.engines.openai import OpenAIEngine
-
-        return OpenAIEngine(model[len("openai:"):], template=template)
-    if kind == "hf":
-        from infill.checkpoint import check_hf_dir
-        from infill.engines.local import resolve_device
-        from infill.engines.hf import HFEngine
-
-        if Path(model).expanduser().is_dir():  # sizes and memory checked before transformers allocates
-            device = resolve_device(device)
-            check_hf_dir(Path(model).expanduser(), device, 2 if device.startswith("cuda") else 4)
-
-        return HFEngine.from_pretrained(model, device=device, template=template, cache_mb=cache_mb)
-    return LocalEngine.from_dir(model, device=device, cache_mb=cache_mb)
+    module, _, cls = ENGINES[engine_kind(model, template)].partition(":")
+    engine = getattr(importlib.import_module(module), cls)
+    return engine.load(model, device=device, cache_mb=cache_mb, template=template)

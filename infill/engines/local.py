@@ -66,7 +66,7 @@ class LocalEngine(LogitEngine):
         self.max_holes = max(tokenizer.n_masks - 1, 0)
         self.mask_ids = [tokenizer.mask_id(j) for j in range(tokenizer.n_masks)]
         self.eom_id = tokenizer.eom_id
-        caps = {"infill", "score", "sampled_logprobs", "text_score"}
+        caps = {"infill", "score", "sampled_logprobs", "text_score", "heal"}
         self.unavailable: dict[str, str] = {}
         if self.max_holes >= 1:
             caps |= {"multi_hole_score", "multi_hole"}
@@ -81,6 +81,12 @@ class LocalEngine(LogitEngine):
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         model, tokenizer = load_checkpoint(path, device=device, dtype=dtype)
         return cls(model, tokenizer, cache_mb=cache_mb, name=Path(path).name)
+
+    @classmethod
+    def load(cls, name: str, *, device: str = "auto", cache_mb: float = 256.0,
+             template: str | None = None) -> "LocalEngine":
+        """The engine for a checkpoint directory (`infill.engines.load`; its format is its own: no template)."""
+        return cls.from_dir(name, device=device, cache_mb=cache_mb)
 
     # prompt ---------------------------------------------------------------------------------------
     def _fit(self, prefix: str, suffix: str, budget: int) -> tuple[str, str]:

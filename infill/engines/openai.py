@@ -4,19 +4,10 @@ Rules:
 - The prompt is built here with a FIM template (`openai:URL#TEMPLATE`, or `template=`; default
   `infill-spm`, this project's exported models), after every sentinel string is removed from the
   user's text; the server only continues it.
-- The engine talks to the given URL only (httpx, no proxies from the environment, no redirects):
-  `POST {URL}/v1/completions` and, once, `GET {URL}/v1/models` for the served model's name. A failure
-  is one `EngineError` line.
-- Requests stream (server-sent events), so `stream_infill` yields after every chunk; closing the
-  generator, a stop rule or the time budget closes the response mid-stream, which drops the
-  connection and so cancels the request on the server.
-- HTTP is `httpx.AsyncClient` on a private asyncio event loop that the engine owns and runs in the
-  calling thread (`loop.run_until_complete`, one task per read), behind the same synchronous methods
-  as every engine (called from a coroutine, the loop runs in a helper thread while the caller
-  blocks, as a synchronous client would block it). So `interrupt()`, from any thread, cancels the
-  read in flight (`loop.call_soon_threadsafe(task.cancel)`): a hung server's read ends at once with
-  `Interrupted` instead of at the read timeout. Calls into the engine still come one at a time.
-- Sampling is ours: the request sets every knob a server might default otherwise (`NEUTRAL`).
+- The engine talks to `POST {URL}/v1/completions` and, once, `GET {URL}/v1/models` for the served
+  model's name, through `infill.engines.remote.Transport` (one `EngineError` line on failure;
+  `interrupt()` from any thread; closing the stream, a stop rule or the time budget cancels the
+  request on the server).
 - Stop strings (the request's and the template's end tokens) go to the server, and are applied again
   here, since servers differ in how they treat them.
 - What the server can do is asked once, on first use of `capabilities`, with two one-token requests:
@@ -28,149 +19,59 @@ Rules:
 - A score is the sum of the log-probabilities of the echoed tokens that start inside the middle
   (and the end token), found by the `text_offset`s the server returns (counted in the prompt's
   text, or, as llama-cpp-python does, in its text without the special tokens).
+- Token healing, as the local engine does it after a space: when the template's prompt ends in the
+  prefix and the prefix ends in a space, the local engine backs off the last token and heals that
+  space alone (`infill.engines.logits`), so here the prompt loses that space and a llama.cpp
+  `grammar` makes the middle start with it (the server's first token then starts with a space, as
+  the local engine's mask allows); the middle returned leaves it out. Whether the server follows a
+  grammar is asked once with `capabilities` ("heal"); where it does not (vLLM, others), the prompt
+  goes unhealed, exactly the local engine's with `heal=False`, and `unavailable["heal"]` says so (the
+  language server's status shows it). Other endings are never healed here: the last token's text
+  needs the server's tokenizer.
 - A request with a `session` (a document) asks the server to keep its prompt's KV cache
   (`cache_prompt`, llama.cpp's name), so the next request of that document recomputes only what changed.
-- The `llama-infill` template talks llama.cpp's native `POST {URL}/infill` instead (llama.vim's
-  protocol): `input_prefix`, `input_suffix`, `input_extra` (the request's repository-context chunks,
-  as {"filename", "text"}), `n_predict`, `cache_prompt`, `t_max_predict_ms` for the time budget; the
-  server builds the prompt from its GGUF's FIM tokens and streams `{"content", "stop"}` events. It
-  has no echo, so such an engine cannot score (`unavailable` says so); `n` candidates are `n` requests.
 """
 from __future__ import annotations
 
-import asyncio
-import json
-import threading
 import time
-from collections.abc import Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Generator
 from contextlib import closing
-from urllib.parse import urlsplit
+from dataclasses import replace
 
 import httpx
 
 from infill.engines import templates as fim
-from infill.engines.base import (CannotScore, CompletionResult, GenerationConfig, HolesResult, InfillRequest, end_of,
-                                 fit_context, rank, run_to_end, sequential_holes)
+from infill.engines.base import CannotScore, CompletionResult, InfillRequest, end_of
+from infill.engines.remote import NEUTRAL, EngineError, Interrupted, RemoteEngine
+
+__all__ = ["EngineError", "Interrupted", "OpenAIEngine"]
 
 DEFAULT_TEMPLATE = "infill-spm"
 NO_SCORE = "the server returns no prompt logprobs (echo + logprobs on /v1/completions)"
 NO_LOGPROBS = "the server returns no logprobs"
-NEUTRAL = {"repeat_penalty": 1.0, "min_p": 0.0}
-"""Sampling as `infill.generation` does it, where a server's defaults differ (llama-cpp-python's
-server penalises repeats by 1.1 and cuts at min_p 0.05 unless told, which changes even greedy output)."""
-NO_NATIVE_SCORE = ("llama.cpp's /infill endpoint returns no prompt log-probabilities; to score, use the "
-                   "same server with openai:URL (its /v1/completions, the infill-spm template)")
+NO_HEAL = ("the server cannot constrain the first token (no llama.cpp grammar on /v1/completions): after a "
+           "space the prompt is sent unhealed, as the local engine's with heal=False")
 
 
-class EngineError(ValueError):
-    """A server that cannot be reached or answers with an error."""
-
-
-class Interrupted(EngineError):
-    """The request was cancelled by `OpenAIEngine.interrupt` (from another thread)."""
-
-
-class OpenAIEngine:
+class OpenAIEngine(RemoteEngine):
     """Infilling (and scoring, where the server allows) through an OpenAI-compatible `/v1/completions`."""
-
-    max_holes = 0
 
     def __init__(self, url: str, *, template: str | None = None, model: str | None = None,
                  timeout_s: float = 60.0):
-        if "#" in url:
-            url, _, fragment = url.partition("#")
-            template = template or fragment
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"openai:URL needs an http(s) URL, got {url!r}")
-        self.url = url.rstrip("/")
-        base = self.url[:-3] if self.url.endswith("/v1") else self.url
-        self.template = fim.get(template or DEFAULT_TEMPLATE)
+        super().__init__(url, template=template, timeout_s=timeout_s)
+        if self.template.native:
+            raise ValueError(f"the {self.template.name} template is the server's own endpoint "
+                             f"({self.template.native}): load it as openai:URL#{self.template.name}")
         self.served_model = model
-        self.timeout_s = timeout_s
-        self.name = f"openai:{self.url}"
-        self.device = "remote"
-        self._loop = asyncio.new_event_loop()
-        self._client = httpx.AsyncClient(base_url=base, timeout=timeout_s, follow_redirects=False, trust_env=False)
-        self._lock = threading.Lock()
-        self._task: asyncio.Task | None = None
-        self._streams = 0
-        self._pending = False
         self._caps: frozenset[str] | None = None
-        self.unavailable: dict[str, str] = {"multi_hole_score": "a completions server scores one hole at a time",
-                                            "multi_hole": "a completions server fills one hole at a time",
-                                            "text_score": "perplexity needs the model's logits, not a server"}
 
     # http -----------------------------------------------------------------------------------------
-    def _run(self, coro):
-        """Run `coro` to its value on the engine's loop, as a task `interrupt` can cancel."""
-        with self._lock:
-            if self._pending:
-                self._pending = False
-                coro.close()
-                raise Interrupted(f"{self.name}: interrupted")
-            self._task = task = self._loop.create_task(coro)
-        try:
-            return self._until(task)
-        except asyncio.CancelledError:
-            raise Interrupted(f"{self.name}: interrupted") from None
-        finally:
-            with self._lock:
-                self._task = None
-
-    def _until(self, aw):
-        """`aw`'s value, running the engine's loop in this thread; in a thread that already runs a loop
-        (the engine called from a coroutine, which it blocks as any synchronous call does), in a helper
-        thread, since one thread cannot run two loops."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return self._loop.run_until_complete(aw)
-        with ThreadPoolExecutor(1) as pool:
-            return pool.submit(self._loop.run_until_complete, aw).result()
-
-    def interrupt(self) -> None:
-        """Cancel the HTTP read in flight (thread-safe): the call waiting on it raises `Interrupted` at
-        once. Between reads of a `stream_infill`, its next read is cancelled instead; outside one, nothing."""
-        with self._lock:
-            if self._task is not None:
-                self._loop.call_soon_threadsafe(self._task.cancel)
-            elif self._streams:
-                self._pending = True
-
-    def _stream(self, path: str, body: dict, timeout: float) -> Iterator[dict]:
-        """The events of one streamed POST; closing the iterator closes the response."""
-        request = self._client.build_request("POST", path, json=body, timeout=timeout,
-                                             headers={"Accept": "text/event-stream"})
-        resp = self._run(self._client.send(request, stream=True))
-        events = self._events(resp)
-        try:
-            if resp.status_code != 200:
-                detail = _first_line(self._run(resp.aread())[:500].decode("utf-8", errors="replace"))
-                raise self._fail(f"HTTP {resp.status_code}: {detail or resp.reason_phrase}")
-            while True:
-                try:
-                    yield self._run(_next(events))
-                except StopAsyncIteration:
-                    return
-        finally:  # not interruptible: closing must finish
-            self._until(_close(events, resp))
-
-    def _fail(self, what: str) -> EngineError:
-        return EngineError(f"{self.name}: {what}")
-
     def _model_name(self) -> str | None:
         """The served model's id from /v1/models (asked once); None if the server does not say."""
         if self.served_model is None:
-            try:
-                resp = self._run(self._client.get("/v1/models", timeout=10))
-                data = resp.json() if resp.status_code == 200 else {}
-                self.served_model = (data.get("data") or [{}])[0].get("id", "")
-            except Interrupted:
-                raise
-            except (httpx.HTTPError, ValueError, AttributeError, IndexError):
-                self.served_model = ""
+            data = self.http.get_json("/v1/models").get("data")
+            first = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else {}
+            self.served_model = str(first.get("id") or "")
         return self.served_model or None
 
     def _body(self, **fields) -> dict:
@@ -180,30 +81,11 @@ class OpenAIEngine:
 
     def _post(self, body: dict) -> dict:
         """One non-streamed completion request; its JSON answer."""
-        try:
-            resp = self._run(self._client.post("/v1/completions", json=body))
-        except httpx.HTTPError as exc:
-            raise self._fail(f"cannot reach the server ({exc})") from None
-        if resp.status_code != 200:
-            raise self._fail(f"HTTP {resp.status_code}: {_first_line(resp.text) or resp.reason_phrase}")
-        try:
-            return resp.json()
-        except ValueError:
-            raise self._fail("the answer is not JSON") from None
-
-    def drop_session(self, key: str) -> None:
-        """Sessions live on the server (its prefix cache), nothing to drop here."""
-
-    def close(self) -> None:
-        self._until(self._client.aclose())
-        self._loop.close()
+        return self.http.post("/v1/completions", body)
 
     # capabilities ---------------------------------------------------------------------------------
     @property
     def capabilities(self) -> frozenset[str]:
-        if self._caps is None and self.template.native:
-            self.unavailable.update(score=NO_NATIVE_SCORE, sampled_logprobs=NO_NATIVE_SCORE)
-            self._caps = frozenset({"infill"})
         if self._caps is None:
             caps = {"infill"}
             try:
@@ -232,8 +114,24 @@ class OpenAIEngine:
                     pass
                 if "sampled_logprobs" not in caps:
                     self.unavailable["sampled_logprobs"] = NO_LOGPROBS
+            if self.template.ends_in_prefix:  # else the prompt ends in a sentinel: nothing to heal
+                if self._constrains_first_token():
+                    caps.add("heal")
+                else:
+                    self.unavailable["heal"] = NO_HEAL
             self._caps = frozenset(caps)
         return self._caps
+
+    def _constrains_first_token(self) -> bool:
+        """Whether the server follows a llama.cpp `grammar` on /v1/completions: a one-token answer
+        that must start with "Q" does (a server that ignores the field says something else)."""
+        try:
+            answer = self._post(self._body(prompt="x = 1", max_tokens=1, temperature=0, grammar=_starts_with("Q")))
+        except Interrupted:
+            raise
+        except EngineError:
+            return False
+        return str(((answer.get("choices") or [{}])[0]).get("text", "")).startswith("Q")
 
     def _echo_disagrees(self) -> str | None:
         """Why echoed logprobs cannot score, or None: the log-probability the server gives a token it
@@ -267,31 +165,25 @@ class OpenAIEngine:
         return self.template.render(self._clean(req.prefix), self._clean(req.suffix), req.ext, context,
                                     req.path, req.repo)
 
-    def _context(self, req: InfillRequest) -> tuple[list[tuple[str, str]], int]:
-        """`fit_context` counting three characters a token (no tokenizer here: the server's is unknown,
-        and code runs about 3-4 characters a token), so the count is an estimate."""
-        return fit_context(req, 2 * req.context_tokens, lambda texts: [len(t) // 3 + 1 for t in texts])
+    def healed_prompt(self, req: InfillRequest) -> tuple[str, str]:
+        """(prompt text, healed text): with healing (module docstring), the prefix's last space is cut
+        from the prompt and the middle must start with it."""
+        prefix = self._clean(req.prefix)
+        if req.heal and self.template.ends_in_prefix and prefix.endswith(" ") and "heal" in self.capabilities:
+            return self.build_prompt(replace(req, prefix=prefix[:-1])), " "
+        return self.build_prompt(req), ""
 
-    def stream_infill(self, req: InfillRequest) -> Generator[None, None, CompletionResult]:
-        """Yield after every streamed chunk (a place to cancel); return the CompletionResult.
-        `Interrupted` when `interrupt` cancels it."""
-        with self._lock:
-            self._streams += 1
-        try:
-            return (yield from (self._stream_native(req) if self.template.native else self._stream_completions(req)))
-        finally:
-            with self._lock:
-                self._streams -= 1
-                self._pending = self._pending and self._streams > 0
-
-    def _stream_completions(self, req: InfillRequest) -> Generator[None, None, CompletionResult]:
+    def _stream(self, req: InfillRequest) -> Generator[None, None, CompletionResult]:
         """`stream_infill` through `/v1/completions`: one streamed request, `n` choices."""
         started = time.perf_counter()
         config = req.config
         want_logprobs = "sampled_logprobs" in self.capabilities
-        body = {"prompt": self.build_prompt(req), "max_tokens": config.max_tokens, "temperature": config.temperature,
-                "n": config.n, "stream": True, "stop": list(dict.fromkeys((*req.stop, *self.template.stops))),
-                **NEUTRAL}
+        prompt, heal = self.healed_prompt(req)
+        stops = [s for s in dict.fromkeys((*req.stop, *self.template.stops)) if not (heal and s.startswith(heal))]
+        body = {"prompt": prompt, "max_tokens": config.max_tokens, "temperature": config.temperature,
+                "n": config.n, "stream": True, "stop": stops, **NEUTRAL}
+        if heal:
+            body["grammar"] = _starts_with(heal)
         for key in ("top_p", "top_k", "seed"):
             if getattr(config, key) is not None:
                 body[key] = getattr(config, key)
@@ -302,9 +194,9 @@ class OpenAIEngine:
         body = self._body(**body)
         n = config.n
         texts, reasons, logprobs, tokens = [""] * n, ["length"] * n, [0.0] * n, [0] * n
-        timeout = min(self.timeout_s, config.time_budget_s + 5) if config.time_budget_s else self.timeout_s
+        timeout = self._timeout(req)
         try:
-            with closing(self._stream("/v1/completions", body, timeout)) as events:
+            with closing(self.http.stream("/v1/completions", body, timeout)) as events:
                 for event in events:
                     for choice in event.get("choices", []):
                         i = int(choice.get("index", 0))
@@ -316,98 +208,16 @@ class OpenAIEngine:
                             if choice.get("finish_reason"):
                                 reasons[i] = "stop" if choice["finish_reason"] == "stop" else "length"
                     yield  # closing the generator here leaves the `with`: the response closes mid-stream
-                    if all(end_of(t, req) is not None for t in texts):
+                    if all(end_of(_unheal(t, heal), req) is not None for t in texts):
                         reasons = ["stop_rule"] * n
                         break
                     if config.time_budget_s is not None and time.perf_counter() - started > config.time_budget_s:
                         reasons = ["time"] * n
                         break
         except httpx.HTTPError as exc:
-            raise self._fail(f"cannot reach the server, or the stream broke ({exc})") from None
-        rows = zip(texts, tokens, logprobs, reasons)
-        context, context_tokens = self._context(req)
-        return CompletionResult(rank(rows, req), (time.perf_counter() - started) * 1000, 0,
-                                extra={"template": self.template.name, "context_tokens": context_tokens,
-                                       "context_files": list(dict.fromkeys(p for p, _ in context))})
-
-    def _stream_native(self, req: InfillRequest) -> Generator[None, None, CompletionResult]:
-        """`stream_infill` through llama.cpp's `/infill`: one streamed request per candidate."""
-        started = time.perf_counter()
-        config = req.config
-        context, context_tokens = self._context(req)  # the repository context, within its budget
-        body = {"input_prefix": req.prefix, "input_suffix": req.suffix, "prompt": "",
-                "input_extra": [{"filename": p, "text": t} for p, t in context[::-1]],
-                "n_predict": config.max_tokens, "temperature": config.temperature, "stream": True,
-                "cache_prompt": req.session is not None, "stop": list(req.stop), **NEUTRAL}
-        for key in ("top_p", "top_k"):
-            if getattr(config, key) is not None:
-                body[key] = getattr(config, key)
-        if config.time_budget_s is not None:
-            body["t_max_predict_ms"] = max(1, int(config.time_budget_s * 1000))
-        timeout = min(self.timeout_s, config.time_budget_s + 5) if config.time_budget_s else self.timeout_s
-        rows, prompt_tokens, cached = [], 0, 0
-        for i in range(config.n):
-            if config.seed is not None:
-                body["seed"] = config.seed + i
-            text, tokens, reason = "", 0, "length"
-            try:
-                with closing(self._stream(self.template.native, body, timeout)) as events:
-                    for event in events:
-                        if event.get("content"):
-                            text += event["content"]
-                            tokens += 1
-                        if event.get("stop"):
-                            reason = "length" if event.get("stop_type") == "limit" else "stop"
-                            tokens = int(event.get("tokens_predicted") or tokens)
-                            timings = event.get("timings") or {}
-                            prompt_tokens = int(event.get("tokens_evaluated") or timings.get("prompt_n") or 0)
-                            cached = int(timings.get("cache_n") or event.get("tokens_cached") or 0)
-                        yield  # closing the generator here closes the response: the server stops
-                        if end_of(text, req) is not None:
-                            reason = "stop_rule"
-                            break
-                        if config.time_budget_s is not None and time.perf_counter() - started > config.time_budget_s:
-                            reason = "time"
-                            break
-            except httpx.HTTPError as exc:
-                raise self._fail(f"cannot reach the server, or the stream broke ({exc})") from None
-            rows.append((text, tokens, 0.0, reason))
-            if reason == "time":
-                break
-        return CompletionResult(rank(rows, req), (time.perf_counter() - started) * 1000, prompt_tokens, cached,
-                                extra={"template": self.template.name, "context_tokens": context_tokens,
-                                       "context_files": list(dict.fromkeys(p for p, _ in context))})
-
-    async def _events(self, resp: httpx.Response):
-        """The JSON payloads of a server-sent-event stream, or of a plain JSON answer, until [DONE]."""
-        if "text/event-stream" not in resp.headers.get("content-type", ""):
-            try:
-                yield json.loads(await resp.aread())
-            except ValueError:
-                raise self._fail("the answer is not JSON") from None
-            return
-        async for line in resp.aiter_lines():
-            line = line.strip()
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
-                return
-            try:
-                yield json.loads(data)
-            except ValueError:
-                raise self._fail("a streamed event is not JSON") from None
-
-    def infill(self, req: InfillRequest) -> CompletionResult:
-        return run_to_end(self.stream_infill(req))
-
-    def stream_infill_holes(self, pieces: list[str], config: GenerationConfig, **kw
-                            ) -> Generator[None, None, HolesResult]:
-        """One hole at a time, left to right (`base.sequential_holes`): no mask sentinels here."""
-        return sequential_holes(self, pieces, config, **kw)
-
-    def infill_holes(self, pieces: list[str], config: GenerationConfig, **kw) -> HolesResult:
-        return run_to_end(self.stream_infill_holes(pieces, config, **kw))
+            raise self.http.fail(f"cannot reach the server, or the stream broke ({exc})") from None
+        return self._result(zip((_unheal(t, heal) for t in texts), tokens, logprobs, reasons), req, started,
+                            healed=heal)
 
     # scoring --------------------------------------------------------------------------------------
     def score(self, prefix: str, suffix: str, middle: str, *, ext: str | None = None, end: bool = True) -> float:
@@ -425,39 +235,23 @@ class OpenAIEngine:
             raise CannotScore("the server's logprobs have no text offsets")
         tokens = lp.get("tokens") or []
         if len(tokens) == len(values) and not full.startswith("".join(tokens)):
-            picked = _visible_pick(values, offsets, tokens, len(self._visible(prompt)), len(self._visible(full)), end)
+            picked = _visible_pick(values, offsets, tokens, len(self._clean(prompt)), len(self._clean(full)), end)
         else:
             picked = [v for v, at in zip(values, offsets) if len(prompt) <= at < len(full)]
         if not picked or any(v is None for v in picked):
             raise CannotScore("the server returned no logprobs for the middle")
         return float(sum(picked))
 
-    def _visible(self, text: str) -> str:
-        return fim.clean(text, self.template.sentinels)
 
-    def score_holes(self, pieces: list[str], fills: list[list[str]], *, ext: str | None = None) -> list[float]:
-        raise CannotScore(self.unavailable["multi_hole_score"])
-
-    def score_text(self, text: str, *, window: int | None = None) -> tuple[float, int]:
-        raise CannotScore(self.unavailable["text_score"])
+def _starts_with(text: str) -> str:
+    """A llama.cpp GBNF grammar: the output starts with `text`, then anything (code points 1 and up)."""
+    literal = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'root ::= "{literal}" [\\x01-\\U0010FFFF]*'
 
 
-async def _next(events):
-    """The next item of an async iterator, as a coroutine (a task needs one; `anext` gives an awaitable)."""
-    return await events.__anext__()
-
-
-async def _close(events, resp: httpx.Response) -> None:
-    """Close a stream, then let the loop finish closing httpx's inner async generators (their
-    finalizers are scheduled on the loop, which runs only while the engine is called)."""
-    await events.aclose()
-    await resp.aclose()
-    for _ in range(8):
-        await asyncio.sleep(0)
-        others = asyncio.all_tasks() - {asyncio.current_task()}
-        if not others:
-            return
-        await asyncio.wait(others, timeout=1.0)
+def _unheal(text: str, heal: str) -> str:
+    """The middle: the generated text less the healed text it starts with."""
+    return text[len(heal):] if heal and text.startswith(heal) else text
 
 
 def _logprobs(answer: dict) -> dict:
@@ -475,8 +269,3 @@ def _visible_pick(values: list, offsets: list[int], tokens: list[str], lo: int, 
     if end:
         picked += [v for v, at, t in zip(values, offsets, tokens) if not t and at == hi][:1]
     return picked
-
-
-def _first_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[0] if lines else ""

@@ -2,7 +2,8 @@
 
 Rules:
 - The program that decides a sample is `prompt + completion + suffix + test + check(entry_point)`,
-  run by `infill.evaluate.sandbox.run_program`; a sample passes only when that program ran to its end
+  with the test's comparisons made type-strict (`infill.evaluate.strict`: a value of the sample's
+  own class cannot claim to equal the answer), run by `infill.evaluate.sandbox.run_program`; a sample passes only when that program ran to its end
   (`check` returned), which the sandbox's wrapper proves with the run's secret. Exit status, output
   and exit hooks count for nothing.
 - Nothing is scored without the sandbox unless the caller asks for unsafe mode
@@ -27,6 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from infill.benchmarks import SPLITS, load_humaneval_infilling
+from infill.evaluate.strict import strict_test
 from infill.evaluate.sandbox import RunResult, SandboxConfig, SandboxUnavailable, protections, run_program
 
 KS = (1, 10, 100)
@@ -47,7 +49,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def program(task: dict, completion: str) -> str:
     """The Python program whose exit status decides `completion` for `task`."""
-    return (task["prompt"] + completion + task["suffix"] + "\n\n" + task["test"] + "\n"
+    return (task["prompt"] + completion + task["suffix"] + "\n\n" + strict_test(task["test"]) + "\n"
             + f"check({task['entry_point']})\n")
 
 

@@ -13,8 +13,14 @@ Rules (what a program can never do, whatever it contains):
   cannot be removed) that refuses frame access (`sys._getframe`, `sys._current_frames`, `tb_frame`,
   `gi_frame`, `cr_frame`, tracing and profiling), `gc` object walks, `ctypes` and the C test modules,
   opening anything on `/proc` or any directory (so no `dir_fd` route to `/proc/self/mem`), creating
-  links and renames, building code objects, and starting other programs; the names it calls are bound
-  before the program runs, so monkeypatching `os` or `builtins` cannot reach it. The processes are not dumpable, so a
+  links and renames, changing the working directory (`chdir`, `fchdir`), building code objects, and
+  starting other programs. The open check `stat`s the path before Python opens it (no audit event
+  follows an open, and the program can reach `os.open` and `_io` itself, so no check can `fstat` the
+  opened file); what keeps a path's meaning from changing in between is that nothing that could
+  change it is allowed: no links, no renames, no directory fds, one working directory (a thread
+  flipping it between `/tmp` and `/` opened the real `/proc/self/maps` through `proc/self/maps`).
+  The names the hook calls are bound before the program runs, so monkeypatching `os` or `builtins`
+  cannot reach it. The processes are not dumpable, so a
   program started some other way (it has no shell, only the interpreter) cannot read their memory.
   Audit hooks are not a kernel boundary (PEP 578): a program that finds an unaudited way to its own
   memory could forge a pass, but it still cannot leave the sandbox below.
@@ -110,6 +116,7 @@ def _main():
         "sys._getframe", "sys._current_frames", "sys._current_exceptions", "sys.settrace", "sys.setprofile",
         "gc.get_objects", "gc.get_referrers", "gc.get_referents", "os.exec", "os.posix_spawn", "os.spawn",
         "os.system", "os.forkpty", "subprocess.Popen", "os.symlink", "os.link", "os.rename", "os.chroot",
+        "os.chdir",
         "code.__new__", "sys.remote_exec", "cpython.remote_debugger_script"))
     frame_attrs = frozenset(("tb_frame", "gi_frame", "cr_frame", "ag_frame"))
     unsafe_modules = frozenset(("ctypes", "_ctypes", "_testcapi", "_testinternalcapi", "_testbuffer",

@@ -53,7 +53,7 @@ def test_missing_and_malformed_files_name_the_file(tmp_path, tiny_checkpoint):
         load_checkpoint(tmp_path / "nope")
     for name, damage, message in [
         ("config.json", None, "config.json: missing"),
-        ("config.json", "{", "config.json: not an infill model config"),
+        ("config.json", "{", "config.json: not valid JSON"),
         ("config.json", json.dumps({"model": {"dim": 3}}), "config.json: not an infill model config"),
         ("model.safetensors", None, "model.safetensors: missing"),
         ("model.safetensors", "garbage", "model.safetensors: unreadable"),

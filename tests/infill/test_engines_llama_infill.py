@@ -1,8 +1,9 @@
-"""The `llama-infill` template: llama.cpp's native /infill (llama.vim's protocol) against a loopback stub."""
+"""LlamaInfillEngine (`openai:URL#llama-infill`): llama.cpp's native /infill (llama.vim's protocol) against a loopback stub."""
 import pytest
 
 from infill.engines import CannotScore, GenerationConfig, InfillRequest, load, run_to_end
 from infill.engines import templates as fim
+from infill.engines.llama_infill import LlamaInfillEngine
 from infill.engines.openai import EngineError, OpenAIEngine
 from openai_stub import Stub
 
@@ -10,7 +11,7 @@ from openai_stub import Stub
 def test_request_fields_and_streamed_answer():
     with Stub(reply="    return a + b\n\nprint(1)", chunk=2) as stub:
         engine = load.load_engine(f"openai:{stub.url}#llama-infill")
-        assert isinstance(engine, OpenAIEngine) and engine.template.native == "/infill"
+        assert isinstance(engine, LlamaInfillEngine) and engine.template.native == "/infill"
         result = engine.infill(InfillRequest("def add(a, b):\n<|fim_middle|>", "\nx = add(1, 2)\n",
                                              GenerationConfig(max_tokens=32, temperature=0.0, top_k=5, seed=3,
                                                               time_budget_s=2.0),
@@ -30,7 +31,7 @@ def test_request_fields_and_streamed_answer():
 
 def test_session_asks_for_the_prompt_cache():
     with Stub(reply="x = 1") as stub:
-        engine = OpenAIEngine(stub.url, template="llama-infill")
+        engine = LlamaInfillEngine(stub.url)
         req = InfillRequest("a" * 40, "b", GenerationConfig(max_tokens=8), session="file:///a.py")
         first, second = engine.infill(req), engine.infill(req)
         assert [b["cache_prompt"] for b in stub.infills()] == [True, True]
@@ -39,14 +40,14 @@ def test_session_asks_for_the_prompt_cache():
 
 def test_limit_and_length():
     with Stub(reply="abcdefgh", chunk=1) as stub:
-        result = OpenAIEngine(stub.url, template="llama-infill").infill(InfillRequest("p", config=GenerationConfig(max_tokens=3)))
+        result = LlamaInfillEngine(stub.url).infill(InfillRequest("p", config=GenerationConfig(max_tokens=3)))
         assert result.text == "abc" and result.candidates[0].finish_reason == "length"
         assert result.candidates[0].tokens == 3
 
 
 def test_closing_the_stream_cancels_and_stop_rule():
     with Stub(reply="a" * 400, chunk=1, delay=0.01) as stub:
-        engine = OpenAIEngine(stub.url, template="llama-infill")
+        engine = LlamaInfillEngine(stub.url)
         result = engine.infill(InfillRequest("p", config=GenerationConfig(max_tokens=400),
                                              stop_at=lambda t: 4 if len(t) >= 4 else None))
         assert result.text == "aaaa" and result.candidates[0].finish_reason == "stop_rule"
@@ -58,7 +59,7 @@ def test_closing_the_stream_cancels_and_stop_rule():
 
 def test_n_candidates_are_n_requests():
     with Stub(reply="xy") as stub:
-        result = OpenAIEngine(stub.url, template="llama-infill").infill(
+        result = LlamaInfillEngine(stub.url).infill(
             InfillRequest("p", config=GenerationConfig(n=3, temperature=1.0, seed=10)))
         assert [c.text for c in result.candidates] == ["xy"]
         assert [b["seed"] for b in stub.infills()] == [10, 11, 12]
@@ -66,7 +67,7 @@ def test_n_candidates_are_n_requests():
 
 def test_cannot_score_and_says_why():
     with Stub() as stub:
-        engine = OpenAIEngine(stub.url, template="llama-infill")
+        engine = LlamaInfillEngine(stub.url)
         assert engine.capabilities == frozenset({"infill"})
         assert "/infill" in engine.unavailable["score"]
         with pytest.raises(CannotScore, match="/infill"):
@@ -76,16 +77,20 @@ def test_cannot_score_and_says_why():
 
 def test_errors_are_one_line():
     with Stub(status=503) as stub:
-        engine = OpenAIEngine(stub.url, template="llama-infill")
+        engine = LlamaInfillEngine(stub.url)
         with pytest.raises(EngineError, match="HTTP 503: model not loaded"):
             engine.infill(InfillRequest("p"))
     with pytest.raises(ValueError, match="built by the server"):
         fim.get("llama-infill").render("p", "s")
+    with pytest.raises(ValueError, match="openai:URL#llama-infill"):  # the completions engine cannot speak it
+        OpenAIEngine("http://127.0.0.1:9", template="llama-infill")
+    with pytest.raises(ValueError, match="takes llama-infill"):
+        LlamaInfillEngine("http://127.0.0.1:9", template="qwen")
 
 
 def test_stream_is_a_generator_to_the_end():
     with Stub(reply="abc", chunk=1) as stub:
-        gen = OpenAIEngine(stub.url, template="llama-infill").stream_infill(InfillRequest("p"))
+        gen = LlamaInfillEngine(stub.url).stream_infill(InfillRequest("p"))
         assert run_to_end(gen).text == "abc"
 
 
@@ -105,7 +110,7 @@ def test_repository_context_goes_in_as_input_extra():
     """Context chunks are llama.vim's `input_extra` entries, within `context_tokens`, and reported."""
     chunks = (("pkg/util.py", "def helper(x):\n    return x\n"), ("pkg/big.py", "y = 1\n" * 400))
     with Stub(reply="helper(1)") as stub:
-        engine = OpenAIEngine(stub.url, template="llama-infill")
+        engine = LlamaInfillEngine(stub.url)
         result = engine.infill(InfillRequest("z = ", "\n", GenerationConfig(max_tokens=8),
                                              context=chunks, context_tokens=40))
         [body] = stub.infills()

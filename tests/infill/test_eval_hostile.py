@@ -211,11 +211,14 @@ def test_a_bad_first_line_is_named_when_guessing_the_split(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("split", list(SPLITS))
 def test_every_canonical_solution_scores_100(split):
+    """Every task's canonical program passes; tasks whose program is the same text (the same problem
+    cut elsewhere: 287 programs for 1,033 single-line tasks) are run once."""
     require_sandbox()
     tasks = load_humaneval_infilling(split)
-    summary = humaneval.score([(t, [t["canonical_solution"]]) for t in tasks], None, workers=os.cpu_count() or 2,
-                              progress=False)
-    assert summary["pass@1"] == 1.0 and summary["tasks"] == len(tasks), summary["statuses"]
+    unique = {humaneval.program(t, t["canonical_solution"]): t for t in tasks}
+    summary = humaneval.score([(t, [t["canonical_solution"]]) for t in unique.values()], None,
+                              workers=os.cpu_count() or 2, progress=False)
+    assert summary["pass@1"] == 1.0 and summary["tasks"] == len(unique), summary["statuses"]
 
 
 def test_ci_fails_rather_than_skips_without_a_sandbox(no_sandbox, monkeypatch):

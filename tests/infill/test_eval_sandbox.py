@@ -151,3 +151,40 @@ def test_protections_are_reported():
 def test_bad_limits_are_value_errors(kwargs):
     with pytest.raises(ValueError):
         SandboxConfig(**kwargs)
+
+
+CWD_FLIP = '''
+import os, threading, time
+os.makedirs("/tmp/proc/self", exist_ok=True)
+with open("/tmp/proc/self/maps", "w") as f:
+    f.write("decoy")
+os.chdir("/tmp")
+done = []
+
+def flip():
+    while not done:
+        os.chdir("/")
+        os.chdir("/tmp")
+
+threading.Thread(target=flip, daemon=True).start()
+opened, deadline = 0, time.monotonic() + 6
+while not opened and time.monotonic() < deadline:
+    try:
+        with open("proc/self/maps") as f:
+            opened += "decoy" not in f.read(200)
+    except Exception:
+        pass
+done.append(1)
+if not opened:
+    raise SystemExit("the real /proc/self/maps was never opened")
+'''
+
+
+def test_flipping_the_working_directory_never_opens_proc():
+    """The audit hook checks a path with `stat`, then Python opens it: a thread flipping the working
+    directory between `/tmp` (where `proc/self/maps` is a decoy) and `/` opened the real
+    `/proc/self/maps` 4 times in the review. The program passes only if it opens it once."""
+    require_sandbox()
+    result = run_program(CWD_FLIP, SandboxConfig(timeout_s=15.0))
+    assert not result.passed, result
+    assert run_program("import os\nos.listdir('/tmp')\n", SandboxConfig(timeout_s=15.0)).passed

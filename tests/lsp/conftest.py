@@ -13,12 +13,14 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 SERVER = [sys.executable, "-m", "lsp"]
 
 
-async def start_client(*args: str, init_options=None, capabilities=None, wait_ready=True) -> LanguageClient:
-    """A pytest-lsp client of an initialized infill-lsp started with `args`; it records `infill/status`."""
-    client = await ClientServerConfig(server_command=SERVER + list(args)).start()
+async def start_client(*args: str, init_options=None, capabilities=None, wait_ready=True, command=SERVER,
+                       env=None) -> LanguageClient:
+    """A pytest-lsp client of an initialized infill-lsp (`command`) started with `args` (and `env`);
+    it records `infill/status`, and keeps the server's answer to `initialize` as `init_result`."""
+    client = await ClientServerConfig(server_command=list(command) + list(args), server_env=env).start()
     client.statuses = []
     client.feature("infill/status")(lambda ls, params: client.statuses.append(params))
-    await client.initialize_session(types.InitializeParams(
+    client.init_result = await client.initialize_session(types.InitializeParams(
         capabilities=capabilities or types.ClientCapabilities(),
         initialization_options=init_options))
     if wait_ready:

@@ -94,11 +94,21 @@ def test_broken_encodings_and_positions_past_the_end_do_not_raise(tiny_engine):
 def test_a_5mb_file_costs_what_a_small_one_does(tiny_engine):
     big = "def f(a):\n    return a\n\n" * 220_000
     assert len(big) > 5_000_000
+    small = "def f(a):\n    return a\n\n" * 200
     options = ServerOptions(max_tokens=4)
-    complete(big, len(big) // 2, tiny_engine, options)  # warm
-    started = time.perf_counter()
-    complete(big, len(big) // 2, tiny_engine, options)
-    assert time.perf_counter() - started < 2.0
+
+    def best_of_3(text: str) -> float:
+        complete(text, len(text) // 2, tiny_engine, options)  # warm
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            complete(text, len(text) // 2, tiny_engine, options)
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    # 2 s on a quiet machine; the small file measured in the same run scales the bound with the load.
+    reference = best_of_3(small)
+    assert best_of_3(big) < max(2.0, 40 * reference)
 
 
 def test_the_engine_obeys_the_plans_stop_rule(tiny_engine):

@@ -181,3 +181,26 @@ async def test_prepare_rename_is_advertised_to_every_client(lsp, tmp_path):
         assert result.capabilities.rename_provider == types.RenameOptions(prepare_provider=True)
     finally:
         await lsp.stop_client(c)
+
+
+async def test_a_server_that_cannot_heal_says_so(lsp):
+    """Issue 28: a server that ignores llama.cpp's `grammar` gets the unhealed prompt after a space, and
+    the status and a window message say that token healing is off; one that follows it heals."""
+    for grammar in (False, True):
+        with Stub(reply="total", grammar=grammar) as stub:
+            c = await lsp.start_client("--model", f"openai:{stub.url}", init_options=INIT)
+            try:
+                off = c.statuses[-1].off._asdict()
+                warned = [m.message for m in c.messages if "token healing is off" in m.message]
+                lsp.open_doc(c, URI, "def f(total):\n    return \n")
+                await lsp.inline(c, URI, 1, 11)
+            finally:
+                await lsp.stop_client(c)
+            bodies = [b for b in stub.completions() if "def f(total)" in b["prompt"]]  # not the warm-up
+            assert bodies
+            if grammar:
+                assert "tokenHealing" not in off and not warned
+                assert all(b["prompt"].endswith("return") and b["grammar"].startswith('root ::= " "') for b in bodies)
+            else:
+                assert "unhealed" in off["tokenHealing"] and len(warned) == 1
+                assert all(b["prompt"].endswith("return ") and "grammar" not in b for b in bodies)

@@ -1,10 +1,12 @@
-"""Dedup: exact (whitespace-normalised) and near (MinHash LSH) duplicates, first one kept."""
+"""Dedup settings for datatrove: whitespace-blind exact content, code words, LSH bands for 0.7."""
 import random
 
-import numpy as np
+from datatrove.data import Document
+from datatrove.pipeline.dedup import MinhashDedupSignature
 
 from train.data.config import DataConfig
-from train.data.dedup import deduplicate, exact_hash, fingerprint, minhash, shingle_hashes
+from train.data.dedup import (CodeWords, code_minhash_config, exact_content, exact_priority,
+                              lsh_bands)
 
 CFG = DataConfig()
 
@@ -19,55 +21,51 @@ def _program(seed: int, n_funcs: int = 40) -> str:
     return "\n".join(lines)
 
 
-def _true_jaccard(x: str, y: str) -> float:
-    a, b = set(shingle_hashes(x, 5).tolist()), set(shingle_hashes(y, 5).tolist())
+def _shingles(text: str) -> set[tuple[str, ...]]:
+    w = CodeWords().word_tokenize(text)
+    return set(zip(*(w[i:] for i in range(5))))
+
+
+def _jaccard(x: str, y: str) -> float:
+    a, b = _shingles(x), _shingles(y)
     return len(a & b) / len(a | b)
 
 
-def test_exact_hash_ignores_whitespace_only():
-    assert exact_hash("def f():\n    return 1\n") == exact_hash("def f():\n\treturn   1")
-    assert exact_hash("def f(): return 1") != exact_hash("def f(): return 2")
+def _bands(step: MinhashDedupSignature, text: str) -> list[tuple[int, ...]]:
+    return [tuple(b) for b in step.get_signature(step.get_shingles(text))]
 
 
-def test_minhash_estimates_jaccard():
+def test_exact_content_ignores_whitespace_only_and_earlier_tasks_win():
+    doc = lambda text, rank=0: Document(text=text, id="x", metadata={"_rank": rank})  # noqa: E731
+    assert exact_content(doc("def f():\n    return 1\n")) == exact_content(doc("def f():\n\treturn   1"))
+    assert exact_content(doc("def f(): return 1")) != exact_content(doc("def f(): return 2"))
+    assert exact_priority(doc("", 0)) > exact_priority(doc("", 1)) > exact_priority(doc("", 7)) >= 1
+
+
+def test_lsh_bands_are_datasketchs_choice():
+    from datasketch import MinHashLSH
+
+    for threshold in (0.5, 0.7, 0.85):
+        lsh = MinHashLSH(threshold=threshold, num_perm=256)
+        assert lsh_bands(threshold, 256) == (lsh.b, lsh.r)
+    assert lsh_bands(0.7, 256) == (25, 10)
+
+
+def test_code_words_keep_identifiers_case_and_numbers():
+    assert CodeWords().word_tokenize("x_1 = Foo(bar, 42)  # ok") == ["x_1", "Foo", "bar", "42", "ok"]
+
+
+def test_near_duplicates_share_a_band_and_distinct_files_do_not(tmp_path):
+    config = code_minhash_config(CFG)
+    assert (config.n_grams, config.num_buckets, config.hashes_per_bucket) == (5, 25, 10)
+    step = MinhashDedupSignature(str(tmp_path), config=config, language=CodeWords())
     base = _program(0)
-    lines = base.splitlines()
-    for keep in (0.95, 0.8, 0.5):
-        cut = int(len(lines) * keep)
-        other = "\n".join(lines[:cut]) + "\n" + _program(1)[: len(base) - len("\n".join(lines[:cut]))]
-        est = np.mean(minhash(base, CFG) == minhash(other, CFG))
-        assert abs(est - _true_jaccard(base, other)) < 0.1
-
-
-def _run(texts):
-    records = [{"text": t, "bytes": len(t), "language": "python", "path": f"f{i}.py"}
-               for i, t in enumerate(texts)]
-    return [r.get("removed") for r in deduplicate(fingerprint(records, CFG), CFG)]
-
-
-def test_exact_near_and_distinct_files():
-    base = _program(0)
-    reindented = base.replace("    return", "        return")
     edited = base.replace("alpha_0(", "renamed_0(", 1).replace("return beta", "return  BETA", 2)
     distinct = _program(7)
-    assert _true_jaccard(base, edited) > 0.8
-    assert _true_jaccard(base, distinct) < 0.3
-    assert _run([base, reindented, edited, distinct, base]) == [
-        None, "dedup.exact", "dedup.near", None, "dedup.exact"]
-
-
-def test_threshold_is_respected():
-    base = _program(0)
-    half = "\n".join(base.splitlines()[:60]) + "\n" + _program(3)[:1500]
-    j = _true_jaccard(base, half)
-    assert 0.2 < j < 0.7
-    assert _run([base, half]) == [None, None]
-    strict = DataConfig(near_threshold=max(0.05, j - 0.15))
-    records = [{"text": t, "bytes": 1, "language": "python", "path": "x"} for t in (base, half)]
-    assert [r.get("removed") for r in deduplicate(records, strict)] == [None, "dedup.near"]
-
-
-def test_tombstones_pass_through_and_work_without_fingerprints():
-    tomb = {"text": "", "bytes": 1, "language": "c", "path": "x.c", "removed": "filter.empty"}
-    out = list(deduplicate([tomb, {"text": "int x;", "bytes": 6, "language": "c", "path": "y.c"}], CFG))
-    assert out[0] is tomb and "removed" not in out[1]
+    assert _jaccard(base, edited) > 0.8 and _jaccard(base, distinct) < 0.3
+    a, b, c = _bands(step, base), _bands(step, edited), _bands(step, distinct)
+    assert len(a) == 25 and all(len(band) == 10 for band in a)
+    assert sum(x == y for x, y in zip(a, b)) >= 1
+    assert sum(x == y for x, y in zip(a, c)) == 0
+    # Case is code: an upper-cased copy is not the same file to MinHash (exact dedup neither).
+    assert _bands(step, base) != _bands(step, base.upper())

@@ -1,94 +1,127 @@
-"""Pipeline: streaming with bounded memory, same output for any number of workers."""
-import random
-import tracemalloc
+"""Pipeline: resume after a kill, Slurm job scripts (not submitted), Ray on this machine."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-from train.data import pipeline
+import pytest
+
 from train.data.config import DataConfig
-from train.data.pipeline import GLOBAL_STAGES, MAP_STAGES, map_parallel, run_stages
+from train.data.harvest import local_source
+from train.data.pipeline import ClusterConfig, build, stages
+from train.data.shards import read_shards
 
-WORDS = ["alpha", "beta", "gamma", "delta", "value", "index", "count", "items", "total", "node"]
+from .test_data_cli import OLD_PIPELINE_REMOVED, tree  # noqa: F401  (the fixture corpus)
 
-
-def _text(seed: int, n_lines: int) -> str:
-    rng = random.Random(seed)
-    return "".join(f"{rng.choice(WORDS)}_{rng.randint(0, 10**6)} = {rng.choice(WORDS)}"
-                   f"({rng.randint(0, 999)}, {rng.choice(WORDS)})\n" for _ in range(n_lines))
+REPO = Path(__file__).resolve().parents[2]
 
 
-def _records(n: int, n_lines: int = 40, consumed: list | None = None):
-    """In-memory records (text set, as if read), generated lazily; `consumed` counts the pulls."""
-    for i in range(n):
-        if consumed is not None:
-            consumed.append(i)
-        text = _text(i % max(1, n // 2), n_lines)  # every file twice: dedup state stays small
-        yield {"path": f"f{i}.py", "language": "python", "source": "synthetic", "version": "",
-               "license": "MIT", "group": "synthetic", "bytes": len(text), "text": text}
+def _argv(tree, out):
+    return [sys.executable, "-m", "infill.cli", "data", "build", str(tree / "src" / "mitlib"),
+            str(tree / "src" / "gpllib"), "--out", str(out), "--workers", "2", "--tasks", "2",
+            "--val-fraction", "0", "--quiet"]
 
 
-def _stages():
-    return MAP_STAGES + GLOBAL_STAGES
+def _corpus(out: Path) -> tuple[list[dict], dict]:
+    report = json.loads((out / "report.json").read_text())
+    for key in ("elapsed_s", "sources"):
+        report.pop(key)
+    return list(read_shards(str(out))), report
 
 
-def test_map_parallel_pulls_a_bounded_window(monkeypatch):
-    monkeypatch.setattr(pipeline, "CHUNK_FILES", 4)
-    consumed: list = []
-    config = DataConfig()
-    out = map_parallel(_records(200, n_lines=3, consumed=consumed), config, workers=2)
-    got = [next(out) for _ in range(10)]
-    # Two workers: at most 2 * 2 chunks of 4 files in flight, plus the chunk being assembled.
-    assert len(consumed) <= 10 + (2 * 2 + 1) * 4
-    assert [r["path"] for r in got] == [f"f{i}.py" for i in range(10)]
-    assert len(list(out)) == 190
+def test_a_killed_build_resumes_and_equals_an_uninterrupted_one(tree):  # noqa: F811
+    """Also: the number of tasks does not change the corpus."""
+    whole, killed = tree / "whole", tree / "killed"
+    assert subprocess.run(_argv(tree, whole), cwd=REPO, timeout=600).returncode == 0
+
+    proc = subprocess.Popen(_argv(tree, killed), cwd=REPO, start_new_session=True)
+    first = killed / "work" / "logs" / "1-curate" / "completions"
+    deadline = time.monotonic() + 300
+    while not (first.is_dir() and len(list(first.iterdir())) == 2):  # stage 1 done: kill in stage 2+
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "report.json").exists()
+    marks = {p.name: p.stat().st_mtime_ns for p in first.iterdir()}
+
+    assert subprocess.run(_argv(tree, killed), cwd=REPO, timeout=600).returncode == 0
+    # The finished tasks were not run again, and the result is the uninterrupted build's.
+    assert {p.name: p.stat().st_mtime_ns for p in first.iterdir()} == marks
+    rows, report = _corpus(killed)
+    assert (rows, report) == _corpus(whole)
+    assert report["removed"] == OLD_PIPELINE_REMOVED
+    assert not (killed / "work" / "curated").exists()  # intermediate data deleted, logs kept
+
+    # Another number of tasks cuts the input elsewhere: the same rows, in the same order.
+    three = tree / "three"
+    argv = _argv(tree, three)
+    argv[argv.index("--tasks") + 1] = "3"
+    assert subprocess.run(argv, cwd=REPO, timeout=600).returncode == 0
+    rows3, report3 = _corpus(three)
+    assert rows3 == rows and report3["removed"] == report["removed"] and report3["kept"] == report["kept"]
 
 
-def _peak_bytes(n_files: int) -> int:
-    config = DataConfig(licenses=("MIT",))
-    tracemalloc.start()
-    for _ in run_stages(_records(n_files, n_lines=1000), config, _stages()):
-        pass
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return peak
+SBATCH = """#!/bin/sh
+# Records each submission (arguments, then the script) and answers as sbatch does.
+n=$(ls "$SBATCH_LOG" | wc -l)
+id=$((1000 + n))
+{ echo "$@"; cat "$(eval echo \\${$#})"; } > "$SBATCH_LOG/$id"
+echo "Submitted batch job $id"
+"""
 
 
-def test_memory_does_not_grow_with_the_corpus():
-    # 6 files vs 24 files of ~32 KB: the peak is set by one file in flight (and numpy temporaries)
-    # plus the dedup index of the distinct files, not by the bytes streamed.
-    _peak_bytes(2)  # warm-up: the benchmark n-grams are built once per process
-    small, large = _peak_bytes(6), _peak_bytes(24)
-    streamed = sum(r["bytes"] for r in _records(24, n_lines=1000)) - sum(
-        r["bytes"] for r in _records(6, n_lines=1000))
-    assert large - small < 0.25 * streamed, (small, large, streamed)
+def test_slurm_job_scripts_chain_the_stages(tree, tmp_path, monkeypatch):  # noqa: F811
+    bin_dir, log = tmp_path / "bin", tmp_path / "sbatch"
+    bin_dir.mkdir()
+    log.mkdir()
+    (bin_dir / "sbatch").write_text(SBATCH)
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SBATCH_LOG", str(log))
+    out = tmp_path / "corpus"
+    sources = [local_source(str(tree / "src" / "mitlib"))]
+    cluster = ClusterConfig(partition="cpu", time="01:00:00", env_command="source /opt/venv/bin/activate")
+    assert build(sources, str(out), DataConfig(), executor="slurm", tasks=4, workers=3, cluster=cluster) is None
+
+    jobs = [(log / name).read_text() for name in sorted(os.listdir(log))]
+    work = [j for j in jobs if "launch_pickled_pipeline" in j]
+    merges = [j for j in jobs if "merge_stats" in j]
+    names = [name for name, _, _ in stages(None, str(out), DataConfig(), 4)]
+    assert len(work) == len(merges) == len(names) == 7
+    ids = [str(1000 + jobs.index(j)) for j in work]
+    for i, (job, name, (_, _, tasks)) in enumerate(zip(work, names, stages(None, str(out), DataConfig(), 4))):
+        args, script = job.split("\n", 1)
+        # One array job per stage: as many array tasks as the stage has tasks, at most 3 at once,
+        # each stage after the one before it has finished.
+        assert f"#SBATCH --array=0-{tasks - 1}%3" in script
+        assert "#SBATCH --partition=cpu" in script and "#SBATCH --time=01:00:00" in script
+        assert f"#SBATCH --job-name=infill-{name}" in script
+        assert "source /opt/venv/bin/activate" in script
+        assert script.count("launch_pickled_pipeline") == 1
+        assert str(out / "work" / "logs" / name / "executor.pik") in script
+        assert (f"--dependency=afterok:{ids[i - 1]}" in args) == (i > 0)
+    assert [t for _, _, t in stages(None, str(out), DataConfig(), 4)] == [4, 1, 4, 25, 1, 4, 1]
+    assert not (out / "report.json").exists()
 
 
-def test_workers_do_not_change_the_result(tmp_path):
-    config = DataConfig(licenses=("MIT",), val_fraction=0.5)
-    records = list(_records(60, n_lines=20))
-    one = list(run_stages(records, config, _stages()))
-    two = list(GLOBAL_STAGES[1](GLOBAL_STAGES[0](
-        map_parallel(iter(records), config, workers=2), config), config))
-    strip = lambda rs: [{k: v for k, v in r.items() if not k.startswith("_")} for r in rs]  # noqa: E731
-    assert strip(one) == strip(two)
-    assert sum("removed" in r for r in one) == 30  # each file appears twice
-
-
-def test_shards_roll_over_and_a_failed_run_publishes_nothing(tmp_path):
-    from train.data.shards import ShardWriter, read_shards, shard_paths
-
-    rows = [{"text": "x" * 40, "path": f"{i}.py", "language": "python", "source": "s",
-             "version": "", "license": "MIT", "group": "s", "split": "train"} for i in range(5)]
-    with ShardWriter(str(tmp_path), shard_bytes=100) as writer:
-        for row in rows:
-            writer.write(row)
-    assert [s["records"] for s in writer.shards] == [3, 2]
-    assert [r["path"] for r in read_shards(str(tmp_path))] == [r["path"] for r in rows]
-
-    failed = tmp_path / "failed"
-    failed.mkdir()
+@pytest.mark.slow
+def test_ray_on_this_machine_builds_the_same_corpus(tree):  # noqa: F811
+    ray = pytest.importorskip("ray")
+    sources = [local_source(str(tree / "src" / d)) for d in ("mitlib", "gpllib")]
+    config = DataConfig(val_fraction=0)
+    build(sources, str(tree / "local"), config, tasks=2, workers=2, progress=False)
+    ray.init(num_cpus=2, include_dashboard=False)
     try:
-        with ShardWriter(str(failed), shard_bytes=10**6) as writer:
-            writer.write(rows[0])
-            raise RuntimeError("crash")
-    except RuntimeError:
-        pass
-    assert shard_paths(str(failed)) == [] and list(failed.iterdir()) == []
+        build(sources, str(tree / "ray"), config, executor="ray", tasks=2, workers=2, progress=False)
+    finally:
+        ray.shutdown()
+    local, ray_built = _corpus(tree / "local"), _corpus(tree / "ray")
+    for report in (local[1], ray_built[1]):
+        report.pop("executor")
+    assert ray_built == local
+    shutil.rmtree(tree / "ray")

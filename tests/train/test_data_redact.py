@@ -1,6 +1,6 @@
 """Redaction: secrets and personal data become placeholders; placeholders and ordinary code do not.
 
-`PROBES` is a table of 26 realistic leaks (name, file name, text, what must not survive), one per kind
+`PROBES` is a table of 39 realistic leaks (name, file name, text, what must not survive), one per kind
 of secret the curation must catch. `python tests/train/test_data_redact.py` prints, for each probe,
 whether it was found and whether it was fully redacted (the figures in docs/data.md); with
 `PYTHONPATH=OTHER_TREE` it prints them for another version of `train.data.redact`.
@@ -94,6 +94,48 @@ PROBES = [
     ('azure_storage', 'settings.py',
      'CONN = "DefaultEndpointsProtocol=https;AccountName=acmedata;AccountKey=Zk3pQ9xLm4Rt8Vw1Zb6Nc3HfY7uJ2sK5dG0aE8rT1yU4iO6pL9qW3eR5tY7uI0oP2aS4dF6gH8jK0lZ1xC3vB5n==;EndpointSuffix=core.windows.net"\n',
      ['Zk3pQ9xLm4Rt8Vw1Zb6Nc3HfY7uJ2sK5dG0aE8rT1yU4iO6pL9qW3eR5tY7uI0oP2aS4dF6gH8jK0lZ1xC3vB5n==']),
+    # Review 2: a key written with `\n` escapes (a Python/JS string, a GCP service-account JSON) kept
+    # its body; a secret passed to a call was dropped by the indirect-reference filter; three shapes
+    # no rule knew (Service Bus keys, SAS signatures, legacy UUID npm tokens).
+    ('key_escaped_py', 'keys.py',
+     'KEY = "-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\\nVJTUt9Us8cKjMzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNb\\n-----END PRIVATE KEY-----\\n"\n',
+     ['MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7', 'VJTUt9Us8cKjMzEfYyjiWA4R4']),
+    ('gcp_service_account', 'service-account.json',
+     '{\n  "type": "service_account",\n  "private_key_id": "4f1a2b3c",\n  "private_key": "-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\\nVJTUt9Us8cKjMzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNb\\n-----END PRIVATE KEY-----\\n",\n  "client_id": "1"\n}\n',
+     ['MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7', 'VJTUt9Us8cKjMzEfYyjiWA4R4']),
+    ('key_escaped_js', 'key.js',
+     "const key = '-----BEGIN RSA PRIVATE KEY-----\\n' +\n  'MIIEowIBAAKCAQEAz3x8Qm2VtL9kbW5s7RpYq4Lx0cHd2fA\\n' +\n  'Qm2VtL9kbW5s7RpYq4Lx0cHd2fAz3x8Qm2VtL9kbW5s7Rp==\\n' +\n  '-----END RSA PRIVATE KEY-----';\n",
+     ['MIIEowIBAAKCAQEAz3x8Qm2VtL9kbW5s7RpYq4Lx0cHd2fA', 'Qm2VtL9kbW5s7RpYq4Lx0cHd2fAz3x8Qm2VtL9kbW5s7Rp==']),
+    ('boto3_call', 's3.py',
+     's3 = boto3.client("s3", aws_access_key_id="AKIA2E0A8F3B244C9986", aws_secret_access_key="Xq8rT2kLm9Wv4Zp7Nc3Hb6Jf1Gd5Sy0Ea8Ru2Io4")\n',
+     ['AKIA2E0A8F3B244C9986', 'Xq8rT2kLm9Wv4Zp7Nc3Hb6Jf1Gd5Sy0Ea8Ru2Io4']),
+    ('github_call', 'gh.py',
+     'g = Github("ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789")\n',
+     ['ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789']),
+    ('stripe_call', 'pay.py',
+     'client = StripeClient("sk_live_4eC39HqLyjWDarjtT1zdp7dc")\n',
+     ['sk_live_4eC39HqLyjWDarjtT1zdp7dc']),
+    ('sendgrid_call', 'mail.py',
+     'sg = SendGridAPIClient("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")\n',
+     ['TwL2iGABf9DHoTf-09kqeF8tAmbihYzrnopKc-1s5cr']),
+    ('password_call', 'db.py',
+     'conn = psycopg2.connect(host="db", user="app", password="Tr0ub4dor&3x")\n',
+     ['Tr0ub4dor&3x']),
+    ('twilio_call', 'sms.py',
+     'client = Client("AC8f3a9d2e7b1c4f6a0e9d8c7b6a5f4e3d", "9f8e7d6c5b4a39281706f5e4d3c2b1a0")\n',
+     ['AC8f3a9d2e7b1c4f6a0e9d8c7b6a5f4e3d']),
+    ('jwt_call', 'auth.py',
+     'claims = jwt.decode("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U", key)\n',
+     ['dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U']),
+    ('azure_service_bus', 'bus.py',
+     'CONN = "Endpoint=sb://acme.servicebus.windows.net/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=Zk3pQ9xLm4Rt8Vw1Zb6Nc3HfY7uJ2sK5dG0aE8rT1yU="\n',
+     ['Zk3pQ9xLm4Rt8Vw1Zb6Nc3HfY7uJ2sK5dG0aE8rT1yU=']),
+    ('azure_sas', 'blob.py',
+     'URL = "https://acme.blob.core.windows.net/backups/db.bak?sv=2022-11-02&ss=b&srt=o&sp=r&se=2026-01-01T00:00:00Z&sig=Xq8rT2kLm9Wv4Zp7Nc3Hb6Jf1Gd5Sy0Ea8Ru2Io4%3D"\n',
+     ['Xq8rT2kLm9Wv4Zp7Nc3Hb6Jf1Gd5Sy0Ea8Ru2Io4']),
+    ('npm_legacy_uuid', '.npmrc',
+     '//registry.npmjs.org/:_authToken=8d2f6a1c-3b4e-4f7a-9c0d-1e2f3a4b5c6d\n',
+     ['8d2f6a1c-3b4e-4f7a-9c0d-1e2f3a4b5c6d']),
 ]
 
 BENIGN = '''HOST = "127.0.0.1"; LAN = "192.168.1.20"; DOC = "203.0.113.7"
@@ -122,8 +164,8 @@ def test_probe_is_found_and_fully_redacted(name, path, text, secrets):
     assert any(p in out for p in R.PLACEHOLDERS.values())
 
 
-def test_probe_table_covers_26_kinds():
-    assert len(PROBES) == 26 and len({p[0] for p in PROBES}) == 26
+def test_probe_table_covers_39_kinds():
+    assert len(PROBES) == 39 and len({p[0] for p in PROBES}) == 39
 
 
 def test_url_passwords_keep_user_and_host():
@@ -137,6 +179,45 @@ def test_private_key_without_end_line_stops_at_the_key():
     text = 'KEY = """-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7\n"""\nx = 1\n'
     out, counts = redact_text(text, "k.py")
     assert out == 'KEY = """<PRIVATE_KEY>\n"""\nx = 1\n' and counts == {"private_key": 1}
+
+
+def test_keys_with_escaped_line_breaks_are_one_block_begin_to_end():
+    """A PEM key inside a string, its lines joined by `\n` escapes (and, in JS, by `' +` and real
+    line breaks), is one <PRIVATE_KEY> from BEGIN to END: none of its body is left, none of the code
+    around it is taken."""
+    py = next(p[2] for p in PROBES if p[0] == "key_escaped_py")
+    js = next(p[2] for p in PROBES if p[0] == "key_escaped_js")
+    gcp = next(p[2] for p in PROBES if p[0] == "gcp_service_account")
+    assert redact_text(py, "k.py") == ('KEY = "<PRIVATE_KEY>\\n"\n', {"private_key": 1})
+    assert redact_text(js, "k.js") == ("const key = '<PRIVATE_KEY>';\n", {"private_key": 1})
+    out, counts = redact_text(gcp, "sa.json")
+    assert '"private_key": "<PRIVATE_KEY>\\n",\n  "client_id": "1"\n}' in out and counts == {"private_key": 1}
+    # no END: the escaped lines that follow the header, and nothing after the closing quote
+    out, counts = redact_text('k = "-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEF\\nAASC"\n', "k.py")
+    assert out == 'k = "<PRIVATE_KEY>"\n' and counts == {"private_key": 1}
+
+
+def test_code_that_handles_keys_keeps_its_code():
+    """Between a BEGIN and an END marker that are code, not a key (no base64 run, or parentheses),
+    nothing but the header is taken, as before escaped keys were joined."""
+    for text in ('BEGIN = "-----BEGIN RSA PRIVATE KEY-----"\nEND = "-----END RSA PRIVATE KEY-----"\n',
+                 'if line.startswith("-----BEGIN PRIVATE KEY-----"):\n    body = []\n'
+                 'elif line.startswith("-----END PRIVATE KEY-----"):\n    done = True\n',
+                 'pem = "-----BEGIN PRIVATE KEY-----\\n" + b64encode(der).decode() + "\\n-----END PRIVATE KEY-----\\n"\n'):
+        out, counts = redact_text(text, "pem.py")
+        assert counts == {"private_key": 1} and out.count("-----END") == 1, out
+        assert out.replace("<PRIVATE_KEY>", "") == text.replace(text[text.index("-----BEGIN"):text.index("KEY-----") + 8], "")
+
+
+def test_references_and_variables_are_not_secrets():
+    """A name bound to a call, a lookup or a variable is not a secret (the indirect-reference filter
+    now looks at unquoted keyword values only; a literal passed to a call is redacted)."""
+    for line in ('password = get_password()', "secret = request.headers['apikey']",
+                 'api_key = os.environ["API_KEY"]', 'db.connect(password=config["db_password"])',
+                 'secret_key = secrets.token_hex(32)', 'pwd = getpass.getpass("Password: ")',
+                 'password: str = Field(..., min_length=8)', 'PASSWORD=$DB_PASSWORD', 'export API_KEY="${API_KEY:-}"'):
+        for path in ("x.py", "x.sh", "x.yaml"):
+            assert redact_text(line + "\n", path) == (line + "\n", {}), (path, line)
 
 
 def test_benign_code_and_documented_placeholders_are_untouched():
@@ -167,6 +248,8 @@ _PIECES = [
     "token = '0123456789abcdefgh", "=   ", "/", "//a/:_authToken=", "/" * 1990 + "/:_authToken=",
     "password = ", "password", "password_" + "a" * 3000 + " ", "'\"", "aB3+", "a1f", "eyJa.",
     "aws key ", "https://hooks.slack.com/services/T", "glpat-", "a: ", "x=\"y\" password: 'z' ",
+    '"-----BEGIN PRIVATE KEY-----\\nQUJDREVGR0hJSktMTU5PUFFSU1RVVldY\\n', "-----END PRIVATE KEY-----",
+    "-----BEGIN PRIVATE KEY-----\\n" + "QUJD\\n' +\n '" * 50, "SharedAccessKey=", "&sig=a", "x = f(",
 ]
 
 

@@ -3,7 +3,7 @@ Playwright in Debian's Chromium, the extension starting infill-lsp on the tiny c
 
 One session, each check against what the model itself gives (computed here with the functions the
 server calls, so a wrong wire or a dropped setting shows): ghost text appears after typing and Tab
-accepts it; "Infill: Suggest Variable Names" offers the server's ranked names and renames every
+accepts it (and the acceptance records show it, then its full acceptance); "Infill: Suggest Variable Names" offers the server's ranked names and renames every
 occurrence; "Infill: Add Inferred Type Annotations" inserts the inferred types; a click on the status
 bar item turns completion off and on; a killed server comes back. A screenshot of the ghost text and
 the phases' timings go to vscode-ext/e2e/artifacts/ (or $INFILL_E2E_ARTIFACTS). $INFILL_E2E_MODEL
@@ -127,6 +127,55 @@ def _wait_file(path: Path, want: str, timeout: float = 15.0) -> None:
     assert path.read_text() == want
 
 
+def start_code_server(root: Path, ws: Path) -> tuple[subprocess.Popen, int]:
+    """code-server on folder `ws` with the .vsix installed, once it answers: (process, port). Its user
+    data (settings in root/user/User/settings.json), extensions, HOME and log are under `root`."""
+    user, exts, home = root / "user", root / "exts", root / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {"PATH": f"{NODE_BIN}:/usr/bin:/bin", "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+           "XDG_DATA_HOME": str(home / ".local/share"), "EXTENSIONS_GALLERY": "{}", "LANG": "C.UTF-8"}
+    dirs = ["--user-data-dir", str(user), "--extensions-dir", str(exts)]
+    subprocess.run([str(CODE_SERVER), *dirs, "--install-extension", str(VSIX)], env=env, check=True,
+                   timeout=180, capture_output=True)
+    assert any(p.name.startswith("infill.infill-") for p in exts.iterdir())
+    port, log = _free_port(), root / "code-server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(CODE_SERVER), "--auth", "none", "--bind-addr", f"127.0.0.1:{port}", *dirs,
+                                 "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust",
+                                 "--disable-getting-started-override", str(ws)],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/healthz", proc, log)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, port
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _records(directory: Path) -> list[dict]:
+    return [json.loads(line) for f in sorted(directory.glob("*.jsonl")) for line in f.read_text().splitlines()]
+
+
+def _wait_record(directory: Path, want, timeout: float = 15.0) -> dict:
+    """The first acceptance record (lsp.records) for which `want` is true, once it is written."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [r for r in _records(directory) if want(r)] if directory.is_dir() else []
+        if found:
+            return found[0]
+        time.sleep(0.05)  # polling a condition with a deadline
+    raise AssertionError(f"no such record in {directory}: {_records(directory) if directory.is_dir() else []}")
+
+
 def _servers_of(root: int) -> list[int]:
     """The infill-lsp processes below process `root` (the code-server this test started)."""
     parent: dict[int, int] = {}
@@ -185,20 +234,17 @@ def test_vscode_ghost_text_and_names(tools, tmp_path, tiny_checkpoint):
     assert inserts, "the tiny model infers no type here: change BEFORE"
     annotated = _apply(renamed, [(at, at, new) for at, new in inserts])
 
-    ws, user, exts, home = (tmp_path / d for d in ("ws", "user", "exts", "home"))
+    ws, user = tmp_path / "ws", tmp_path / "user"
     (ws / ".vscode").mkdir(parents=True)
     (user / "User").mkdir(parents=True)
-    home.mkdir()
     source = ws / "demo.py"
     source.write_text(BEFORE)
     venv_bin = Path(sys.executable).parent
     (ws / ".vscode" / "settings.json").write_text(json.dumps({
         "infill.server.command": str(venv_bin / "infill-lsp"), "infill.model": str(tiny_checkpoint),
+        "infill.telemetry": "local", "infill.telemetryDir": str(tmp_path / "records"),
         **{f"infill.{k}": v for k, v in SERVER.items()}}, indent=2))
     (user / "User" / "settings.json").write_text(json.dumps(USER_SETTINGS, indent=2))
-    env = {"PATH": f"{NODE_BIN}:/usr/bin:/bin", "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-           "XDG_DATA_HOME": str(home / ".local/share"), "EXTENSIONS_GALLERY": "{}", "LANG": "C.UTF-8"}
-    dirs = ["--user-data-dir", str(user), "--extensions-dir", str(exts)]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t0 = time.monotonic()
@@ -206,20 +252,9 @@ def test_vscode_ghost_text_and_names(tools, tmp_path, tiny_checkpoint):
     def mark(what: str) -> None:
         timings[what] = round(time.monotonic() - t0, 2)
 
-    subprocess.run([str(CODE_SERVER), *dirs, "--install-extension", str(VSIX)], env=env, check=True,
-                   timeout=180, capture_output=True)
-    assert any(p.name.startswith("infill.infill-") for p in exts.iterdir())
-    mark("extension installed")
-
-    port, log = _free_port(), tmp_path / "code-server.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([str(CODE_SERVER), "--auth", "none", "--bind-addr", f"127.0.0.1:{port}", *dirs,
-                                 "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust",
-                                 "--disable-getting-started-override", str(ws)],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc, port = start_code_server(tmp_path, ws)
+    mark("extension installed, code-server up")
     try:
-        _wait_http(f"http://127.0.0.1:{port}/healthz", proc, log)
-        mark("code-server up")
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1200, "height": 720})
@@ -255,6 +290,12 @@ def test_vscode_ghost_text_and_names(tools, tmp_path, tiny_checkpoint):
                 page.keyboard.press("Control+S")
                 _wait_file(source, accepted)  # (the model at once offers more ghost text after it)
                 mark("completion accepted")
+                # acceptance records: the suggestion was reported shown, and Tab ran its command
+                record = _wait_record(tmp_path / "records", lambda r: r["event"] == "accept")
+                assert (record["kind"], record["acceptedLength"]) == ("full", len(edit.text))
+                [shown] = [r for r in _records(tmp_path / "records") if r["event"] == "show" and r["id"] == record["id"]]
+                assert shown["time"] < record["time"]  # didShow came with the ghost text, not with Tab
+                mark("acceptance recorded")
 
                 line, column = RENAME_AT
                 page.keyboard.press("Escape")
@@ -302,11 +343,6 @@ def test_vscode_ghost_text_and_names(tools, tmp_path, tiny_checkpoint):
             finally:
                 browser.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
         print("timings (s from start):", timings)

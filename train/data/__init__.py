@@ -8,9 +8,9 @@ in its docstring, removals counted in the run report:
     filters.filter_quality        size, line length, alphanumeric share, auto-generated markers
     redact.redact                 emails, IP addresses, keys and tokens -> placeholders
     decontaminate.decontaminate   drop files sharing 13-word n-grams with HumanEval-infilling
-    dedup.fingerprint/deduplicate exact (SHA-256) and near (MinHash LSH) duplicates
+    dedup                         exact and near (MinHash LSH) duplicates: datatrove's steps, set for code
     split.assign_split            train / validation by repository or package
 
-`pipeline.build` chains them over discovered sources with a worker pool and writes shards
-(`shards`) and the report (`report`). See docs/data.md.
+`steps` wraps them as datatrove `PipelineStep`s and `pipeline.build` runs them on datatrove's
+local, Slurm or Ray executor into shards (`shards`) and the report (`report`). See docs/data.md.
 """

@@ -11,6 +11,7 @@ import sys
 import tempfile
 
 from train.data.config import PERMISSIVE_LICENSES, DataConfig
+from train.data.pipeline import EXECUTORS, TASKS_PER_WORKER, ClusterConfig
 
 USAGE_ERROR = 2
 
@@ -28,14 +29,37 @@ def register(subparsers) -> None:
     sub = data.add_subparsers(dest="data_command", metavar="{build,tokenizer}")
 
     d = DataConfig()
-    b = sub.add_parser("build", help="harvest, filter, deduplicate, redact and shard source code",
-                       description="Build compressed JSONL shards plus report.json/.md/.png.")
+    b = sub.add_parser(
+        "build", help="harvest, filter, deduplicate, redact and shard source code",
+        description="Build compressed JSONL shards plus report.json/.md/.png with a datatrove "
+                    "pipeline, on this machine (--executor local), a Slurm cluster or a Ray "
+                    "cluster. An interrupted build resumes when the same command is run again.")
     b.add_argument("src", nargs="*", metavar="SRC",
-                   help="directories, git checkouts or git URLs to harvest")
+                   help="directories, git checkouts or git URLs to harvest; with --input jsonl or "
+                        "parquet, one file or folder of rows (a local path or an fsspec URL)")
     b.add_argument("--out", required=True, help="output directory for shards and report")
     b.add_argument("--site-packages", action="store_true",
                    help="also harvest the standard library and the installed distributions")
-    b.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    b.add_argument("--input", choices=("files", "jsonl", "parquet"), default="files",
+                   help="what SRC is: source trees (default), or JSONL / Parquet rows with "
+                        "text, path, language, source, license, version columns")
+    b.add_argument("--text-key", default="text", help="column of the text in JSONL / Parquet rows")
+    b.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="where the tasks run (default local: processes on this machine)")
+    b.add_argument("--tasks", type=int, default=None,
+                   help="tasks of each per-file stage: the input is cut into this many parts "
+                        f"(default: {TASKS_PER_WORKER} per worker)")
+    b.add_argument("--workers", type=int, default=1,
+                   help="tasks running at once (default 1; Slurm: array limit, Ray: concurrency)")
+    b.add_argument("--partition", help="Slurm partition (required with --executor slurm)")
+    b.add_argument("--time", default=ClusterConfig.time, help="Slurm time limit per task")
+    b.add_argument("--cpus-per-task", type=int, default=ClusterConfig.cpus_per_task,
+                   help="Slurm / Ray CPUs per task")
+    b.add_argument("--mem-per-cpu-gb", type=float, default=ClusterConfig.mem_per_cpu_gb,
+                   help="Slurm / Ray memory per CPU in GB")
+    b.add_argument("--env-command", help="Slurm: shell line that makes infill importable in a job "
+                                         "(default: activate this Python environment)")
+    b.add_argument("--ray-address", help="address of a running Ray cluster (default: start one here)")
     b.add_argument("--licenses", nargs="+", default=list(PERMISSIVE_LICENSES), metavar="SPDX",
                    help="SPDX ids to keep; add 'unknown' to keep unlicensed files "
                         "(default: permissive licenses)")
@@ -80,7 +104,7 @@ def register(subparsers) -> None:
 def build_command(args: argparse.Namespace) -> int:
     """`infill data build`: returns 0, or 2 on bad input."""
     from train.data.harvest import resolve_sources
-    from train.data.pipeline import build
+    from train.data.pipeline import StageFailed, TableInput, build
 
     try:
         config = DataConfig(
@@ -92,14 +116,34 @@ def build_command(args: argparse.Namespace) -> int:
             benchmarks=not args.no_benchmarks, redact=not args.no_redact,
             val_fraction=args.val_fraction, seed=args.seed,
             shard_bytes=max(1, int(args.shard_mb * 1e6)))
-        with tempfile.TemporaryDirectory(prefix="infill-clone-") as clone_dir:
-            sources = resolve_sources(args.src, args.site_packages, clone_dir)
-            data = build(sources, args.out, config, workers=args.workers,
-                         progress=not args.quiet, overwrite=args.overwrite)
+        cluster = ClusterConfig(partition=args.partition, time=args.time,
+                                cpus_per_task=args.cpus_per_task, mem_per_cpu_gb=args.mem_per_cpu_gb,
+                                env_command=args.env_command, ray_address=args.ray_address)
+        run = dict(executor=args.executor, tasks=args.tasks or TASKS_PER_WORKER * args.workers,
+                   workers=args.workers,
+                   progress=not args.quiet, overwrite=args.overwrite, cluster=cluster)
+        if args.input != "files":
+            if len(args.src) != 1 or args.site_packages:
+                raise ValueError(f"--input {args.input} reads one file or folder (SRC)")
+            data = build(TableInput(args.input, args.src[0], args.text_key), args.out, config, **run)
+        else:
+            with tempfile.TemporaryDirectory(prefix="infill-clone-") as clone_dir:
+                sources = resolve_sources(args.src, args.site_packages, clone_dir)
+                data = build(sources, args.out, config, **run)
     except ValueError as e:
         return _error(str(e))
+    except ImportError as e:  # the data extra (datatrove...), or Ray for --executor ray
+        extra = "data,ray" if e.name == "ray" else "data"
+        return _error(f"{e.name} is not installed; install infill with pip install -e '.[{extra}]'")
+    except StageFailed as e:
+        print(f"infill data: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        return _error("interrupted")
+        return _error("interrupted; run the same command again to resume")
+    if data is None:
+        print(f"submitted the build to Slurm; its report will be {args.out}/report.md "
+              f"(logs: {args.out}/work/logs)", file=sys.stderr)
+        return 0
     t = data["totals"]
     print(f"kept {t['files_kept']:,} of {t['files_seen']:,} files "
           f"({t['bytes_kept'] / 1e6:,.1f} MB) in {len(data['shards'])} shard(s); "

@@ -1,36 +1,46 @@
-"""Dedup: keep one file of each exact or near-duplicate cluster (stage 4).
+"""Dedup: what exact and near-duplicate detection compare, set for code (stage 4).
 
-Two halves, so the expensive part parallelises:
-- `fingerprint` (per file, runs in the workers): SHA-256 of the whitespace-normalised text, and a
-  MinHash of its 5-word shingles (256 permutations, computed in numpy: see `minhash`).
-- `deduplicate` (global, runs in one process over the stream in a fixed order): candidates from
-  `datasketch.MinHashLSH` (bands and rows chosen by datasketch for the threshold), confirmed by
-  the estimated Jaccard similarity of the signatures; the first file of a cluster is kept, every
-  later one is dropped.
+Both run as datatrove's own steps (`pipeline`): `ExactDedupSignature` / `ExactFindDedups` /
+`ExactDedupFilter`, then `MinhashDedupSignature` / `MinhashDedupBuckets` / `MinhashDedupCluster` /
+`MinhashDedupFilter`. This module holds the settings that make them code-aware, offline and in
+input order:
+- [dedup.exact] same 64-bit xxhash of the whitespace-normalised text (`exact_content`) as an
+  earlier file: re-indented copies are exact duplicates. Of a group, the copy from the earliest
+  task is kept (`exact_priority`), and within a task the earliest: the first in input order.
+- [dedup.near] MinHash of 5-word shingles (`config.shingle_size`), words being runs of `\\w`
+  (`CodeWords`, the words decontamination uses; no NLTK, no download), case, digits and
+  punctuation kept; 25 bands of 10 hashes at threshold 0.7 (`lsh_bands`: of the 256 permutations,
+  the 250 that datasketch's LSH also used; a pair shares a band with
+  probability 1 - (1 - s^10)^25: 0.51 at s = 0.7, 0.94 at s = 0.8, 0.02 at s = 0.5). Pairs
+  that share a band are joined into clusters; one file of each cluster is kept, the earliest in
+  input order for a pair.
 
-Memory bound: `deduplicate` holds, per *kept* file, a 32-byte digest, the 1 KiB signature and the
-LSH buckets (one entry in each of the b bands datasketch picks, 25 for 0.7 and 256 permutations):
-about 8 KB per kept file measured by `bench/data.py`, never the text. A million kept files need
-about 8 GB, whatever their total size. Past that, dedup per language or per source family, or use
-an LSH with external storage (datasketch's Redis backend, or datatrove's multi-machine MinHash
-dedup; see docs/data.md).
+Differences from the one-process pipeline it replaced (bench/pool_ref.py); the report's counts
+on the fixture corpus are the same (tests/train/test_data_cli.py), and on the benchmark's slice of
+the standard library datatrove drops more codec tables as near duplicates (docs/data.md):
+a candidate pair is not re-checked against the estimated Jaccard similarity (a pair at s = 0.6
+is dropped with probability 0.14); clusters are transitive (A~B, B~C drops B and C even when
+A and C differ), and in a cluster of three or more the kept file is the root of datatrove's
+union by size, not always the earliest; exact dedup runs over the whole corpus before near dedup,
+so an exact copy of a near duplicate counts as exact; a file of fewer than 5 words has no shingle
+and is only deduplicated exactly.
 """
 from __future__ import annotations
 
-import hashlib
-import zlib
-from collections.abc import Iterable, Iterator
 from functools import lru_cache
 
 import numpy as np
-from datasketch import LeanMinHash, MinHashLSH
+from datatrove.data import Document
+from datatrove.pipeline.dedup.minhash import MinhashConfig
+from datatrove.utils.hashing import HashConfig
+from datatrove.utils.text import TextNormConfig
+from datatrove.utils.word_tokenizers import WordTokenizer
 
 from train.data.config import DataConfig
-from train.data.records import Record, drop
 from train.data.words import words
 
-_SCHEME = "affine32"  # uint32 hash values: the LSH index only reads them, band by band
-_BATCH = 1024  # shingles per numpy batch: a (batch, num_perm) buffer of 1 MiB stays in cache
+# Exact-dedup priorities are 16-bit and the highest wins: rank r gets MAX_PRIORITY - r.
+MAX_PRIORITY = 65535
 
 
 def normalise_whitespace(text: str) -> str:
@@ -38,121 +48,67 @@ def normalise_whitespace(text: str) -> str:
     return " ".join(text.split())
 
 
-def exact_hash(text: str) -> str:
-    """Hex SHA-256 of the whitespace-normalised text."""
-    return hashlib.sha256(normalise_whitespace(text).encode("utf-8")).hexdigest()
+def exact_content(doc: Document) -> str:
+    """What exact dedup compares: the whitespace-normalised text."""
+    return normalise_whitespace(doc.text)
 
 
-def _fmix32(h: np.ndarray) -> np.ndarray:
-    # MurmurHash3's finaliser: spreads CRC-32 values before the affine permutations.
-    h = h ^ (h >> np.uint32(16))
-    h = h * np.uint32(0x85EBCA6B)
-    h = h ^ (h >> np.uint32(13))
-    h = h * np.uint32(0xC2B2AE35)
-    return h ^ (h >> np.uint32(16))
+def exact_priority(doc: Document) -> int:
+    """Exact dedup keeps the copy with the highest priority: the one from the earliest task."""
+    return MAX_PRIORITY - doc.metadata.get("_rank", 0)
 
 
-def shingle_hashes(text: str, size: int) -> np.ndarray:
-    """Distinct uint32 hashes of the runs of `size` consecutive words (a shorter file is one
-    shingle). Each word is CRC-32 hashed once; a shingle's hash is a polynomial of its words'."""
-    tokens = words(text)
-    table = {w: zlib.crc32(w.encode("utf-8")) for w in set(tokens)}
-    ids = np.fromiter(map(table.__getitem__, tokens), dtype=np.uint64, count=len(tokens))
-    if len(ids) == 0:
-        return np.zeros(1, dtype=np.uint32)
-    if len(ids) <= size:
-        ids = np.concatenate([ids, np.zeros(size - len(ids), dtype=np.uint64)])
-    n = len(ids) - size + 1
-    h = np.zeros(n, dtype=np.uint64)
-    for k in range(size):
-        h = h * np.uint64(0x100000001B3) + ids[k:k + n]  # wraps mod 2**64, as intended
-    return np.unique(_fmix32((h ^ (h >> np.uint64(32))).astype(np.uint32)))
+class CodeWords(WordTokenizer):
+    """datatrove word tokenizer for code: `words.words` (runs of `\\w`), the words that
+    decontamination uses too. datatrove's default is NLTK's English tokenizer, which needs a
+    download and splits on punctuation meant for prose."""
+
+    def __init__(self) -> None:
+        super().__init__("code")
+
+    def word_tokenize(self, text: str) -> list[str]:
+        return list(words(text))
+
+    def sent_tokenize(self, text: str) -> list[str]:
+        return text.splitlines()
+
+    def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+        raise NotImplementedError("code has no sentence spans")
+
+    def __eq__(self, other) -> bool:  # one tokenizer: datatrove caches it by argument
+        return isinstance(other, CodeWords)
+
+    def __hash__(self) -> int:
+        return hash(CodeWords)
 
 
-@lru_cache(maxsize=4)
-def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    gen = np.random.RandomState(seed)
-    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint64).astype(np.uint32) * np.uint32(2) + np.uint32(1)
-    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint64).astype(np.uint32)
-    return a, b
+@lru_cache(maxsize=8)
+def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows) with bands * rows <= `num_perm` whose collision curve 1 - (1 - s^rows)^bands
+    best separates Jaccard similarity s below and above `threshold`: the least sum of the
+    false-positive area (below it) and false-negative area (above it), as datasketch's
+    `MinHashLSH` chooses them (there a private function, hence this one). 0.7 and 256: (25, 10)."""
+    s = np.linspace(0.0, 1.0, 2001)
+    below, above = s <= threshold, s >= threshold
+    best = (np.inf, 1, 1)
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            p = 1 - (1 - s**rows) ** bands
+            err = np.trapezoid(p[below], s[below]) + np.trapezoid(1 - p[above], s[above])
+            if err < best[0]:
+                best = (err, bands, rows)
+    return best[1], best[2]
 
 
-def minhash(text: str, config: DataConfig) -> np.ndarray:
-    """MinHash signature (uint32, `config.num_perm` values) of the text's word shingles.
-
-    Permutation i is h -> a_i * h + b_i mod 2**32 with odd a_i (a bijection), applied to all
-    shingle hashes at once in numpy, in batches that bound the (batch, num_perm) temporary."""
-    a, b = _permutations(config.num_perm, config.seed)
-    hashes = shingle_hashes(text, config.shingle_size)
-    sig = np.full(config.num_perm, np.iinfo(np.uint32).max, dtype=np.uint32)
-    buf = np.empty((min(_BATCH, len(hashes)), config.num_perm), dtype=np.uint32)
-    for start in range(0, len(hashes), _BATCH):
-        block = buf[: len(hashes[start:start + _BATCH])]
-        np.multiply(hashes[start:start + _BATCH, None], a[None, :], out=block)
-        block += b
-        np.minimum(sig, block.min(axis=0), out=sig)
-    return sig
-
-
-def fingerprint(records: Iterable[Record], config: DataConfig) -> Iterator[Record]:
-    """Attach `_sha256` and `_minhash` (signature bytes) to each kept file, for `deduplicate`."""
-    for record in records:
-        if "removed" in record:
-            yield record
-            continue
-        yield {**record, "_sha256": exact_hash(record["text"]),
-               "_minhash": minhash(record["text"], config).tobytes()}
-
-
-def _band_key(data: bytes) -> bytes:
-    # LSH buckets keyed by an 8-byte digest of each band instead of the band itself.
-    return hashlib.blake2b(data, digest_size=8).digest()
-
-
-class Deduplicator:
-    """The state of `deduplicate`: digests, an LSH index and the kept signatures."""
-
-    def __init__(self, config: DataConfig) -> None:
-        self.config = config
-        self.seen: set[bytes] = set()
-        self.lsh = MinHashLSH(threshold=config.near_threshold, num_perm=config.num_perm,
-                              hashfunc=_band_key)
-        self.signatures: list[np.ndarray] = []
-
-    def rule(self, record: Record) -> str | None:
-        """"dedup.exact" / "dedup.near" when `record` duplicates a kept file, else None (and
-        `record` joins the kept set)."""
-        digest = bytes.fromhex(record.get("_sha256") or exact_hash(record["text"]))
-        if digest in self.seen:
-            return "dedup.exact"
-        raw = record.get("_minhash")
-        sig = (np.frombuffer(raw, dtype=np.uint32) if raw is not None
-               else minhash(record["text"], self.config))
-        # LeanMinHash: the LSH index reads only the hash values; a full MinHash would rebuild
-        # its permutation table (about 1 ms) for every file.
-        m = LeanMinHash(seed=self.config.seed, hashvalues=sig.astype(np.uint64), scheme=_SCHEME)
-        for key in self.lsh.query(m):
-            if np.count_nonzero(self.signatures[key] == sig) / sig.size >= self.config.near_threshold:
-                return "dedup.near"
-        self.seen.add(digest)
-        self.lsh.insert(len(self.signatures), m, check_duplication=False)
-        self.signatures.append(sig)
-        return None
-
-
-def deduplicate(records: Iterable[Record], config: DataConfig,
-                state: Deduplicator | None = None) -> Iterator[Record]:
-    """Drop exact and near duplicates of earlier kept files (stage 4).
-
-    Rules: [dedup.exact] same SHA-256 of whitespace-normalised text as a kept file;
-    [dedup.near] a kept file among the LSH candidates has estimated Jaccard similarity of
-    5-word shingles >= `config.near_threshold` (0.7). The first file of a cluster in stream
-    order wins, so the result is deterministic for a fixed source order.
-    """
-    state = state or Deduplicator(config)
-    for record in records:
-        if "removed" in record:
-            yield record
-            continue
-        rule = state.rule(record)
-        yield record if rule is None else drop(record, rule)
+def code_minhash_config(config: DataConfig) -> MinhashConfig:
+    """datatrove's MinHash settings for code: `config.shingle_size`-word shingles, the bands and
+    rows of `lsh_bands(config.near_threshold, config.num_perm)` (25 x 10 = 250 of 256 hashes at
+    0.7, as the one-process pipeline's LSH), 64-bit xxhash, `config.seed`. Normalisation keeps
+    case, digits and punctuation (they are code) and only joins whitespace; `CodeWords` then keeps
+    identifiers, keywords and numbers."""
+    bands, rows = lsh_bands(config.near_threshold, config.num_perm)
+    norm = TextNormConfig(lowercase=False, norm_whitespace=True, remove_punctuation=False,
+                          norm_unicode_diacritics=False, norm_numbers=False)
+    return MinhashConfig(n_grams=config.shingle_size, num_buckets=bands, hashes_per_bucket=rows,
+                         seed=config.seed, norm_config=norm,
+                         hash_config=HashConfig(precision=64, hash_fc="xxhash"))

@@ -1,7 +1,7 @@
 """The record every stage passes on, and the tombstone a rule leaves behind.
 
-A record is a plain JSON-ready dict, so any engine can carry it (multiprocessing here, Ray Data or
-datatrove elsewhere):
+A record is a plain JSON-ready dict, so any engine can carry it (here datatrove, as a `Document`:
+see `steps.to_document`):
 
     text      file contents (str; "" once removed)
     path      path inside its source, with "/" separators
@@ -14,7 +14,8 @@ datatrove elsewhere):
 
 Rules never delete a record: they replace it by a tombstone, the same record with `removed` set to
 the rule's name and `text` emptied, so counts survive to the report whatever runs the stages. Every
-stage passes tombstones through untouched. Keys starting with "_" are working state of the
+stage passes tombstones through untouched; the datatrove step that runs the stages counts them
+(`report.record_counts`) and drops them. Keys starting with "_" are working state of the
 pipeline (absolute file path, fingerprints) and never reach the shards.
 """
 from __future__ import annotations

@@ -6,22 +6,28 @@ record's `redactions` and summed in the report.
 Secrets are found by `detect-secrets` (Yelp's scanner, the one BigCode's PII pipeline uses): its
 plugins for provider keys and tokens (AWS, GitHub, GitLab, Slack, Stripe, npm, PyPI, SendGrid,
 Azure, Twilio, ...), private keys, JSON web tokens, high-entropy quoted strings, credentials in
-URLs and secret-named assignments (`password = "..."`), each finding passed through its heuristic
-filters (templates such as `${VAR}` or `<password>`, UUIDs, sequential strings, `*_id` names,
-indirect references such as `password = get_password()`). This module adds only what the library
-does not do, each rule in `redact_text`:
+URLs and secret-named assignments (`password = "..."`), each finding passed through the heuristic
+filters BigCode's pipeline keeps (templates such as `${VAR}` or `<password>`, UUIDs, sequential
+strings, `*_id` names) and the library's two that read the value alone (`$VAR`, no letter or digit).
+The library's indirect-reference filter is not applied as the library does, to every plugin and to
+the whole line: it dropped every literal on a line with a call (`Github("ghp_...")`,
+`boto3.client(..., aws_secret_access_key="...")`); here it reads only the keyword plugin's unquoted
+values (`password = get_password()` in a shell or YAML file), where a call is a reference. Nor is
+the UUID filter applied to the npm plugin: legacy npm tokens are UUIDs. This module adds only what
+the library does not do, each rule in `redact_text`:
 
 - where a finding ends: a plugin reports a value (sometimes only the token's prefix, such as `ghp`,
   or only the `BEGIN ... PRIVATE KEY` header line), and redaction must cover the whole token or the
-  whole key block;
+  whole key block, BEGIN to END across real line breaks and `\n` escapes alike (a key in a string,
+  a GCP service-account JSON);
 - e-mail addresses and public IPv4 addresses (the library's IP plugin has no notion of private or
   documentation ranges);
 - passwords in URLs with the user and host kept (the library's rule stops at `!` and other
   sub-delimiters inside the password, and replacing the whole URL would lose the host);
 - HTTP `Authorization:` header credentials, a few token shapes no plugin knows (Hugging Face,
-  Google API keys, GitHub fine-grained tokens, current OpenAI keys, bare npm tokens), and
-  random-looking quoted values of token/auth names (the keyword plugin's names are password,
-  secret, api_key and the like).
+  Google API keys, GitHub fine-grained tokens, current OpenAI keys, bare npm tokens, Azure Service
+  Bus `SharedAccessKey=` and SAS `sig=` values), and random-looking quoted values of token/auth
+  names (the keyword plugin's names are password, secret, api_key and the like).
 
 Documentation placeholders are kept as they are: RFC 2606 domains (example.com, .test, .invalid,
 localhost), AWS's published example keys (`...EXAMPLE...`) and obvious placeholders (`changeme`,
@@ -122,6 +128,10 @@ _TOKENS = re.compile(
     r")(?![A-Za-z0-9_\-])"
 )
 _TOKEN_HINTS = ("github_pat_", "AIza", "sk-", "hf_", "npm_")
+# Keys named in a connection string or URL: the name is kept, the value replaced (Azure Service
+# Bus / Event Hubs `SharedAccessKey=`, SAS tokens' `sig=`, URL-encoded base64).
+_NAMED_KEY = re.compile(r"(?:\bSharedAccessKey=|[?&]sig=)([A-Za-z0-9+/%]{16,512}=*)")
+_NAMED_KEY_HINT = re.compile(r"SharedAccessKey=|sig=")
 # `auth_token = "..."`: the keyword plugin knows password/secret/api_key names but not token or
 # auth ones. Only a quoted value that looks random is replaced; found value-first (a quoted string
 # after `=` or `:`), then the name is checked in the text just before it.
@@ -131,10 +141,16 @@ _NAME_WINDOW = 64
 # HTTP authorization header values: the scheme is kept, the credential replaced.
 _AUTH_HEADER = re.compile(r"(?i)\b(?:bearer|basic|token)[ \t]+([A-Za-z0-9_\-+/.~]{8,1024}=*)")
 _AUTH_HINT = re.compile(r"(?i)authoriz|bearer")
-# PEM key blocks: the header, then to the END line or, without one, over the lines that look like
-# PEM (base64 and `Name: value` headers).
+# PEM key blocks: the header, then to the END marker when what lies between is key text (base64,
+# line breaks real or escaped, the quotes and `+` of a string split over lines, `Name: value`
+# headers) with a base64 run in it; without one, over the escaped lines of base64 that follow the
+# header, then over the real lines that look like PEM.
 _KEY_BEGIN = re.compile(r"-----BEGIN ([A-Z0-9]+ ){0,3}PRIVATE KEY( BLOCK)?-----")
 _KEY_END = re.compile(r"-----END ([A-Z0-9]+ ){0,3}PRIVATE KEY( BLOCK)?-----")
+_KEY_BODY = re.compile(r"[A-Za-z0-9+/=\s\\\"'`,:.\-]*")
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{16}")
+_ESCAPED_LINES = re.compile(r"(?:(?:\\r)?\\n[A-Za-z0-9+/=]+)+")
+_MAX_KEY_CHARS = 1 << 16  # an 8192-bit RSA key in PEM is about 6.5 KB
 _PEM_LINE = re.compile(r"[ \t\"']*(?:[A-Za-z0-9+/=]{8,}|[A-Za-z0-9+/]{1,8}={1,2}"
                        r"|[A-Z][a-z]*(?:-[A-Za-z]+)+: [^\n]{1,200})[ \t\"',\\n]*")
 _PUTTY_BEGIN = re.compile(r"PuTTY-User-Key-File-\d+:")
@@ -185,7 +201,8 @@ def _windows(line: str, size: int = WINDOW) -> Iterator[tuple[int, str]]:
 
 def _kept(value: str, line: str, plugin) -> bool:
     """True for a finding the library's filters (or the placeholder rules) say is not a secret."""
-    return (heuristic.is_sequential_string(value) or heuristic.is_potential_uuid(value)
+    uuid_ok = type(plugin).__name__ != "NpmDetector"  # a legacy npm token is a UUID
+    return (heuristic.is_sequential_string(value) or (uuid_ok and heuristic.is_potential_uuid(value))
             or heuristic.is_likely_id_string(value, line, plugin) or heuristic.is_templated_secret(value)
             or heuristic.is_prefixed_with_dollar_sign(value) or heuristic.is_not_alphanumeric_string(value)
             or _AWS_EXAMPLE in value or bool(_PLACEHOLDER_VALUE.fullmatch(value)))
@@ -205,7 +222,8 @@ def _line_at(piece: str, pos: int) -> str:
 
 def _findings(plugin, filename: str, piece: str) -> Iterator[tuple[int, int]]:
     """(start, end) in `piece` of each value `plugin` finds there and the filters keep; the
-    filters that look at the line (`*_id` names, indirect references) see the finding's line."""
+    filters that look at the line (`*_id` names; indirect references, for an unquoted keyword
+    value only) see the finding's line."""
     name = type(plugin).__name__
     view = _cut_words(piece) if name == "KeywordDetector" and _LONG_WORD.search(piece) else piece
     for found in plugin.analyze_line(filename=filename, line=view, line_number=0):
@@ -216,7 +234,9 @@ def _findings(plugin, filename: str, piece: str) -> Iterator[tuple[int, int]]:
         while pos >= 0:
             line = _line_at(view, pos)
             host = _HOST_AFTER.match(view, pos + len(value))
-            if not (_kept(value, line, plugin) or heuristic.is_indirect_reference(line)
+            reference = (name == "KeywordDetector" and (pos == 0 or view[pos - 1] not in "\"'")
+                         and heuristic.is_indirect_reference(line))
+            if not (_kept(value, line, plugin) or reference
                     or (name == "BasicAuthDetector" and host and _EXAMPLE_HOST.search(host.group(1)))):
                 yield pos, pos + len(value)
             pos = view.find(value, pos + len(value))
@@ -286,32 +306,53 @@ def _library_spans(text: str, path: str) -> Iterator[tuple[int, int, str]]:
 
 
 def _key_blocks(text: str) -> Iterator[tuple[int, int, str]]:
-    """PEM private keys (BEGIN to END, or over the PEM-looking lines when END is missing) and PuTTY
-    key files (header to `Private-MAC:`, or over the `Name: value` and base64 lines)."""
-    for begin, line_re, stop in ((_KEY_BEGIN, _PEM_LINE, None), (_PUTTY_BEGIN, _PUTTY_LINE, "Private-MAC:")):
-        pos = 0
-        while (m := begin.search(text, pos)) is not None:
-            end = m.end()
-            end_of_line = text.find("\n", end)
-            end_of_line = len(text) if end_of_line < 0 else end_of_line
-            if stop is not None:
-                end = end_of_line  # the header line's value (key type) is part of the block
-            for _ in range(_MAX_KEY_LINES):
-                if end >= len(text) or text[end] != "\n":
-                    break
-                nxt = text.find("\n", end + 1)
-                nxt = len(text) if nxt < 0 else nxt
-                row = text[end + 1:nxt]
-                if begin is _KEY_BEGIN and (e := _KEY_END.search(row)) is not None:
-                    end = end + 1 + e.end()
-                    break
-                if not row.strip() or not line_re.fullmatch(row):
-                    break
-                end = nxt
-                if stop is not None and row.startswith(stop):
-                    break
-            yield m.start(), end, "private_key"
-            pos = end
+    """PEM private keys (see `_pem_end`) and PuTTY key files (header to `Private-MAC:`, or over the
+    `Name: value` and base64 lines). Linear: each header looks for its END only up to the next
+    header (at most `_MAX_KEY_CHARS` on), so no stretch of text is read twice."""
+    begins = list(_KEY_BEGIN.finditer(text))
+    pos = 0
+    for i, m in enumerate(begins):
+        if m.start() < pos:
+            continue
+        limit = min(begins[i + 1].start() if i + 1 < len(begins) else len(text), m.end() + _MAX_KEY_CHARS)
+        pos = _pem_end(text, m.end(), limit)
+        yield m.start(), pos, "private_key"
+    pos = 0
+    while (m := _PUTTY_BEGIN.search(text, pos)) is not None:
+        end = text.find("\n", m.end())
+        end = _rows(text, len(text) if end < 0 else end, _PUTTY_LINE, "Private-MAC:")
+        yield m.start(), end, "private_key"
+        pos = end
+
+
+def _pem_end(text: str, start: int, limit: int) -> int:
+    """Where the key whose header ends at `start` ends: at its END marker (before `limit`) when the
+    text between is key text with a base64 run in it, whatever joins its lines (real line breaks,
+    `\\n` escapes, a string's quotes and `+`); else after the escaped lines of base64 that follow
+    the header, then over the real lines that look like PEM."""
+    end = _KEY_END.search(text, start, limit)
+    if end is not None and _KEY_BODY.fullmatch(text, start, end.start()) \
+            and _BASE64_RUN.search(text, start, end.start()):
+        return end.end()
+    escaped = _ESCAPED_LINES.match(text, start, limit)
+    return _rows(text, escaped.end() if escaped else start, _PEM_LINE, None)
+
+
+def _rows(text: str, end: int, line_re: re.Pattern, stop: str | None) -> int:
+    """The end of the block that reaches `end`, extended over the following real lines
+    that `line_re` matches (at most `_MAX_KEY_LINES`, up to a row starting with `stop`)."""
+    for _ in range(_MAX_KEY_LINES):
+        if end >= len(text) or text[end] != "\n":
+            break
+        nxt = text.find("\n", end + 1)
+        nxt = len(text) if nxt < 0 else nxt
+        row = text[end + 1:nxt]
+        if not row.strip() or not line_re.fullmatch(row):
+            break
+        end = nxt
+        if stop is not None and row.startswith(stop):
+            break
+    return end
 
 
 def _url_passwords(text: str) -> Iterator[tuple[int, int, str]]:
@@ -333,6 +374,10 @@ def _own_tokens(text: str) -> Iterator[tuple[int, int, str]]:
         if (_TOKEN_NAME.search(text, max(0, m.start() - _NAME_WINDOW), m.start())
                 and _looks_random(value) and not _kept(value, "", None)):
             yield m.start(2), m.end(2), "secret"
+    if _NAMED_KEY_HINT.search(text):
+        for m in _NAMED_KEY.finditer(text):
+            if not _kept(m.group(1), "", None):
+                yield m.start(1), m.end(1), "secret"
     if _AUTH_HINT.search(text):
         for m in _AUTH_HEADER.finditer(text):
             if not _kept(m.group(1), "", None):

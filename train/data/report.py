@@ -1,6 +1,8 @@
 """Report: what every rule removed, what was kept, and from which package.
 
-`Report.add` sees every record at the end of the pipeline, kept or tombstone, so the counts are
+Every record is counted once, where it leaves the pipeline (a step that drops it, or the shard
+writer): `record_counts` turns it into labelled counters, which datatrove steps carry as their
+`stat_update` stats across tasks and machines, and `Report.merge` sums back, so the counts are
 exact whatever ran the stages. `write_report` renders `report.json` (the data, also the corpus
 manifest: per-package versions, licenses, file and byte counts), `report.md` (the same as tables)
 and `report.png` (files and MB removed by each rule and kept; matplotlib, Agg backend).
@@ -9,11 +11,41 @@ from __future__ import annotations
 
 import json
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping
 
 from train.data.records import Record
 
 MAX_SOURCES_LISTED = 8
+
+
+def record_counts(record: Record) -> Iterator[tuple[str, int]]:
+    """What one record leaving the pipeline adds to the report, as (label, value) pairs.
+
+    A label is a JSON list (event, ..., measure), so that a datatrove step can carry it in its
+    `stat_update` counters from any task on any machine, and `Report.merge` can read it back:
+        ["removed", rule, language, source, version, "files" | "bytes"]
+        ["kept", split, language, source, version, license, "files" | "bytes" | "bytes_seen"]
+        ["redacted", kind, language]
+    Bytes of a removed file are its size as read; of a kept file, its text after redaction
+    ("bytes_seen" keeps the size as read)."""
+    lang, source, version = record["language"], record["source"], record.get("version", "")
+    if "removed" in record:
+        key = ["removed", record["removed"], lang, source, version]
+        size = record.get("bytes", 0)
+    else:
+        key = ["kept", record["split"], lang, source, version, record["license"]]
+        size = len(record["text"].encode("utf-8"))
+        yield json.dumps(key + ["bytes_seen"]), record.get("bytes", 0)
+    yield json.dumps(key + ["files"]), 1
+    yield json.dumps(key + ["bytes"]), size
+    for kind, n in record.get("redactions", {}).items():
+        yield json.dumps(["redacted", kind, lang]), n
+
+
+def is_count_label(label: str) -> bool:
+    """True for a label written by `record_counts` (a step's other counters are not)."""
+    return label.startswith('["removed"') or label.startswith('["kept"') or label.startswith('["redacted"')
 
 
 def _nested():
@@ -21,59 +53,70 @@ def _nested():
 
 
 class Report:
-    """Counters of one `infill data build` run."""
+    """Counters of one `infill data build` run: the sum of `record_counts` over every record."""
 
     def __init__(self) -> None:
-        self.removed = _nested()        # rule -> language -> files
-        self.removed_bytes = _nested()  # rule -> language -> bytes
-        self.kept = _nested()           # split -> language -> files
-        self.kept_bytes = _nested()     # split -> language -> bytes
-        self.seen = defaultdict(int)    # language -> files
-        self.seen_bytes = defaultdict(int)
-        self.redactions = _nested()     # kind -> language -> replacements
-        self.packages: dict[str, dict] = {}
+        self.counts: Counter = Counter()
 
     def add(self, record: Record) -> None:
         """Count one record leaving the pipeline."""
-        lang, size = record["language"], record.get("bytes", 0)
-        self.seen[lang] += 1
-        self.seen_bytes[lang] += size
-        pkg = self.packages.setdefault(record["source"], {
-            "version": record.get("version", ""), "licenses": defaultdict(int),
-            "files_seen": 0, "files_kept": 0, "bytes_kept": 0, "splits": defaultdict(int)})
-        pkg["files_seen"] += 1
-        if "removed" in record:
-            self.removed[record["removed"]][lang] += 1
-            self.removed_bytes[record["removed"]][lang] += size
-            return
-        size = len(record["text"].encode("utf-8"))  # after redaction
-        self.kept[record["split"]][lang] += 1
-        self.kept_bytes[record["split"]][lang] += size
-        pkg["files_kept"] += 1
-        pkg["bytes_kept"] += size
-        pkg["licenses"][record["license"]] += 1
-        pkg["splits"][record["split"]] += 1
-        for kind, n in record.get("redactions", {}).items():
-            self.redactions[kind][lang] += n
+        for label, value in record_counts(record):
+            self.counts[label] += value
+
+    def merge(self, counts: Mapping[str, int]) -> None:
+        """Add counters summed elsewhere (datatrove stats: label -> total); other labels are ignored."""
+        for label, value in counts.items():
+            if is_count_label(label):
+                self.counts[label] += value
 
     def to_dict(self, **extra) -> dict:
         """JSON-ready summary; `extra` (config, sources, shards, timings) is merged in first."""
+        removed, removed_bytes, kept, kept_bytes = _nested(), _nested(), _nested(), _nested()
+        seen, seen_bytes, redactions = defaultdict(int), defaultdict(int), _nested()
+        packages: dict[str, dict] = {}
+        for label, value in sorted(self.counts.items()):
+            event, *fields = json.loads(label)
+            if event == "redacted":
+                redactions[fields[0]][fields[1]] += value
+                continue
+            what, lang, source, version, measure = fields[0], fields[1], fields[2], fields[3], fields[-1]
+            pkg = packages.setdefault(source, {
+                "version": version, "licenses": defaultdict(int), "files_seen": 0, "files_kept": 0,
+                "bytes_kept": 0, "splits": defaultdict(int)})
+            if event == "removed":
+                (removed if measure == "files" else removed_bytes)[what][lang] += value
+                if measure == "files":
+                    seen[lang] += value
+                    pkg["files_seen"] += value
+                else:
+                    seen_bytes[lang] += value
+            elif measure == "bytes_seen":
+                seen_bytes[lang] += value
+            elif measure == "files":
+                kept[what][lang] += value
+                seen[lang] += value
+                pkg["files_seen"] += value
+                pkg["files_kept"] += value
+                pkg["licenses"][fields[4]] += value
+                pkg["splits"][what] += value
+            else:
+                kept_bytes[what][lang] += value
+                pkg["bytes_kept"] += value
         plain = lambda d: {k: dict(sorted(v.items())) for k, v in sorted(d.items())}  # noqa: E731
-        files_kept = sum(sum(v.values()) for v in self.kept.values())
-        bytes_kept = sum(sum(v.values()) for v in self.kept_bytes.values())
         return {
             **extra,
-            "totals": {"files_seen": sum(self.seen.values()), "bytes_seen": sum(self.seen_bytes.values()),
-                       "files_kept": files_kept, "bytes_kept": bytes_kept},
-            "seen": {"files": dict(sorted(self.seen.items())), "bytes": dict(sorted(self.seen_bytes.items()))},
-            "removed": plain(self.removed),
-            "removed_bytes": plain(self.removed_bytes),
-            "kept": plain(self.kept),
-            "kept_bytes": plain(self.kept_bytes),
-            "redactions": plain(self.redactions),
+            "totals": {"files_seen": sum(seen.values()), "bytes_seen": sum(seen_bytes.values()),
+                       "files_kept": sum(sum(v.values()) for v in kept.values()),
+                       "bytes_kept": sum(sum(v.values()) for v in kept_bytes.values())},
+            "seen": {"files": dict(sorted(seen.items())), "bytes": dict(sorted(seen_bytes.items()))},
+            "removed": plain(removed),
+            "removed_bytes": plain(removed_bytes),
+            "kept": plain(kept),
+            "kept_bytes": plain(kept_bytes),
+            "redactions": plain(redactions),
             "packages": {name: {**p, "licenses": dict(sorted(p["licenses"].items())),
                                 "splits": dict(sorted(p["splits"].items()))}
-                         for name, p in sorted(self.packages.items(), key=lambda kv: kv[0].lower())},
+                         for name, p in sorted(packages.items(), key=lambda kv: kv[0].lower())},
         }
 
 

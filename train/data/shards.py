@@ -1,7 +1,8 @@
 """Shards: writing the corpus to disk as gzip-compressed JSON Lines (reading it back is
 `infill.corpus.read_shards`, re-exported here, since evaluation and the loader read shards too).
 
-Files are `{split}-{index:05d}.jsonl.gz` in the output directory, one record per line with the
+Files are `{split}-{part:05d}-{index:05d}.jsonl.gz` in the output directory (`part` is the rank of
+the task that wrote it, so sorted names are the corpus in order), one record per line with the
 fields of `records.OUTPUT_FIELDS`. A shard is written under a temporary name and renamed when
 complete, so a crashed run never leaves a truncated shard behind a valid name.
 """
@@ -25,9 +26,10 @@ class ShardWriter:
     bytes of text. As a context manager it publishes the shards on success and deletes the
     unfinished ones on an exception."""
 
-    def __init__(self, out_dir: str, shard_bytes: int) -> None:
+    def __init__(self, out_dir: str, shard_bytes: int, part: int | None = None) -> None:
         self.out_dir = out_dir
         self.shard_bytes = shard_bytes
+        self.part = "" if part is None else f"{part:05d}-"  # one writer per task: its rank
         self.shards: list[dict] = []  # {"file", "split", "records", "bytes"} of published shards
         self._open: dict[str, dict] = {}  # split -> {"file", "name", "records", "bytes"}
         self._next_index: dict[str, int] = {}
@@ -39,7 +41,7 @@ class ShardWriter:
         if shard is None:
             index = self._next_index.get(split, 0)
             self._next_index[split] = index + 1
-            name = f"{split}-{index:05d}.jsonl.gz"
+            name = f"{split}-{self.part}{index:05d}.jsonl.gz"
             f = gzip.open(os.path.join(self.out_dir, name + ".tmp"), "wt", encoding="utf-8",
                           compresslevel=COMPRESS_LEVEL)
             shard = self._open[split] = {"file": f, "name": name, "records": 0, "bytes": 0}

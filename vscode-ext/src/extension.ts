@@ -8,6 +8,8 @@
  * - Settings map one to one onto the server's options (`settings.ts`); the server command is chosen
  *   with the workspace-trust rules there, and finding it follows `server.ts`.
  * - A crashed server restarts after a growing delay; its stderr goes to the "Infill Server" channel.
+ * - Acceptance records: the server's `infill.accepted` item command reports a full acceptance (the
+ *   language client forwards it); the middleware below reports what was shown (`records.ts`).
  */
 import * as fs from "fs";
 import * as vscode from "vscode";
@@ -17,6 +19,7 @@ import {
     type LanguageClientOptions,
 } from "vscode-languageclient/node";
 import { annotateAction, fillAction, nameChoices } from "./actions";
+import { DID_SHOW, recordedItems } from "./records";
 import { Backoff, LANGUAGES, resolveCommand } from "./server";
 import {
     decidingScope, effective, isRestricted, serverOptions, withApprovedModel, type ServerKey,
@@ -157,8 +160,18 @@ class Infill {
                 },
             },
             middleware: {
-                provideInlineCompletionItems: (document, position, context, token, next) =>
-                    this.config().get<boolean>("completion", true) ? next(document, position, context, token) : undefined,
+                provideInlineCompletionItems: async (document, position, context, token, next) => {
+                    if (!this.config().get<boolean>("completion", true)) {
+                        return undefined;
+                    }
+                    const result = await next(document, position, context, token);
+                    if (!token.isCancellationRequested) { // acceptance records: shown (records.ts)
+                        for (const shown of recordedItems(result)) {
+                            void this.client?.sendNotification(DID_SHOW, shown);
+                        }
+                    }
+                    return result;
+                },
                 // The server also answers textDocument/completion; VS Code shows ghost text instead.
                 provideCompletionItem: (document, position, context, token, next) =>
                     this.config().get<boolean>("completionItems", false)

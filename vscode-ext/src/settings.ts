@@ -7,7 +7,8 @@
  * - `infill.server.*` and `infill.completionItems` belong to the extension alone.
  * - The server command is code the editor runs, and the model decides where the user's code goes: in an
  *   untrusted workspace only the user's own (global) value of a restricted setting counts, never the
- *   workspace's. Every setting that names a model, a URL or a program is restricted (package.json).
+ *   workspace's. Every setting that names a model, a URL or a program is restricted (package.json), and
+ *   so are those that decide whether and where acceptance records are kept (telemetry*).
  * - An `openai:` model on a host that is not this machine receives the code around the cursor with
  *   every request: the user is asked once per origin (scheme, host, port) before the server gets the
  *   setting; the answer "allow" is remembered, anything else sends no model (the server's default).
@@ -19,12 +20,15 @@ export const SERVER_KEYS = [
     "model", "device", "maxTokens", "temperature", "timeBudgetMs", "cacheMb",
     "completion", "typeHints", "variableNames", "typeConfidence", "nameSuggestions",
     "context", "contextTokens", "contextSources", "contextFileKb", "fillHoles", "holePatterns",
+    "telemetry", "telemetryText", "telemetryDir",
 ] as const;
 
 export type ServerKey = (typeof SERVER_KEYS)[number];
 
 /** Settings a workspace must not choose in Restricted Mode (package.json restrictedConfigurations). */
-export const RESTRICTED = ["server.command", "server.args", "server.logLevel", "model"] as const;
+export const RESTRICTED = [
+    "server.command", "server.args", "server.logLevel", "model", "telemetry", "telemetryText", "telemetryDir",
+] as const;
 
 /** Whether `key` (without the `infill.` section) is read under the workspace-trust rules. */
 export function isRestricted(key: string): boolean {
@@ -58,6 +62,9 @@ export function serverOptions(get: (key: ServerKey) => unknown): Record<ServerKe
         let value = get(key);
         if (key === "model" && (typeof value !== "string" || value.trim() === "")) {
             value = null; // unset: the server looks at --model, $INFILL_MODEL, then its default
+        }
+        if (key === "telemetryDir" && typeof value === "string" && value.trim() === "") {
+            value = null; // a cleared setting: the user data directory
         }
         if (value !== undefined) {
             out[key] = value;

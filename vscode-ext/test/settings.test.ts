@@ -28,7 +28,8 @@ test("the settings' defaults are the server's defaults (lsp/options.py)", () => 
         model: null, device: "auto", maxTokens: 64, temperature: 0, timeBudgetMs: 2000, cacheMb: 256,
         completion: true, typeHints: true, variableNames: true, typeConfidence: 0.5, nameSuggestions: 3,
         context: true, contextTokens: 1024, contextSources: ["open", "recent", "imports", "definitions"],
-        contextFileKb: 256, fillHoles: true, holePatterns: null,
+        contextFileKb: 256, fillHoles: true, holePatterns: null, telemetry: "off", telemetryText: false,
+        telemetryDir: null,
     });
 });
 
@@ -66,7 +67,7 @@ test("every setting that names a model, a URL or a program is machine-scoped or 
         /model|command|args|url|path|program/i.test(key) ||
         /director|program|URL|executable|command/.test(`${p.description ?? ""} ${p.markdownDescription ?? ""}`));
     assert.deepEqual(naming.map(([key]) => key).sort(),
-        ["infill.model", "infill.server.args", "infill.server.command"]);
+        ["infill.model", "infill.server.args", "infill.server.command", "infill.telemetryDir"]);
     for (const [key, p] of naming) {
         assert.ok(p.scope === "machine" || restricted.includes(key), key);
     }
