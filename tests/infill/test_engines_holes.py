@@ -6,7 +6,7 @@ from infill import formats
 from infill.engines import (CannotFill, Completion, CompletionResult, GenerationConfig, HolesResult,
                             run_to_end, sequential_holes)
 from infill.engines.local import LocalEngine
-from scripted import Scripted
+from doubles import Scripted
 
 PIECES = ["def mean(xs):\n", "    for x in xs:\n", "    return total / len(xs)\n"]
 FILLS = ["    total = 0\n", "        total += x\n"]

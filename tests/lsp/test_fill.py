@@ -7,10 +7,9 @@ import time
 import pytest
 from lsprotocol import types
 from pygls.workspace import Workspace
-from scripted import Scripted
+from doubles import Scripted, SlowEngine
 
 from infill import formats
-from infill.engines import HolesResult
 from infill.engines.local import LocalEngine
 from lsp.options import ServerOptions
 from lsp.server import build_server
@@ -94,32 +93,9 @@ async def test_no_action_outside_a_function_with_holes(scripted):
     assert await server.fill_holes(URI, params()) == []
 
 
-class SlowHoles:
-    """Fills forever, one step every 2 ms."""
-
-    name, device = "slow", "cpu"
-
-    def __init__(self):
-        self.steps = 0
-        self.closed = threading.Event()
-
-    def stream_infill_holes(self, pieces, config, **kw):
-        try:
-            for _ in range(100_000):
-                self.steps += 1
-                time.sleep(0.002)
-                yield
-        finally:
-            self.closed.set()
-        return HolesResult([], 1.0, "joint")
-
-    def drop_session(self, key):
-        pass
-
-
 @pytest.mark.asyncio
 async def test_a_document_change_cancels_the_fill():
-    server = make_server(SlowHoles())
+    server = make_server(SlowEngine())
     task = asyncio.ensure_future(server.fill_holes(URI, params()))
     deadline = time.monotonic() + 30
     while server.engine.steps == 0:
@@ -131,20 +107,22 @@ async def test_a_document_change_cancels_the_fill():
     assert server.status()["holes"] is None
 
 
-def test_infill_fill_prints_the_function_or_a_diff(tmp_path, tiny_checkpoint, capsys):
+def test_infill_fill_prints_the_function_or_a_diff(tmp_path, capsys):
     from infill.cli import main
+    from infill.engines.load import DEFAULT_MODEL_DIR
 
+    # the default model (1.3M parameters, shipped): a random model with mask tokens leaves every hole blank
+    model = ["--model", str(DEFAULT_MODEL_DIR), "--device", "cpu", "--max-tokens", "4"]
     path = tmp_path / "mean.py"
     path.write_text(TEXT + "\n\ndef other():\n    return 1\n")
-    assert main(["fill", f"{path}:2", "--model", str(tiny_checkpoint), "--device", "cpu", "--max-tokens", "4"]) == 0
+    assert main(["fill", f"{path}:2", *model]) == 0
     out, err = capsys.readouterr()
     assert out.startswith("def mean(xs):\n") and "def other" not in out and "for x in xs:\n" in out
-    assert "holes in `mean`" in err
-    assert main(["fill", str(path), "--diff", "--model", str(tiny_checkpoint), "--device", "cpu",
-                 "--max-tokens", "4"]) == 0
+    assert "filled 2 of 2 holes in `mean`" in err and "(joint)" in err
+    assert main(["fill", str(path), "--diff", *model]) == 0
     out, _ = capsys.readouterr()
-    assert out.startswith(f"--- {path}\n+++ {path}\n") and "-    ...\n" in out
-    assert main(["fill", f"{path}:8", "--model", str(tiny_checkpoint)]) == 2  # `other` has no holes
+    assert out.startswith(f"--- {path}\n+++ {path}\n") and "-    ...\n" in out and "-        pass  # TODO\n" in out
+    assert main(["fill", f"{path}:8", *model]) == 2  # `other` has no holes
     assert "no holes in the function or class around line 8" in capsys.readouterr().err
     assert main(["fill", f"{tmp_path / 'nope.py'}:1"]) == 2
     assert "no such file" in capsys.readouterr().err

@@ -10,14 +10,13 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from vscode_ext.test_vscode_e2e import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, CODE_SERVER, NODE_BIN, TIMEOUT_MS, USER_SETTINGS,
-                             VSIX, _command, _free_port, _wait_file, _wait_http, tools)  # noqa: F401 (fixture)
+from vscode_ext.test_vscode_e2e import (ARTIFACTS, USER_SETTINGS, _command, _wait_file, new_page, open_in_workbench,
+                                        start_code_server, stop, tools)  # noqa: F401 (fixture)
 
 from infill.engines import run_to_end
 from lsp import holes
@@ -43,10 +42,9 @@ def test_vscode_fill_holes_through_the_refactor_preview(tools, tmp_path):
     filled = holes.apply(SKETCH, changes)
     hole_lines = {SKETCH[:h.start].count("\n") for h in found.holes}
 
-    ws, user, exts, home = (tmp_path / d for d in ("ws", "user", "exts", "home"))
+    ws, user = tmp_path / "ws", tmp_path / "user"
     (ws / ".vscode").mkdir(parents=True)
     (user / "User").mkdir(parents=True)
-    home.mkdir()
     source = ws / "sketch.py"
     source.write_text(SKETCH)
     (ws / ".vscode" / "settings.json").write_text(json.dumps({
@@ -54,32 +52,13 @@ def test_vscode_fill_holes_through_the_refactor_preview(tools, tmp_path):
         "infill.maxTokens": MAX_TOKENS, "infill.timeBudgetMs": 60000, "infill.device": "cpu",
         "infill.completion": False, "infill.typeHints": False}, indent=2))
     (user / "User" / "settings.json").write_text(json.dumps(USER_SETTINGS, indent=2))
-    env = {"PATH": f"{NODE_BIN}:/usr/bin:/bin", "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-           "XDG_DATA_HOME": str(home / ".local/share"), "EXTENSIONS_GALLERY": "{}", "LANG": "C.UTF-8"}
-    dirs = ["--user-data-dir", str(user), "--extensions-dir", str(exts)]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    subprocess.run([str(CODE_SERVER), *dirs, "--install-extension", str(VSIX)], env=env, check=True,
-                   timeout=180, capture_output=True)
-    port, log = _free_port(), tmp_path / "code-server.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([str(CODE_SERVER), "--auth", "none", "--bind-addr", f"127.0.0.1:{port}", *dirs,
-                                 "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust",
-                                 "--disable-getting-started-override", str(ws)],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc, port = start_code_server(tmp_path, ws)
     try:
-        _wait_http(f"http://127.0.0.1:{port}/healthz", proc, log)
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1200, "height": 720})
-            page.set_default_timeout(TIMEOUT_MS)
-            expect.set_options(timeout=TIMEOUT_MS)
+            browser, page = new_page(pw)
             try:
-                page.goto(f"http://127.0.0.1:{port}/?folder={ws}")
-                page.locator(".monaco-workbench").wait_for(state="visible")
-                page.keyboard.press("Control+P")
-                page.locator(".quick-input-widget input").fill("sketch.py")
-                page.locator(".quick-input-list .monaco-list-row", has_text="sketch.py").first.click()
-                editor = page.locator(".editor-instance .monaco-editor").first
+                editor = open_in_workbench(page, port, ws, "sketch.py")
                 expect(editor.locator(".view-lines")).to_contain_text("def mean")
                 # completion is off in this workspace: "off" is what a loaded model says then
                 expect(page.locator(".statusbar-item", has_text="infill: off")).to_be_visible()
@@ -112,12 +91,7 @@ def test_vscode_fill_holes_through_the_refactor_preview(tools, tmp_path):
             finally:
                 browser.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
     changed = {i for op, i1, i2, _, _ in difflib.SequenceMatcher(
         a=SKETCH.splitlines(), b=filled.splitlines()).get_opcodes() if op != "equal" for i in range(i1, i2)}
     assert changed == hole_lines  # the holes' lines, and only them
