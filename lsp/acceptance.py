@@ -37,6 +37,8 @@ from lsp.completion import Edit
 from lsp.records import ACCEPT_KINDS, RETENTION_AFTER_S, VERSION, RecordStore, timestamp
 
 log = logging.getLogger(__name__)
+FOLLOW_CHANGES = 100
+"""A didChange with more edits than this is not followed edit by edit (see `Acceptance.changed`)."""
 
 COMMAND = "infill.accepted"
 REJECT_AFTER_S = 10.0
@@ -165,6 +167,11 @@ class Acceptance:
         if doc is None:
             return
         mine = [s for s in self.live.values() if s.uri == uri]
+        if not mine or len(changes) > FOLLOW_CHANGES:
+            # Nothing to follow, or a Replace All: following each edit is quadratic on a long line
+            # (issue 28's deafness), so the suggestions keep their offsets in the new text.
+            self.docs[uri] = final
+            return
         for change in changes:
             rng = getattr(change, "range", None)
             if rng is not None:

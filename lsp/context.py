@@ -27,6 +27,7 @@ source changes.
 """
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterable
 from functools import lru_cache
@@ -166,7 +167,8 @@ def path_of(uri: str) -> Path | None:
 class RepositoryContext:
     """The workspace index, the ring and the open documents, for the server; `for_completion` keeps
     its answer until a source changes (another document, the index, the ring) or the cursor moves to
-    another band of `CHUNK_LINES // 2` lines, so typing at the cursor does not change the context."""
+    another band of `CHUNK_LINES // 2` lines, so typing at the cursor does not change the context.
+    The server calls `for_completion` on a thread (it reads files) and everything else on the loop."""
 
     def __init__(self):
         self.workspace = Workspace()
@@ -174,6 +176,8 @@ class RepositoryContext:
         self.open: dict[str, tuple[str, str]] = {}
         """uri -> (path shown to the model, text) of every open document."""
         self._versions: dict[str, int] = {}
+        """uri -> a number that changes with every open and edit (of the open documents only)."""
+        self._counter = itertools.count(1)
         self._cache: dict[str, tuple[tuple, list[Chunk]]] = {}
         self.ready = threading.Event()
 
@@ -197,12 +201,12 @@ class RepositoryContext:
 
     def opened(self, uri: str, text: str, line: int = 0) -> None:
         self.open[uri] = (self._shown(uri), text)
-        self._versions[uri] = self._versions.get(uri, 0) + 1
+        self._versions[uri] = next(self._counter)
         self.recent.pick(self._shown(uri), text, line)
 
     def changed(self, uri: str, text: str, line: int) -> None:
         self.open[uri] = (self._shown(uri), text)
-        self._versions[uri] = self._versions.get(uri, 0) + 1
+        self._versions[uri] = next(self._counter)
         self.recent.pick(self._shown(uri), text, line, edit=True)
 
     def saved(self, uri: str, text: str | None, line: int = 0) -> None:
@@ -218,20 +222,21 @@ class RepositoryContext:
     def closed(self, uri: str) -> None:
         self.open.pop(uri, None)
         self._cache.pop(uri, None)
-        self._versions[uri] = self._versions.get(uri, 0) + 1
+        self._versions.pop(uri, None)  # the other documents' cache keys change with it
         self.recent.forget(self._shown(uri))
 
     def for_completion(self, uri: str, text: str, line: int, *, sources: Iterable[str] = SOURCES,
                        max_chars: int = 4096, python: bool = True) -> list[Chunk]:
         """The context for a completion on `line` of document `uri` (cached, see the class docstring)."""
         sources = tuple(sources)
-        others = tuple(sorted((u, v) for u, v in self._versions.items() if u != uri))
+        versions, opened = dict(self._versions), dict(self.open)  # atomic copies: this runs off the loop
+        others = tuple(sorted((u, v) for u, v in versions.items() if u != uri))
         key = (self.workspace.generation, self.recent.generation, others, line // (CHUNK_LINES // 2),
                sources, max_chars)
         held = self._cache.get(uri)
         if held is not None and held[0] == key:
             return held[1]
-        open_docs = {shown: t for u, (shown, t) in self.open.items() if u != uri}
+        open_docs = {shown: t for u, (shown, t) in opened.items() if u != uri}
         chunks = gather(text, line, path_of(uri), workspace=self.workspace, recent=self.recent,
                         open_docs=open_docs, sources=sources, max_chars=max_chars, python=python)
         self._cache[uri] = (key, chunks)

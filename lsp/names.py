@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from infill.engines import CannotScore, Engine, GenerationConfig, InfillRequest, run_to_end
 from lsp import scopes
+from lsp.completion import clean
 
 MAX_TOKENS = 8
 SAMPLES = 8
@@ -53,7 +54,7 @@ def _pieces(text: str, symbol: scopes.Symbol) -> list[str]:
     pieces.append(text[last:])
     pieces[0] = pieces[0][-WINDOW_CHARS:]
     pieces[-1] = pieces[-1][:WINDOW_CHARS]
-    return pieces
+    return [clean(p) for p in pieces]  # the model's tokenizer cannot take a lone surrogate
 
 
 def _stop_at(middle: str) -> int | None:

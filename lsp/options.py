@@ -65,6 +65,9 @@ class ServerOptions:
     """Acceptance records also hold the suggestion's text (and the text that replaced it)."""
     telemetry_dir: str | None = None
     """Where the records go; None: the user data directory (platformdirs)."""
+    max_document_mb: float = 5.0
+    """An open document larger than this (MiB of text) gets no model feature, parse or context: the
+    status says it is too large; editing it still works."""
 
     def __post_init__(self):
         problems = [p for f in fields(self) if (p := _check(f.name, getattr(self, f.name)))]
@@ -109,6 +112,8 @@ def _check(name: str, v: Any) -> str | None:
         return None if _is_number(v) and 0 <= v <= 2 else f"{key} must be a number from 0 to 2"
     if name == "time_budget_ms":
         return None if _is_number(v) and 10 <= v <= 60_000 else f"{key} must be a number from 10 to 60000"
+    if name == "max_document_mb":
+        return None if _is_number(v) and 0.01 <= v <= 64 else f"{key} must be a number of MiB from 0.01 to 64"
     if name == "cache_mb":
         return None if _is_number(v) and 0 <= v <= 1 << 20 else f"{key} must be a number of MiB, 0 or more"
     if name == "type_confidence":
@@ -147,7 +152,8 @@ def update_options(current: ServerOptions, raw: Any) -> tuple[ServerOptions, lis
         if name is None:
             problems.append(f"unknown setting {key!r} (known: {', '.join(sorted(_FIELDS))})")
             continue
-        if name in ("temperature", "time_budget_ms", "cache_mb", "type_confidence") and _is_number(value):
+        if name in ("temperature", "time_budget_ms", "cache_mb", "type_confidence", "max_document_mb") \
+                and _is_number(value):
             value = float(value)
         if name in ("context_sources", "hole_patterns") and isinstance(value, list):
             value = tuple(dict.fromkeys(value))

@@ -60,7 +60,7 @@ from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 
-from lsp import answers, fill, holes, names, positions, scopes, syntax
+from lsp import answers, documents, fill, holes, names, positions, scopes, syntax
 from lsp.acceptance import COMMAND as ACCEPTED, Acceptance, Clock
 from lsp.context import RepositoryContext, path_of
 from lsp import types as inference
@@ -74,6 +74,8 @@ VERSION = "0.1.0"
 STATUS = "infill/status"
 DID_SHOW, DID_ACCEPT, DID_REJECT = "infill/didShow", "infill/didAccept", "infill/didReject"
 SWEEP_S = 1.0
+OFF_LOOP_CHARS = 100_000
+"""A document at least this long is parsed and scope-analysed on a thread, off the event loop."""
 
 
 class InfillProtocol(LanguageServerProtocol):
@@ -90,6 +92,13 @@ class InfillProtocol(LanguageServerProtocol):
         # prepareRename (and its suggested placeholder) from clients that would use it
         result.capabilities.rename_provider = types.RenameOptions(prepare_provider=True)
         return result
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams):
+        """All the changes at once, in linear time (`lsp.documents`), then the server's handler."""
+        documents.update(self.workspace, params)
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CHANGE)) is not None:
+            yield handler, (params,), None
 
     def structure_message(self, data):
         """pygls drops a request whose params do not parse; answer it with the error instead."""
@@ -145,6 +154,8 @@ class InfillServer(LanguageServer):
         self._offered: dict[str, tuple[Edit, str]] = {}
         """uri -> (edit, id): the last suggestion recorded, for the command of the item that shows it."""
         self._sweeper: asyncio.Future | None = None
+        self.too_large: dict[str, str] = {}
+        """uri -> why, for the open documents over `maxDocumentMb` (see `check_size`)."""
 
     # options and the model ------------------------------------------------------------------------
     def configure(self, raw, *, initial: bool = False) -> None:
@@ -157,6 +168,9 @@ class InfillServer(LanguageServer):
                 (old.telemetry, old.telemetry_text, old.telemetry_dir):
             self.acceptance.configure(RecordStore(new.telemetry_dir or default_dir(), self.show_warning)
                                       if new.telemetry == "local" else None, new.telemetry_text)
+        if new.max_document_mb != old.max_document_mb:
+            for uri in list(self.workspace.text_documents):
+                self.check_size(uri)
         if new.context and self.context_started is False and not initial:
             self.start_context()
         if initial or (new.model, new.device) != (old.model, old.device):
@@ -245,6 +259,7 @@ class InfillServer(LanguageServer):
             "tokens": self.last.tokens, "typedThrough": self.last.typed_through,
             "contextTokens": self.last.context_tokens, "contextFiles": self.last.context_files,
             "off": dict(self.off), "holes": self.last_fill,
+            "tooLarge": dict(self.too_large),
         }
 
     def send_status(self) -> None:
@@ -258,11 +273,39 @@ class InfillServer(LanguageServer):
         return str(self.workspace.position_encoding or positions.UTF16)
 
     def document(self, uri: str, *, python: bool = False):
-        """The open document `uri` (only a Python one with `python`), else None."""
+        """The open document `uri` (only a Python one with `python`), else None; None too when it is
+        over `maxDocumentMb`, which turns every feature off for it (editing still works)."""
         doc = self.workspace.text_documents.get(uri)
-        if doc is None or python and syntax.language_of(uri, doc.language_id) != "python":
+        if doc is None or python and syntax.language_of(uri, doc.language_id) != "python" or \
+                len(doc.source) > self.options.max_document_mb * 2**20:
             return None
         return doc
+
+    def check_size(self, uri: str) -> bool:
+        """Whether open document `uri` is within `maxDocumentMb`; the status (and a message, once)
+        says when it crosses the cap either way."""
+        doc = self.workspace.text_documents.get(uri)
+        mb = len(doc.source) / 2**20 if doc is not None else 0.0
+        if mb <= self.options.max_document_mb:
+            if self.too_large.pop(uri, None) is not None:
+                self.send_status()
+            return True
+        if uri not in self.too_large:
+            self.too_large[uri] = f"too large ({mb:.1f} MiB > maxDocumentMb {self.options.max_document_mb:g})"
+            self.show(f"infill-lsp: {uri.rsplit('/', 1)[-1]} is {self.too_large[uri]}: completion, type hints, "
+                      "names and rename are off for it", types.MessageType.Warning)
+            self.send_status()
+        return False
+
+    async def analysed(self, uri: str, doc, fn, *args):
+        """`fn(*args)`, a pure analysis of `doc` (a parse, a scope walk): on a thread when the document
+        is big (`OFF_LOOP_CHARS`), so the loop keeps answering meanwhile; None when the document
+        changed before it finished."""
+        if len(doc.source) < OFF_LOOP_CHARS:
+            return fn(*args)
+        version = doc.version
+        result = await asyncio.to_thread(fn, *args)
+        return result if self.workspace.text_documents.get(uri) is doc and doc.version == version else None
 
     def offsets(self, doc, *points: types.Position) -> list[int]:
         return [answers.offset_of(doc.source, p, self.position_encoding()) for p in points]
@@ -291,9 +334,11 @@ class InfillServer(LanguageServer):
     async def complete(self, uri: str, position: types.Position) -> Edit | None:
         """The completion edit at `position` of document `uri`, or None (see the module rules)."""
         ticket = next(self._tickets)
-        self._latest[uri] = ticket
         doc = self.document(uri)
-        if self.engine is None or not self.options.completion or doc is None:
+        if doc is None:  # not open (nothing kept for it) or too large
+            return None
+        self._latest[uri] = ticket
+        if self.engine is None or not self.options.completion:
             return None
         text, [offset] = doc.source, self.offsets(doc, position)
         started, first = time.perf_counter(), []
@@ -304,7 +349,9 @@ class InfillServer(LanguageServer):
             self.send_status()
             self.offer(uri, doc, text, edit, None)
             return edit
-        context = self.context_for(uri, doc, position.line)
+        # off the loop: it reads workspace files (lsp.workspace reads only regular files, size first)
+        context = await asyncio.to_thread(self.context_for, uri, doc, position.line) \
+            if self.options.context and self.options.context_tokens else {}
 
         def make_steps(engine):
             return complete_steps(text, offset, engine, self.options,
@@ -413,8 +460,9 @@ class InfillServer(LanguageServer):
         if doc is None or not self.options.fill_holes:
             return []
         text, (start, end) = doc.source, self.offsets(doc, params.range.start, params.range.end)
-        found = holes.find_holes(text, start, end, language=syntax.language_of(uri, doc.language_id),
-                                 patterns=self.options.hole_patterns)
+        found = await self.analysed(uri, doc, functools.partial(
+            holes.find_holes, language=syntax.language_of(uri, doc.language_id), patterns=self.options.hole_patterns),
+            text, start, end)
         if found is None:
             return []
         cache, key = self.cached(uri, doc.version), ("holes", found)
@@ -453,6 +501,8 @@ class InfillServer(LanguageServer):
         self._shown.pop(uri, None)
         self._offered.pop(uri, None)
         self.acceptance.closed(uri)
+        if self.too_large.pop(uri, None) is not None:
+            self.send_status()
         if (engine := self.engine) is not None:
             self.worker.call(lambda: engine.drop_session(uri))
 
@@ -534,11 +584,13 @@ def build_server(options: ServerOptions | None = None, clock: Clock | None = Non
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     @quiet
     def did_open(ls: InfillServer, params: types.DidOpenTextDocumentParams) -> None:
-        ls.repo_context.opened(params.text_document.uri, params.text_document.text)
+        if ls.check_size(params.text_document.uri):
+            ls.repo_context.opened(params.text_document.uri, params.text_document.text)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     @quiet
     def did_change(ls: InfillServer, params: types.DidChangeTextDocumentParams) -> None:
+        ls.check_size(params.text_document.uri)
         doc = ls.document(params.text_document.uri)
         if doc is not None:
             ls.acceptance.changed(doc.uri, params.content_changes, doc.source, ls.position_encoding())
@@ -616,7 +668,8 @@ def build_server(options: ServerOptions | None = None, clock: Clock | None = Non
         if doc is None or not ls.options.type_hints:
             return []
         text, (start, end) = doc.source, ls.offsets(doc, params.range.start, params.range.end)
-        slots = [s for s in inference.type_slots(text) if start <= s.at <= end]
+        slots = [s for s in await ls.analysed(params.text_document.uri, doc, inference.type_slots, text) or ()
+                 if start <= s.at <= end]
         inferred = await ls.infer_types(params.text_document.uri, doc, slots)
         return answers.inlay_hints(text, slots, inferred, ls.options.type_confidence, ls.position_encoding())
 
@@ -627,7 +680,7 @@ def build_server(options: ServerOptions | None = None, clock: Clock | None = Non
         if doc is None or not ls.options.type_hints:
             return None
         text, [offset] = doc.source, ls.offsets(doc, params.position)
-        slot = inference.slot_at(text, offset)
+        slot = await ls.analysed(params.text_document.uri, doc, inference.slot_at, text, offset)
         if slot is None:
             return None
         [t] = await ls.infer_types(params.text_document.uri, doc, [slot])
@@ -642,9 +695,9 @@ def build_server(options: ServerOptions | None = None, clock: Clock | None = Non
         if doc is None:
             return filled
         text, (start, end) = doc.source, ls.offsets(doc, params.range.start, params.range.end)
-        slots = inference.slots_in(text, start, end) if ls.options.type_hints else []
+        slots = await ls.analysed(uri, doc, inference.slots_in, text, start, end) or [] if ls.options.type_hints else []
         inferred = await ls.infer_types(uri, doc, slots)
-        symbol = scopes.symbol_at(text, start) if ls.options.variable_names else None
+        symbol = await ls.analysed(uri, doc, scopes.symbol_at, text, start) if ls.options.variable_names else None
         # Editors ask on every cursor move (Automatic): only an explicit request (Invoked) runs the model
         automatic = params.context.trigger_kind == types.CodeActionTriggerKind.Automatic
         suggested = await ls.suggest_names(uri, doc, symbol, cached_only=automatic) if symbol else []
@@ -656,24 +709,27 @@ def build_server(options: ServerOptions | None = None, clock: Clock | None = Non
     @guarded(None)
     async def prepare_rename(ls: InfillServer, params: types.PrepareRenameParams):
         doc = ls.document(params.text_document.uri, python=True)
-        offset = ls.offsets(doc, params.position)[0] if doc is not None else 0
-        symbol = scopes.symbol_at(doc.source, offset) if doc is not None else None
+        text, offset = (doc.source, ls.offsets(doc, params.position)[0]) if doc is not None else ("", 0)
+        symbol = await ls.analysed(params.text_document.uri, doc, scopes.symbol_at, text, offset) \
+            if doc is not None else None
         if symbol is None:
             return None
         best = await ls.suggest_names(params.text_document.uri, doc, symbol, cached_only=ls.worker.pending > 0)
-        return answers.rename_placeholder(doc.source, symbol, offset, best, ls.position_encoding())
+        return answers.rename_placeholder(text, symbol, offset, best, ls.position_encoding())
 
     @server.feature(types.TEXT_DOCUMENT_RENAME, types.RenameOptions(prepare_provider=True))
     @guarded(None)
     async def rename(ls: InfillServer, params: types.RenameParams):
         doc = ls.document(params.text_document.uri, python=True)
-        symbol = scopes.symbol_at(doc.source, ls.offsets(doc, params.position)[0]) if doc is not None else None
+        text = doc.source if doc is not None else ""
+        symbol = await ls.analysed(params.text_document.uri, doc, scopes.symbol_at, text,
+                                   ls.offsets(doc, params.position)[0]) if doc is not None else None
         if symbol is None:
             return None
         if not names.is_valid_name(params.new_name):
             ls.show(f"infill-lsp: {params.new_name!r} is not a valid Python name", types.MessageType.Warning)
             return None
         edits = names.rename_edits(symbol, params.new_name)
-        return answers.workspace_edit(params.text_document.uri, doc.source, edits, ls.position_encoding())
+        return answers.workspace_edit(params.text_document.uri, text, edits, ls.position_encoding())
 
     return server

@@ -14,6 +14,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+import threading
 from functools import lru_cache
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlparse
@@ -51,23 +52,40 @@ def language_of(uri: str, language_id: str | None = None) -> str | None:
     """The tree-sitter language of a document, or None when unknown."""
     if language_id:
         name = LANGUAGE_BY_ID.get(language_id, language_id)
-        if name in LANGUAGE_BY_EXT.values() or parser_for(name) is not None:
+        if name in LANGUAGE_BY_EXT.values() or _grammar(name) is not None:
             return name
     return LANGUAGE_BY_EXT.get(extension_of(uri))
 
 
-@lru_cache(maxsize=None)
 def parser_for(language: str | None):
-    """A tree-sitter parser for `language`, or None when no grammar is installed for it."""
+    """A tree-sitter parser for `language`, or None when no grammar is installed for it. One parser per
+    thread: a tree-sitter parser is not thread-safe, and big documents are parsed off the event loop
+    while the loop parses small ones."""
+    grammar = _grammar(language)
+    if grammar is None:
+        return None
+    parsers = _local.__dict__.setdefault("parsers", {})
+    if language not in parsers:
+        import tree_sitter
+        parsers[language] = tree_sitter.Parser(grammar)
+    return parsers[language]
+
+
+_local = threading.local()
+
+
+@lru_cache(maxsize=None)
+def _grammar(language: str | None):
+    """The tree-sitter `Language` of `language`, or None when no grammar is installed for it."""
     if not language:
         return None
     try:
         import tree_sitter
         if language == "python":
             import tree_sitter_python
-            return tree_sitter.Parser(tree_sitter.Language(tree_sitter_python.language()))
+            return tree_sitter.Language(tree_sitter_python.language())
         import tree_sitter_language_pack
-        return tree_sitter_language_pack.get_parser(language)
+        return tree_sitter_language_pack.get_language(language)
     except Exception as exc:  # a missing or broken grammar: indentation rules instead
         log.info("no tree-sitter grammar for %s: %s", language, exc)
         return None

@@ -19,18 +19,24 @@ Rules:
   framing error is fatal: once framing is lost no later byte can be trusted, and a server that stays up
   answering nothing is never restarted by its editor. The server logs one line and exits with status
   `EXIT_FRAMING` at once, from the reader thread (`os._exit`): the event loop may be busy in a forward
-  pass. A body that frames well but is not JSON-RPC is only logged (one line) and dropped.
+  pass. A body that frames well but is not UTF-8 JSON is answered with a Parse error (-32700, to its
+  request id when a lenient decoding shows one, else to id null) and logged in one line; one that is
+  JSON but not JSON-RPC pygls can structure is logged and dropped (a request among them answered).
 - End of input between messages is a clean stop: the event loop ends and the server exits 0.
 - `--tcp` and `--socket` serve one client at a time: while a session is connected, every other
   connection is closed at once, unread. A TCP client proves itself with its first message, which must
   be `initialize` with `initializationOptions.token` equal to the token file's content; the token is
-  removed before pygls sees the options. A Unix socket is created with mode 0700 (no token: the file
+  removed before pygls sees the options. Connections authenticate side by side (at most
+  `MAX_HANDSHAKES`), each within `AUTH_TIMEOUT_S` in all (not per read: a byte every few seconds does
+  not keep one open), so a slow or silent one never holds up the real client. The token file must
+  be the user's and closed to others (mode 600), as OpenSSH requires of a private key. A Unix socket is created with mode 0700 (no token: the file
   permissions are the check). As with pygls' own TCP server, the server exits when its session ends.
 """
 from __future__ import annotations
 
 import asyncio
 import hmac
+import io
 import ipaddress
 import json
 import logging
@@ -40,6 +46,7 @@ import socket
 import stat
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -52,10 +59,14 @@ MAX_HEADERS = 32
 EXIT_FRAMING = 3
 """Exit status after a framing error (2 is the command line's, 1 pygls' exit without shutdown)."""
 AUTH_TIMEOUT_S = 10.0
-"""How long a new TCP connection may take to send its `initialize` with the token."""
+"""How long, in all, a new TCP connection may take to send its `initialize` with the token."""
+MAX_HANDSHAKES = 16
+"""Connections authenticating at once; a further one is closed unread until one of them ends."""
 AUTH_MAX_BYTES = 2**20
 """Largest first message of a connection not yet authenticated."""
 TOKEN_KEY = "token"
+PARSE_ERROR = -32700
+"""JSON-RPC's code for a body that is not (UTF-8) JSON."""
 _TOKEN_CHARS = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
@@ -151,7 +162,17 @@ def serve(server, reader: BinaryIO, writer, first: bytes | None = None,
 
     def deliver(body: bytes) -> None:
         try:
-            protocol.handle_message(json.loads(body, object_hook=protocol.structure_message))
+            message = json.loads(body, object_hook=protocol.structure_message)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # not UTF-8, not JSON: -32700
+            log.warning("dropped a message: %s: %s", type(exc).__name__, " ".join(str(exc).split()))
+            _parse_error(protocol, body, exc)
+            return
+        except Exception as exc:  # a JSON-RPC message pygls cannot structure (it answered a request)
+            log.warning("dropped a message: %s: %s", type(exc).__name__, " ".join(str(exc).split()))
+            server._report_server_error(exc, JsonRpcException)
+            return
+        try:
+            protocol.handle_message(message)
         except Exception as exc:  # pygls' own loop drops such a message too (after a traceback)
             log.warning("dropped a message: %s: %s", type(exc).__name__, " ".join(str(exc).split()))
             server._report_server_error(exc, JsonRpcException)
@@ -180,6 +201,26 @@ def serve(server, reader: BinaryIO, writer, first: bytes | None = None,
         return 1
     finally:
         server.shutdown()
+
+
+def _parse_error(protocol, body: bytes, exc: ValueError) -> None:
+    """Answer a body that is not UTF-8 JSON with JSON-RPC's Parse error (-32700): to its request id when
+    the body, decoded leniently, shows one (so the client's request does not wait for ever), else to
+    id null, as JSON-RPC 2.0 says."""
+    from lsprotocol.types import ResponseError
+
+    msg_id = None
+    try:
+        guess = json.loads(body.decode("utf-8", "replace"))
+        if isinstance(guess, dict) and "method" in guess and isinstance(guess.get("id"), (int, str)):
+            msg_id = guess["id"]
+    except ValueError:
+        pass
+    why = "the message is not UTF-8" if isinstance(exc, UnicodeDecodeError) else "the message is not JSON"
+    try:
+        protocol._send_response(msg_id, error=ResponseError(code=PARSE_ERROR, message=f"Parse error: {why}"))
+    except Exception:  # the connection is going away: the log has it
+        log.debug("could not answer a parse error", exc_info=True)
 
 
 def _pump(reader: BinaryIO, loop: asyncio.AbstractEventLoop, deliver: Callable[[bytes], None],
@@ -217,10 +258,21 @@ def fatal(line: str) -> None:
 # --- TCP and Unix sockets ---------------------------------------------------------------------------
 
 def read_token(path: str | Path) -> str:
-    """The token in `path` (surrounding whitespace removed); `ValueError` with a one-line reason."""
+    """The token in `path` (surrounding whitespace removed); `ValueError` with a one-line reason, also
+    when the file is not a regular file of this user's or group and others may read or write it (what
+    OpenSSH refuses for a private key: mode 600 or stricter)."""
     path = Path(path).expanduser()
     try:
-        token = path.read_text(encoding="utf-8").strip()
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise ValueError(f"--token-file {path}: not a regular file")
+            if st.st_uid != os.getuid():
+                raise ValueError(f"--token-file {path}: owned by another user (uid {st.st_uid})")
+            if st.st_mode & 0o077:
+                raise ValueError(f"--token-file {path}: others can access it (mode {stat.S_IMODE(st.st_mode):o}); "
+                                 f"run chmod 600 {path}")
+            token = f.read(4096).decode("utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"--token-file {path}: cannot read it ({exc.__class__.__name__}: {exc})") from None
     if len(token) < 16:
@@ -286,27 +338,72 @@ def serve_socket(server, listener: socket.socket, token: str | None) -> int:
 
 def _first_session(listener: socket.socket, token: str | None) -> tuple[socket.socket, BinaryIO, bytes | None]:
     """Accept connections until one authenticates: (its socket, its reader, its first message with the
-    token removed; None without a token)."""
-    while True:
-        sock, address = listener.accept()
-        reader = sock.makefile("rb")
-        if token is None:
-            return sock, reader, None
-        sock.settimeout(AUTH_TIMEOUT_S)
+    token removed; None without a token). Each connection authenticates on a thread of its own, within
+    `AUTH_TIMEOUT_S` in all (see the module rules)."""
+    if token is None:
+        sock, _ = listener.accept()
+        return sock, sock.makefile("rb"), None
+    won: list[tuple[socket.socket, BinaryIO, bytes]] = []
+    lock, slots = threading.Lock(), threading.BoundedSemaphore(MAX_HANDSHAKES)
+
+    def handshake(sock: socket.socket, address) -> None:
+        raw = _DeadlineReader(sock, time.monotonic() + AUTH_TIMEOUT_S)
+        reader = io.BufferedReader(raw)
         try:
-            body = read_message(reader, AUTH_MAX_BYTES)
-            first = _authenticated(body, token)
-        except (FramingError, OSError) as exc:
-            first, why = None, str(exc) or type(exc).__name__
-        else:
-            why = "no initialize request with the right token"
-        if first is None:
-            log.warning("refused a connection from %s: %s", address, why)
-            reader.close()
+            try:
+                first, why = _authenticated(read_message(reader, AUTH_MAX_BYTES), token), \
+                    "no initialize request with the right token"
+            except (FramingError, OSError) as exc:
+                first, why = None, str(exc) or type(exc).__name__
+            with lock:
+                if first is not None and not won:
+                    raw.deadline = None
+                    sock.settimeout(None)
+                    won.append((sock, reader, first))
+                    return
+            log.warning("refused a connection from %s: %s", address,
+                        why if first is None else "another client authenticated first")
             SocketWriter(sock).close()
-            continue
-        sock.settimeout(None)
-        return sock, reader, first
+        finally:
+            slots.release()
+
+    listener.settimeout(0.1)  # to look at `won` between connections
+    try:
+        while True:
+            with lock:
+                if won:
+                    return won[0]
+            try:
+                sock, address = listener.accept()
+            except TimeoutError:
+                continue
+            sock.settimeout(None)
+            if not slots.acquire(blocking=False):
+                log.warning("refused a connection from %s: %d others are authenticating", address, MAX_HANDSHAKES)
+                SocketWriter(sock).close()
+                continue
+            threading.Thread(target=handshake, args=(sock, address), name="lsp-handshake", daemon=True).start()
+    finally:
+        listener.settimeout(None)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's bytes, each read limited to what is left of `deadline` (time.monotonic(); None: no
+    limit), so a peer cannot stretch a handshake by sending a byte at a time."""
+
+    def __init__(self, sock: socket.socket, deadline: float | None):
+        self.sock, self.deadline = sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no initialize request within {AUTH_TIMEOUT_S:g} s")
+            self.sock.settimeout(left)
+        return self.sock.recv_into(buffer)
 
 
 def _authenticated(body: bytes | None, token: str) -> bytes | None:

@@ -31,6 +31,7 @@ from functools import lru_cache
 from infill.engines import Engine, GenerationConfig, InfillRequest, run_to_end
 from infill.text import cut_annotation, normalise
 from lsp import positions, syntax
+from lsp.completion import clean
 
 MAX_TOKENS = 16
 WINDOW_CHARS = 16384
@@ -134,7 +135,7 @@ def _function_slots(fn, off) -> list[Slot]:
 def slot_prompt(text: str, slot: Slot) -> tuple[str, str]:
     """(prefix, suffix) whose middle is the annotation of `slot`."""
     glue = ": " if slot.kind == "param" else " -> "
-    return text[max(0, slot.at - WINDOW_CHARS):slot.at] + glue, text[slot.at:slot.at + WINDOW_CHARS]
+    return clean(text[max(0, slot.at - WINDOW_CHARS):slot.at]) + glue, clean(text[slot.at:slot.at + WINDOW_CHARS])
 
 
 def _stop_rule(kind: str):

@@ -12,8 +12,9 @@ Rules:
 - The flag is set by: the awaiting task being cancelled (pygls cancels it on `$/cancelRequest`), and,
   from the reader thread (`peek`, before the message reaches the loop, so it works while the loop is
   busy): a `$/cancelRequest` for the job's request id, a newer completion request for its document,
-  and any didChange/didOpen/didClose of its document. `peek` also records each document's newest
-  version (lock-guarded), which the worker compares with the job's.
+  and any didChange/didOpen/didClose of its document. `peek` also records each open document's
+  newest version (lock-guarded), which the worker compares with the job's; a URI that is not open
+  leaves nothing behind.
 - Setting the flag of the running job also calls its `interrupt` (the engine's, where it has one:
   the OpenAI engine cancels its HTTP read), so a job blocked in a read from a hung server stops at
   once instead of at the read timeout. A job that raises once its flag is set went stale: value None.
@@ -94,14 +95,15 @@ class ModelWorker:
                 if method == "textDocument/didClose":
                     self._versions.pop(uri, None)
                     self._latest_completion.pop(uri, None)
-                elif isinstance(version, int):
-                    self._versions[uri] = version
+                elif isinstance(version, int) and (method == "textDocument/didOpen" or uri in self._versions):
+                    self._versions[uri] = version  # open documents only: the tables stay bounded
                 for job in self._jobs:
                     if job.uri == uri:
                         self._cancel(job)
         elif method in COMPLETIONS and "id" in message:
             with self._lock:
-                self._latest_completion[uri] = message["id"]
+                if uri in self._versions:
+                    self._latest_completion[uri] = message["id"]
                 for job in self._jobs:
                     if job.uri == uri and job.completion and job.msg_id != message["id"]:
                         self._cancel(job)

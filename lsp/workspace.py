@@ -11,6 +11,10 @@ Rules:
   module names and every dotted tail of them, relative imports from the importing file's package.
 - Definitions (`definitions_of`): the top-level `def`, `class` and `NAME =` of a module, each at
   most `DEFINITION_LINES` lines.
+- Only regular files are indexed or read (`read_regular`): a FIFO (extracted tarballs carry them) or a
+  device named `helpers.py` would block a read forever. A read opens without blocking, checks the
+  open file (regular, within the size limit) and only then reads; the server gathers context off
+  the event loop.
 - Cost: the index is built once, off the event loop (`Workspace.scan`), and updated file by file; a
   parsed file (text, definitions, chunks) is kept until its mtime or size changes; folder checks
   and import resolutions are kept until the index changes.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -65,6 +70,36 @@ def chunks_of(path: str, text: str, source: str, lines: int = CHUNK_LINES) -> li
             out.append(Chunk.of(path, piece, source, start))
     return out
 
+
+
+def is_regular(path: str | os.PathLike) -> bool:
+    """Whether `path` is a regular file (symlinks followed), without opening it."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def read_regular(path: str | os.PathLike, max_bytes: int) -> str | None:
+    """The text of `path` (UTF-8, errors replaced) when it is a regular file of at most `max_bytes`
+    bytes, else None: opened non-blocking (a FIFO's open would wait for a writer), then checked with
+    `fstat` on what was opened, so a file swapped for a FIFO after a `stat` is still never read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
+            return None
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(max_bytes + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data[:max_bytes].decode("utf-8", "replace")
 
 
 # imports and definitions (tree-sitter) -------------------------------------------------------------
@@ -169,6 +204,12 @@ class _Parsed:
     chunks: list[Chunk]
 
 
+def _gitignore(folder: Path) -> pathspec.GitIgnoreSpec | None:
+    """The rules of `folder`'s `.gitignore`, or None when it has none (or it is not a regular file)."""
+    text = read_regular(folder / ".gitignore", MAX_FILE_BYTES)
+    return pathspec.GitIgnoreSpec.from_lines(text.splitlines()) if text is not None else None
+
+
 class Workspace:
     """The files under the workspace folders that context may read (see the module's privacy rules)."""
 
@@ -216,12 +257,8 @@ class Workspace:
             for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
                 rel_dir = os.path.relpath(dirpath, folder)
                 base = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
-                if ".gitignore" in filenames:
-                    try:
-                        lines = (Path(dirpath) / ".gitignore").read_text("utf-8", "replace").splitlines()
-                        specs.append((base, pathspec.GitIgnoreSpec.from_lines(lines)))
-                    except OSError:
-                        pass
+                if ".gitignore" in filenames and (ignore := _gitignore(Path(dirpath))) is not None:
+                    specs.append((base, ignore))
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
                                      and not os.path.islink(os.path.join(dirpath, d))
                                      and not self._ignored(base + d, specs, True))
@@ -229,7 +266,7 @@ class Workspace:
                     full = Path(dirpath) / name
                     if syntax.language_of(name) is None or self._ignored(base + name, specs, False):
                         continue
-                    if self.folder_of(full) is not None:
+                    if self.folder_of(full) is not None and is_regular(full):
                         files.add(full.absolute())
         self._index(files)
 
@@ -255,6 +292,8 @@ class Workspace:
         folder or an ignored path (the `.gitignore` files from the folder's root down to it)."""
         if syntax.language_of(full.name) is None:  # first: editors report build outputs by the thousand
             return False
+        if not is_regular(full):
+            return False
         folder = self.folder_of(full, cached=False)
         if folder is None or not full.is_relative_to(folder):
             return False
@@ -263,11 +302,8 @@ class Workspace:
         for depth in range(len(parts)):
             here = folder.joinpath(*parts[:depth])
             base = "/".join(parts[:depth]) + ("/" if depth else "")
-            try:
-                lines = (here / ".gitignore").read_text("utf-8", "replace").splitlines()
-                specs.append((base, pathspec.GitIgnoreSpec.from_lines(lines)))
-            except OSError:
-                pass
+            if (ignore := _gitignore(here)) is not None:
+                specs.append((base, ignore))
             last = depth == len(parts) - 1
             name = parts[depth]
             if not last and (name.startswith(".") or (here / name).is_symlink()):
@@ -283,13 +319,13 @@ class Workspace:
         if not known and (deleted or not self._admitted(full)):
             return
         self._parsed.pop(full, None)
-        if known and not deleted and full.is_file():  # new content, same file: no re-index
+        if known and not deleted and is_regular(full):  # new content, same file: no re-index
             with self._lock:
                 self.generation += 1
             return
         files = set(self.files)
         files.discard(full)
-        if not deleted and full.is_file() and self._admitted(full):
+        if not deleted and self._admitted(full):
             files.add(full)
         self._index(files)
 
@@ -298,7 +334,7 @@ class Workspace:
         when it may not be read (outside the folders, too big, unreadable)."""
         try:
             st = path.stat()
-            if st.st_size > self.max_file_bytes:
+            if st.st_size > self.max_file_bytes or not stat.S_ISREG(st.st_mode):
                 return None
             stamp = (st.st_mtime_ns, st.st_size)
             held = self._parsed.get(path)
@@ -306,8 +342,10 @@ class Workspace:
                 return held  # checked when it was read, and unchanged since
             if self.folder_of(path, cached=False) is None:  # checked again right before every read
                 return None
-            text = path.read_text("utf-8", "replace")
         except OSError:
+            return None
+        text = read_regular(path, self.max_file_bytes)
+        if text is None:
             return None
         rel = self.relative(path)
         definitions = {name: Chunk.of(rel, body, "definitions", line)

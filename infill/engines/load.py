@@ -16,6 +16,7 @@ and one line there):
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from pathlib import Path
 
@@ -30,6 +31,8 @@ ENGINES = {
 """Engine kinds (`engine_kind`) and the class that serves each, imported only when used."""
 DEFAULT_MODEL_DIR = Path(__file__).parent.parent / "default_model"
 ENV_VAR = "INFILL_MODEL"
+REMOTE_PREFIXES: tuple[str, ...] = tuple(json.loads((Path(__file__).parent / "remote.json").read_text())["prefixes"])
+"""Model names served by another program (`remote.json`, the list the VS Code extension reads too)."""
 
 
 class ModelNotFound(ValueError):
@@ -52,7 +55,7 @@ def engine_kind(name: str, template: str | None = None) -> str:
     """Which engine (a key of `ENGINES`) serves the model `name`: for a server URL (`openai:`),
     "openai#TEMPLATE" where an engine speaks that template's own endpoint (`llama-infill`), else
     "openai"; "infill" or "hf"."""
-    if name.startswith("openai:"):
+    if name.startswith(REMOTE_PREFIXES):
         kind = f"openai#{template or name.partition('#')[2]}"
         return kind if kind in ENGINES else "openai"
     path = Path(name).expanduser()

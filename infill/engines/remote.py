@@ -26,8 +26,6 @@ import time
 from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from urllib.parse import urlsplit
-
 import httpx
 
 from infill.engines import templates as fim
@@ -37,6 +35,24 @@ from infill.engines.base import (CannotScore, CompletionResult, GenerationConfig
 NEUTRAL = {"repeat_penalty": 1.0, "min_p": 0.0}
 """Sampling as `infill.generation` does it, where a server's defaults differ (llama-cpp-python's
 server penalises repeats by 1.1 and cuts at min_p 0.05 unless told, which changes even greedy output)."""
+
+
+def server_url(url: str) -> httpx.URL:
+    """`url` as the HTTP client reads it (httpx's parser, the one that connects: the one that decides),
+    or ValueError in one line: http(s) with a host, and no backslash or user name (`user@host`), since
+    parsers read those differently: `http://127.0.0.1\\@evil.example/` is 127.0.0.1 to a browser's URL
+    parser and evil.example to Python's."""
+    if "\\" in url:
+        raise ValueError(f"openai:URL must not contain a backslash, got {url!r}")
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise ValueError(f"openai:URL needs an http(s) URL, got {url!r} ({exc})") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"openai:URL needs an http(s) URL, got {url!r}")
+    if parsed.userinfo:
+        raise ValueError(f"openai:URL must not carry a user name or password (user@host), got {url!r}")
+    return parsed
 
 
 class EngineError(ValueError):
@@ -189,9 +205,7 @@ class RemoteEngine:
         if "#" in url:
             url, _, fragment = url.partition("#")
             template = template or fragment
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"openai:URL needs an http(s) URL, got {url!r}")
+        server_url(url)
         self.url = url.rstrip("/")
         self.template = fim.get(template or self.default_template)
         self.timeout_s = timeout_s
@@ -205,7 +219,7 @@ class RemoteEngine:
     @classmethod
     def load(cls, name: str, *, device: str = "auto", cache_mb: float = 256.0, template: str | None = None):
         """The engine for `openai:URL` (`infill.engines.load`); a server has no device or cache here."""
-        return cls(name.removeprefix("openai:"), template=template)
+        return cls(name.partition(":")[2], template=template)  # a name of load.REMOTE_PREFIXES
 
     def interrupt(self) -> None:
         """Cancel the HTTP read in flight, from any thread (`Transport.interrupt`)."""

@@ -3,22 +3,18 @@ the --tcp / --socket doors (one client at a time, a token, mode 0700)."""
 import io
 import json
 import os
-import queue
 import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
-from support import wait_response
+from raw_lsp import Raw, frame
+from raw_lsp import connect as _connect
+from raw_lsp import free_port as _free_port
 
 from lsp.transport import EXIT_FRAMING, MAX_CONTENT_LENGTH, FramingError, read_message
-
-
-def frame(body: bytes, header: bytes = b"Content-Length") -> bytes:
-    return header + b": %d\r\n\r\n" % len(body) + body
 
 
 # --- read_message against hand-written byte strings ---------------------------------------------------
@@ -52,83 +48,6 @@ def test_framing_errors(data, why):
 
 
 # --- a server subprocess over stdio --------------------------------------------------------------------
-
-class Raw:
-    """A server process spoken to in raw bytes over stdio, or over a socket connection when `sock` is given."""
-
-    def __init__(self, *args, sock: socket.socket | None = None, proc=None):
-        if sock is None:
-            self.proc = subprocess.Popen([sys.executable, "-m", "lsp", *args], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            self.out, self._write = self.proc.stdout, self.proc.stdin
-        else:
-            self.proc, self.sock = proc, sock
-            self.out, self._write = sock.makefile("rb"), sock.makefile("wb")
-        self.inbox: queue.Queue = queue.Queue()
-        self.states: list[str] = []
-        self.closed = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        try:
-            while (body := read_message(self.out)) is not None:
-                msg = json.loads(body)
-                if msg.get("method") == "infill/status":
-                    self.states.append(msg["params"]["state"])
-                self.inbox.put(msg)
-        except (FramingError, OSError, ValueError):
-            pass
-        self.closed.set()
-
-    def send_bytes(self, data: bytes):
-        self._write.write(data)
-        self._write.flush()
-
-    def send(self, **message):
-        self.send_bytes(frame(json.dumps({"jsonrpc": "2.0", **message}).encode()))
-
-    def response(self, msg_id, timeout=60):
-        return wait_response(self.inbox, msg_id, timeout)
-
-    def responses(self, ids, timeout=120):
-        """[response, ...] in arrival order, once every one of `ids` is answered."""
-        got, deadline = [], time.monotonic() + timeout
-        while len(got) < len(ids):
-            assert time.monotonic() < deadline, f"no response to some of {ids}: {got}"
-            try:
-                msg = self.inbox.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if "method" not in msg and msg.get("id") in ids:
-                got.append(msg)
-        return got
-
-    def wait_ready(self, timeout=60):
-        deadline = time.monotonic() + timeout
-        while "ready" not in self.states:
-            assert time.monotonic() < deadline and "failed" not in self.states, self.states
-            time.sleep(0.05)
-
-    def initialize(self, msg_id=1, options=None):
-        self.send(id=msg_id, method="initialize", params={"processId": None, "capabilities": {},
-                                                          "initializationOptions": options or {}})
-        result = self.response(msg_id)
-        self.send(method="initialized", params={})
-        return result
-
-    def exited(self, timeout=30):
-        """The exit status and stderr, once the process ends (an AssertionError when it does not)."""
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError("the server is still running") from None
-        return self.proc.returncode, self.proc.stderr.read().decode()
-
-    def close(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
 
 @pytest.fixture
 def raw(tiny_checkpoint):
@@ -227,26 +146,6 @@ def test_input_is_read_and_answered_while_a_request_runs(raw):
 
 # --- TCP and Unix sockets -----------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _connect(address, family=socket.AF_INET, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.connect(address)
-            return sock
-        except OSError:
-            sock.close()
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
 def _refused(sock: socket.socket, timeout=30) -> bool:
     """Whether the server closes `sock` without a byte (it may take a message first)."""
     sock.settimeout(timeout)
@@ -271,6 +170,7 @@ def test_tcp_needs_a_token_file():
 def test_tcp_token_and_one_client_at_a_time(tiny_checkpoint, tmp_path):
     token = "s3cret-token-0123456789"
     (tmp_path / "token").write_text(token + "\n")
+    (tmp_path / "token").chmod(0o600)
     port = _free_port()
     proc = _server_process("--model", str(tiny_checkpoint), "--device", "cpu", "--tcp", str(port),
                            "--token-file", str(tmp_path / "token"))

@@ -14,12 +14,13 @@
  *   setting; the answer "allow" is remembered, anything else sends no model (the server's default).
  * No `vscode` import here, so the rules are unit-tested without an editor.
  */
+import remote from "./remote.json";
 
 /** The server's options, in the order of docs/lsp.md. */
 export const SERVER_KEYS = [
     "model", "device", "maxTokens", "temperature", "timeBudgetMs", "cacheMb",
     "completion", "typeHints", "variableNames", "typeConfidence", "nameSuggestions",
-    "context", "contextTokens", "contextSources", "contextFileKb", "fillHoles", "holePatterns",
+    "context", "contextTokens", "contextSources", "contextFileKb", "maxDocumentMb", "fillHoles", "holePatterns",
     "telemetry", "telemetryText", "telemetryDir",
 ] as const;
 
@@ -86,17 +87,29 @@ export function decidingScope(inspected: Inspected<unknown> | undefined): Scope 
     return "global";
 }
 
-/** The origin an `openai:` model sends code to, when that is not this machine (loopback); else undefined.
- * A URL that does not parse is returned whole, so it is asked about rather than trusted. */
+/** Model names served by another program: the server's list (infill/engines/remote.json, copied here). */
+export const REMOTE_PREFIXES: readonly string[] = remote.prefixes;
+
+/** The origin a remote model (`openai:URL`) sends code to, when that is not this machine (loopback);
+ * else undefined. A URL that does not parse, or that parsers read differently (a backslash, a user name:
+ * `http://127.0.0.1\@evil.example/` is 127.0.0.1 here and evil.example to the server, which refuses
+ * both), is returned whole, so it is asked about rather than trusted. */
 export function remoteOrigin(model: unknown): string | undefined {
-    if (typeof model !== "string" || !model.startsWith("openai:")) {
+    const prefix = typeof model === "string" ? REMOTE_PREFIXES.find((p) => model.startsWith(p)) : undefined;
+    if (typeof model !== "string" || prefix === undefined) {
         return undefined;
     }
-    const raw = model.slice("openai:".length).trim();
+    const raw = model.slice(prefix.length).trim();
+    if (/[\\\s]/.test(raw)) {  // a backslash, or blanks a URL parser strips
+        return raw;
+    }
     let url: URL;
     try {
         url = new URL(raw);
     } catch {
+        return raw;
+    }
+    if (url.username || url.password) {
         return raw;
     }
     const host = url.hostname.replace(/^\[|\]$/g, "").toLowerCase();

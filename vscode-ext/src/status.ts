@@ -14,6 +14,8 @@ export interface ServerStatus {
     cachedTokens?: number | null;
     contextTokens?: number | null;
     contextFiles?: string[] | null;
+    /** Open documents over maxDocumentMb (uri -> why): every feature is off for them. */
+    tooLarge?: Record<string, string> | null;
 }
 
 export interface StatusView {
@@ -58,6 +60,9 @@ export function statusView(status: ServerStatus | undefined): StatusView {
     }
     if (status.message) {
         lines.push(status.message);
+    }
+    for (const [uri, why] of Object.entries(status.tooLarge ?? {})) {
+        lines.push(`${uri.split("/").pop()}: ${why}`);
     }
     lines.push("Click to toggle inline completions");
     const tooltip = lines.join("\n");

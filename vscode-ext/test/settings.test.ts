@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import { test } from "node:test";
 import {
-    RESTRICTED, SERVER_KEYS, decidingScope, effective, isRestricted, remoteOrigin, serverOptions, withApprovedModel,
+    REMOTE_PREFIXES, RESTRICTED, SERVER_KEYS, decidingScope, effective, isRestricted, remoteOrigin, serverOptions, withApprovedModel,
 } from "../src/settings";
 
 const manifest = JSON.parse(readFileSync(path.join(__dirname, "..", "..", "package.json"), "utf8"));
@@ -28,8 +28,8 @@ test("the settings' defaults are the server's defaults (lsp/options.py)", () => 
         model: null, device: "auto", maxTokens: 64, temperature: 0, timeBudgetMs: 2000, cacheMb: 256,
         completion: true, typeHints: true, variableNames: true, typeConfidence: 0.5, nameSuggestions: 3,
         context: true, contextTokens: 1024, contextSources: ["open", "recent", "imports", "definitions"],
-        contextFileKb: 256, fillHoles: true, holePatterns: null, telemetry: "off", telemetryText: false,
-        telemetryDir: null,
+        contextFileKb: 256, maxDocumentMb: 5, fillHoles: true, holePatterns: null, telemetry: "off",
+        telemetryText: false, telemetryDir: null,
     });
 });
 
@@ -91,6 +91,14 @@ test("the origin an openai: model sends code to, unless it is this machine", () 
         assert.equal(remoteOrigin(local), undefined, String(local));
     }
     assert.equal(remoteOrigin("openai:http://127.0.0.1.evil.com/"), "http://127.0.0.1.evil.com");
+});
+
+test("a URL that parsers read differently is asked about, never trusted as this machine", () => {
+    // WHATWG reads 127.0.0.1 here, Python's parsers evil.example (the server refuses both forms)
+    assert.equal(remoteOrigin("openai:http://127.0.0.1\\@evil.example/"), "http://127.0.0.1\\@evil.example/");
+    assert.equal(remoteOrigin("openai:http://me@127.0.0.1:8000/v1"), "http://me@127.0.0.1:8000/v1");
+    assert.equal(remoteOrigin("openai:http://127.0.0.1\t@evil.example/"), "http://127.0.0.1\t@evil.example/");
+    assert.deepEqual([...REMOTE_PREFIXES], ["openai:"]);
 });
 
 test("a remote model is asked about once; allowed it is kept, refused it is not sent", async () => {
