@@ -3,14 +3,14 @@
 Rules:
 - Every function takes the document text the result was computed on and the position encoding, and
   converts offsets with `lsp.positions` only; none of them touches the server or the model.
-- Code actions carry `data.kind` ("infill.annotate", "infill.rename" with `from`/`to`): clients
+- Code actions carry `data.kind` ("infill.annotate", "infill.rename" with `from`/`to`, "infill.fillHoles"): clients
   recognise them by it, never by their English titles.
 """
 from __future__ import annotations
 
 from lsprotocol import types
 
-from lsp import names, positions, scopes
+from lsp import holes, names, positions, scopes
 from lsp import types as inference
 from lsp.completion import Edit, as_completion_item
 
@@ -99,3 +99,30 @@ def rename_placeholder(text: str, symbol: scopes.Symbol, offset: int, suggestion
     here = next(s for s in symbol.spans if s[0] <= offset <= s[1])
     return types.PrepareRenamePlaceholder(range=span_range(text, *here, encoding),
                                           placeholder=suggestions[0].name if suggestions else symbol.name)
+
+
+FILL_KIND = "infill.fillHoles"
+
+
+def fill_action(uri: str, text: str, found: holes.Holes, changes: list[tuple[int, int, str]], encoding: str, *,
+                version: int | None = None, annotate: bool = False) -> list[types.CodeAction]:
+    """The "Fill N holes in `name`" action: one edit of every filled hole (none when nothing was filled).
+    With `annotate` (a client with change-annotation support), the edits carry an annotation that needs
+    confirmation, which VS Code shows as a refactor preview before it applies them."""
+    if not changes:
+        return []
+    title = holes.Holes(found.name, found.start, found.end, found.holes[:len(changes)]).title()
+    if annotate:
+        label = "infill.fill"
+        edit = types.WorkspaceEdit(
+            document_changes=[types.TextDocumentEdit(
+                types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version),
+                [types.AnnotatedTextEdit(range=span_range(text, s, e, encoding), new_text=new, annotation_id=label)
+                 for s, e, new in changes])],
+            change_annotations={label: types.ChangeAnnotation(
+                label=title, needs_confirmation=True, description="model-written code: review before applying")})
+    else:
+        edit = workspace_edit(uri, text, changes, encoding)
+    return [types.CodeAction(title=title, kind=types.CodeActionKind.RefactorRewrite, edit=edit,
+                             data={"kind": FILL_KIND, "holes": len(found.holes), "filled": len(changes),
+                                   "name": found.name})]

@@ -60,6 +60,10 @@ class ServerOptions:
     context, mixed into the model's next-token distribution (`infill.cache`; engines with logits)."""
     cache_sources_mb: float = 64.0
     """Memory for the cache model's token ids (the least recently used source goes first)."""
+    fill_holes: bool = True
+    """The "Fill N holes in `name`" code action (`lsp.fill`)."""
+    hole_patterns: tuple[str, ...] | None = None
+    """Regular expressions a hole's whole text matches (`lsp.holes`); None: `lsp.holes.DEFAULT_PATTERNS`."""
     telemetry: str = "off"
     """Acceptance records (`lsp.records`): off, or local (JSONL files on this machine; nothing is sent)."""
     telemetry_text: bool = False
@@ -102,6 +106,9 @@ def _check(name: str, v: Any) -> str | None:
     if name == "context_sources":
         ok = isinstance(v, tuple) and all(isinstance(x, str) and x in CONTEXT_SOURCES for x in v)
         return None if ok else f"{key} must be a list of {', '.join(CONTEXT_SOURCES)}"
+    if name == "hole_patterns":
+        ok = v is None or isinstance(v, tuple) and all(isinstance(x, str) and _compiles(x) for x in v)
+        return None if ok else f"{key} must be a list of regular expressions"
     if name == "telemetry":
         return None if v in TELEMETRY else f"{key} must be one of {', '.join(TELEMETRY)}"
     if name == "telemetry_dir":
@@ -117,6 +124,14 @@ def _check(name: str, v: Any) -> str | None:
     if name == "type_confidence":
         return None if _is_number(v) and 0 <= v <= 1 else f"{key} must be a probability from 0 to 1"
     return None if isinstance(v, bool) else f"{key} must be true or false"
+
+
+def _compiles(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
 
 
 def camel(name: str) -> str:
@@ -145,7 +160,7 @@ def update_options(current: ServerOptions, raw: Any) -> tuple[ServerOptions, lis
         if name in ("temperature", "time_budget_ms", "cache_mb", "cache_sources_mb", "type_confidence",
                     "max_document_mb") and _is_number(value):
             value = float(value)
-        if name == "context_sources" and isinstance(value, list):
+        if name in ("context_sources", "hole_patterns") and isinstance(value, list):
             value = tuple(dict.fromkeys(value))
         if (why := _check(name, value)) is not None:
             problems.append(f"{why}, got {value!r}; using the default {getattr(DEFAULTS, name)!r}")

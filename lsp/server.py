@@ -32,6 +32,10 @@ Rules:
   in `off` which features this engine cannot serve and why (`lsp.types.unavailable`,
   `lsp.names.unavailable`: an OpenAI-compatible server without logprobs; `tokenHealing`: a server
   that cannot constrain the first token); a window message says it once per loaded model.
+- Filling holes (`lsp.fill`, `lsp.holes`): the "Fill N holes in `name`" code action (any language with a
+  grammar) runs the model only when the user asks (trigger Invoked); an automatic request gets the
+  action from the per-version cache or nothing. It is one job on the worker, dropped when the document
+  changes; the status's `holes` says how many were filled, how, and how long it took.
 - Type inference (`lsp.types`: inlay hints, hover, the "Add inferred type annotations" code action)
   and name suggestions (`lsp.names`: the rename code actions, prepareRename's placeholder) run the
   same way, one slot or symbol at a time, and stop when their document changes. Their results are
@@ -56,7 +60,7 @@ from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 
-from lsp import answers, documents, names, positions, scopes, syntax
+from lsp import answers, documents, fill, holes, names, positions, scopes, syntax
 from lsp.acceptance import COMMAND as ACCEPTED, Acceptance, Clock
 from lsp.context import RepositoryContext, completion_context, path_of
 from lsp import types as inference
@@ -144,6 +148,8 @@ class InfillServer(LanguageServer):
         """Features the engine cannot serve (typeHints, variableNames) and why."""
         self.repo_context = RepositoryContext()
         self.context_started = False
+        self.last_fill: dict | None = None
+        """The last hole filling, for the status: holes, filled, mode, ms."""
         self.acceptance = Acceptance(clock)
         self._offered: dict[str, tuple[Edit, str]] = {}
         """uri -> (edit, id): the last suggestion recorded, for the command of the item that shows it."""
@@ -250,7 +256,7 @@ class InfillServer(LanguageServer):
             "tokens": self.last.tokens, "typedThrough": self.last.typed_through,
             "contextTokens": self.last.context_tokens, "contextFiles": self.last.context_files,
             "cache": self.cache_on() and engine is not None,
-            "off": dict(self.off),
+            "off": dict(self.off), "holes": self.last_fill,
             "tooLarge": dict(self.too_large),
         }
 
@@ -444,6 +450,45 @@ class InfillServer(LanguageServer):
                 return []
             cache[key] = result
         return cache[key]
+
+    async def fill_holes(self, uri: str, params: types.CodeActionParams) -> list[types.CodeAction]:
+        """The "Fill N holes" action for the cursor or selection of `params` (see the module rules)."""
+        doc = self.document(uri)
+        if doc is None or not self.options.fill_holes:
+            return []
+        text, (start, end) = doc.source, self.offsets(doc, params.range.start, params.range.end)
+        found = await self.analysed(uri, doc, functools.partial(
+            holes.find_holes, language=syntax.language_of(uri, doc.language_id), patterns=self.options.hole_patterns),
+            text, start, end)
+        if found is None:
+            return []
+        cache, key = self.cached(uri, doc.version), ("holes", found)
+        if key not in cache:
+            from infill.engines import CannotFill  # loaded with the engine (the server starts without torch)
+
+            if params.context.trigger_kind == types.CodeActionTriggerKind.Automatic or self.engine is None:
+                return []
+            started, n, version = time.perf_counter(), len(found.holes), doc.version
+            budget = min(self.options.time_budget_ms * n, 60_000) / 1000
+            try:
+                done = await self.drive(uri, doc, lambda e: fill.fill_steps(
+                    text, found, e, max_tokens=self.options.max_tokens, time_budget_s=budget,
+                    ext=syntax.extension_of(uri) or None))
+            except CannotFill as exc:
+                self.show(f"infill-lsp: cannot fill the holes: {exc}", types.MessageType.Warning)
+                return []
+            if done is None or self.workspace.text_documents.get(uri) is not doc or doc.version != version:
+                return []  # the document changed (or the job was cancelled): nothing to offer
+            cache[key] = done
+            self.last_fill = {"holes": n, "filled": len(done[0]), "mode": done[1].mode,
+                              "ms": round((time.perf_counter() - started) * 1000, 1)}
+            self.send_status()
+        changes, _ = cache[key]
+        caps = getattr(self.protocol, "client_capabilities", None)  # set by initialize
+        edit_caps = getattr(getattr(caps, "workspace", None), "workspace_edit", None)
+        annotate = bool(edit_caps and edit_caps.document_changes and edit_caps.change_annotation_support)
+        return answers.fill_action(uri, text, found, changes, self.position_encoding(), version=doc.version,
+                                   annotate=annotate)
 
     def forget(self, uri: str) -> None:
         """A closed document: drop its bookkeeping and its session cache."""
@@ -650,8 +695,9 @@ def build_server(options: ServerOptions | None = None, clock: Clock | None = Non
     @guarded(list)
     async def code_action(ls: InfillServer, params: types.CodeActionParams):
         uri, doc = params.text_document.uri, ls.document(params.text_document.uri, python=True)
+        filled = await ls.fill_holes(uri, params)
         if doc is None:
-            return []
+            return filled
         text, (start, end) = doc.source, ls.offsets(doc, params.range.start, params.range.end)
         slots = await ls.analysed(uri, doc, inference.slots_in, text, start, end) or [] if ls.options.type_hints else []
         inferred = await ls.infer_types(uri, doc, slots)
@@ -661,7 +707,7 @@ def build_server(options: ServerOptions | None = None, clock: Clock | None = Non
         suggested = await ls.suggest_names(uri, doc, symbol, cached_only=automatic) if symbol else []
         enc = ls.position_encoding()
         return answers.annotate_action(uri, text, slots, inferred, ls.options.type_confidence, enc) \
-            + answers.rename_actions(uri, text, symbol, suggested, enc)
+            + answers.rename_actions(uri, text, symbol, suggested, enc) + filled
 
     @server.feature(types.TEXT_DOCUMENT_PREPARE_RENAME)
     @guarded(None)

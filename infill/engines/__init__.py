@@ -11,17 +11,17 @@
 
 Every engine takes an `InfillRequest` and returns a `CompletionResult`; `stream_infill` is a generator
 that yields between tokens (a place for the caller to cancel, by closing it) and returns the result.
-Engines also score text (`score`, `score_holes`, `score_text`) as far as their `capabilities` go
+Several holes at once: `stream_infill_holes` / `infill_holes`. Engines also score text (`score`, `score_holes`, `score_text`) as far as their `capabilities` go
 (`infill.engines.base` documents them). `load_engine` picks the engine for a `--model` value.
 Adding an engine is one new module here and one line in `load.ENGINES`.
 """
 from __future__ import annotations
 
-from infill.engines.base import (CAPABILITIES, CacheConfig, CacheSource, CannotScore, Completion, CompletionResult, Engine,
-                                 GenerationConfig, InfillRequest, SessionPool, end_of, fit_context, fit_lines,
-                                 rank, run_to_end)
+from infill.engines.base import (CAPABILITIES, CacheConfig, CacheSource, CannotFill, CannotScore, Completion, CompletionResult, Engine,
+                                 GenerationConfig, HolesResult, InfillRequest, SessionPool, end_of, fit_context,
+                                 fit_lines, rank, run_to_end, sequential_holes)
 from infill.engines.load import ModelNotFound, load_engine, resolve_model
 
-__all__ = ["CAPABILITIES", "CacheConfig", "CacheSource", "CannotScore", "Completion", "CompletionResult", "Engine", "GenerationConfig",
+__all__ = ["CAPABILITIES", "CacheConfig", "CacheSource", "CannotFill", "CannotScore", "HolesResult", "sequential_holes", "Completion", "CompletionResult", "Engine", "GenerationConfig",
            "InfillRequest", "ModelNotFound", "SessionPool", "end_of", "fit_context", "fit_lines", "load_engine", "rank",
            "resolve_model", "run_to_end"]

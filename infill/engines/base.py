@@ -17,6 +17,9 @@ Capabilities (strings in `Engine.capabilities`):
 - "cache": a request's `cache` mixes the cache model (`infill.cache`) into the next-token
   distribution; it needs the model's whole distribution, so an engine over a completions server
   has no "cache" and ignores the field.
+- "multi_hole": `stream_infill_holes` fills every hole in one pass, in InCoder's multi-mask format, each
+  fill seeing the fills before it and all the text after; `max_holes` says how many. An engine without
+  it fills holes one at a time (`sequential_holes`): every engine can fill holes, this says how.
 - "heal": the engine heals the token at the cursor (`InfillRequest.heal`) where its prompt ends in
   the prefix; a server that cannot says why in `unavailable["heal"]` and sends the prompt unhealed.
 
@@ -29,6 +32,11 @@ Rules kept here, once for all engines:
 - Repository context (`fit_context`): whole chunks, best first, within min(`context_tokens`, half the
   prompt budget); the prefix and suffix get what is left. It comes first in the prompt, so typing at
   the cursor still only appends tokens.
+- Multi-hole filling (`check_holes`, `sequential_holes`): `config.max_tokens` is each hole's budget; in
+  one joint pass the holes' budgets together may take at most half the context (`HOLE_SHARE`), the
+  pieces around them fit in the rest; more holes than `max_holes` (joint) or `MAX_SEQUENTIAL_HOLES`, or
+  a joint budget over that share, is a `CannotFill` that says which limit. Filling one at a time, each fill joins the prefix of
+  the next, and later holes stay in the suffix as they are written. A time budget is for all the holes.
 - Session caches (`SessionPool`): one per key (a document), least recently used dropped first once
   their bytes pass the limit.
 """
@@ -37,20 +45,25 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Hashable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Generic, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from infill.cache import CacheConfig
 from infill.generation import GenerationConfig
 
-__all__ = ["CAPABILITIES", "CacheConfig", "CacheSource", "CannotScore", "Completion", "CompletionResult", "Engine", "GenerationConfig",
-           "InfillRequest", "SCORE_RESERVE", "SessionPool", "end_of", "fit_context", "fit_lines", "prompt_budget",
-           "rank", "run_to_end"]
+__all__ = ["CAPABILITIES", "CacheConfig", "CacheSource", "CannotFill", "CannotScore", "Completion", "CompletionResult", "Engine",
+           "GenerationConfig", "HolesResult", "InfillRequest", "SCORE_RESERVE", "SessionPool", "check_holes",
+           "end_of", "fit_context", "fit_lines", "prompt_budget", "rank", "run_to_end", "sequential_holes"]
 
 SCORE_RESERVE = 64
 """A score fits its prompt as a generation of max(SCORE_RESERVE, middle tokens) tokens would: the same
 prompt for every short middle, so the scores of alternatives compare."""
-CAPABILITIES = frozenset({"infill", "score", "multi_hole_score", "sampled_logprobs", "text_score", "cache", "heal"})
+CAPABILITIES = frozenset({"infill", "score", "multi_hole_score", "sampled_logprobs", "text_score", "heal",
+                          "multi_hole", "cache"})
+MAX_SEQUENTIAL_HOLES = 32
+"""Most holes an engine fills one at a time in one call (each is a full request)."""
+HOLE_SHARE = 0.5
+"""Most of the context the holes' token budgets may take together."""
 
 
 class CannotScore(ValueError):
@@ -64,6 +77,10 @@ class CacheSource(NamedTuple):
     key: str
     version: Hashable
     text: str
+
+
+class CannotFill(ValueError):
+    """Holes the engine cannot fill in one call: none, more than its limit, or over the token budget."""
 
 
 @dataclass
@@ -134,6 +151,24 @@ class CompletionResult:
         return self.candidates[0].text if self.candidates else ""
 
 
+@dataclass
+class HolesResult:
+    """The fills of several holes, in document order."""
+
+    fills: list[Completion]
+    """One per hole: its text (cut by the stop rule), tokens, log-probability, finish reason."""
+    latency_ms: float
+    mode: str
+    """joint (one pass, InCoder's multi-mask format) or sequential (one request per hole)."""
+    prompt_tokens: int = 0
+    """Tokens of the (first) prompt."""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def texts(self) -> list[str]:
+        return [f.text for f in self.fills]
+
+
 @runtime_checkable
 class Engine(Protocol):
     """What the evaluation harness and the language server need from a model.
@@ -159,6 +194,18 @@ class Engine(Protocol):
     def stream_infill(self, req: InfillRequest) -> Generator[None, None, CompletionResult]:
         """Yield after every generated token (or chunk); return the CompletionResult. Closing the
         generator cancels the request."""
+        ...
+
+    def stream_infill_holes(self, pieces: list[str], config: GenerationConfig, *, written: list[str] | None = None,
+                            ext: str | None = None, stop_at: Callable[[str], int | None] | None = None
+                            ) -> Generator[None, None, HolesResult]:
+        """Fill the len(pieces) - 1 holes between `pieces`: jointly with "multi_hole", else one at a time
+        (`written[j]`: hole j's text as written, kept in the suffix of earlier holes). `stop_at` is each
+        fill's stop rule (as `InfillRequest.stop_at`). Yields between tokens; `CannotFill` over the limits."""
+        ...
+
+    def infill_holes(self, pieces: list[str], config: GenerationConfig, **kw) -> HolesResult:
+        """`stream_infill_holes` run to its end."""
         ...
 
     def score(self, prefix: str, suffix: str, middle: str, *, ext: str | None = None, end: bool = True) -> float:
@@ -213,6 +260,52 @@ def rank(candidates: Iterable[tuple[str, int, float, str]], req: InfillRequest) 
         if text not in best or best[text].logprob < logprob:
             best[text] = Completion(text, tokens, logprob, reason)
     return sorted(best.values(), key=lambda c: -c.logprob)
+
+
+def check_holes(pieces: list[str], config: GenerationConfig, context: int | None, limit: int) -> int:
+    """The number of holes between `pieces`; `CannotFill` (saying which limit) when there is none, more
+    than `limit`, or when their token budgets together take more than `HOLE_SHARE` of `context` (one
+    pass holds them all; None: each hole is its own request, fitted by the engine)."""
+    holes = len(pieces) - 1
+    if holes < 1:
+        raise CannotFill("no holes to fill")
+    if holes > limit:
+        raise CannotFill(f"{holes} holes: this engine fills at most {limit} at once; select fewer")
+    if context is None:
+        return holes
+    total, room = holes * (config.max_tokens + 2), int(context * HOLE_SHARE)
+    if total > room:
+        raise CannotFill(f"{holes} holes x {config.max_tokens} tokens need {total} tokens, over the budget of "
+                         f"{room} (half the {context}-token context); fill fewer holes or lower maxTokens")
+    return holes
+
+
+def sequential_holes(engine, pieces: list[str], config: GenerationConfig, *, written: list[str] | None = None,
+                     ext: str | None = None, stop_at: Callable[[str], int | None] | None = None
+                     ) -> Generator[None, None, HolesResult]:
+    """Fill the holes between `pieces` one at a time, left to right, each with `engine.stream_infill` in
+    its single-hole format: hole j's prefix holds the fills before it, its suffix the later holes as
+    `written` (empty by default). The time budget (`config.time_budget_s`) is for all the holes."""
+    import time
+
+    holes = check_holes(pieces, config, None, MAX_SEQUENTIAL_HOLES)
+    written = list(written) if written is not None else [""] * holes
+    if len(written) != holes:
+        raise ValueError(f"{holes} holes need {holes} written texts, got {len(written)}")
+    started = time.perf_counter()
+    fills: list[Completion] = []
+    prompt_tokens = 0
+    for j in range(holes):
+        prefix = "".join(p + f.text for p, f in zip(pieces[:j], fills)) + pieces[j]
+        suffix = pieces[j + 1] + "".join(w + p for w, p in zip(written[j + 1:], pieces[j + 2:]))
+        budget = config.time_budget_s
+        if budget is not None:
+            budget = max(budget - (time.perf_counter() - started), 0.001)
+        req = InfillRequest(prefix, suffix, replace(config, n=1, time_budget_s=budget), stop_at=stop_at, ext=ext)
+        result = yield from engine.stream_infill(req)
+        prompt_tokens = prompt_tokens or result.prompt_tokens
+        fills.append(result.candidates[0] if result.candidates else Completion("", 0, 0.0, "stop"))
+    return HolesResult(fills, (time.perf_counter() - started) * 1000, "sequential", prompt_tokens)
 
 
 def prompt_budget(context: int, req: InfillRequest) -> int:

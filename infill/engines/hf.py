@@ -134,9 +134,10 @@ class HFEngine(LogitEngine):
         self.unavailable: dict[str, str] = {}
         caps = {"infill", "score", "sampled_logprobs", "text_score", "heal", "cache"}
         if self.max_holes >= 1:
-            caps.add("multi_hole_score")
+            caps |= {"multi_hole_score", "multi_hole"}
         else:
             self.unavailable["multi_hole_score"] = "the tokenizer has no InCoder mask tokens"
+            self.unavailable["multi_hole"] = "holes are filled one at a time, left to right (the tokenizer has no InCoder mask tokens)"
         if self.end_id is None:
             caps.discard("score")
             self.unavailable["score"] = "the tokenizer has no token that ends a middle"

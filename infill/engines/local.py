@@ -69,9 +69,10 @@ class LocalEngine(LogitEngine):
         caps = {"infill", "score", "sampled_logprobs", "text_score", "heal", "cache"}
         self.unavailable: dict[str, str] = {}
         if self.max_holes >= 1:
-            caps.add("multi_hole_score")
+            caps |= {"multi_hole_score", "multi_hole"}
         else:
             self.unavailable["multi_hole_score"] = "the tokenizer has no InCoder mask tokens"
+            self.unavailable["multi_hole"] = "holes are filled one at a time, left to right (the tokenizer has no InCoder mask tokens)"
         self.capabilities = frozenset(caps)
 
     @classmethod

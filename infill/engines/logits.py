@@ -23,6 +23,15 @@ Rules:
   the probability of exactly what generation could have produced; continuations are scored in one
   padded batch (`generation.token_logprobs`), a document in overlapping windows (`windowed_logprob`).
 - InCoder multi-hole scoring: `K0 <M0> K1 ... <Mn> <M0> F0 <EOM> <M1> F1 <EOM> ...`.
+- Several holes (`stream_infill_holes`, with InCoder mask tokens: "multi_hole"): one pass in that
+  multi-mask format, the sequence causal masking trains on (`formats.encode_incoder`). Each fill is
+  generated after its mask sentinel until `<EOM>` (or a mask sentinel) by the one decode loop, under the stop rule and the
+  request's `next_dist_for` hook (asked per hole, with the document as filled so far around the
+  hole), on one cache, so a fill sees the text after every hole and the fills before it. The prompt
+  ends in a sentinel, never in prefix text, so nothing is healed. A fill cut by the stop rule enters
+  the sequence as its cut text. The first and last pieces are fitted to what the holes' budgets
+  leave (`fit_lines`); the pieces between the holes are kept whole. Without mask tokens the holes are
+  filled one at a time (`base.sequential_holes`).
 """
 from __future__ import annotations
 
@@ -35,8 +44,9 @@ from typing import Any
 import torch
 
 from infill.engines.mixture import CacheModel
-from infill.engines.base import (SCORE_RESERVE, CannotScore, CompletionResult, InfillRequest, end_of, rank,
-                                 run_to_end, windowed_logprob)
+from infill.engines.base import (SCORE_RESERVE, CannotFill, CannotScore, Completion, CompletionResult, HolesResult,
+                                 InfillRequest, check_holes, end_of, fit_lines, rank, run_to_end, sequential_holes,
+                                 windowed_logprob)
 from infill.generation import (Candidate, Forward, GenerationConfig, NextDist, cached_after, shared_prefix, stream,
                                token_logprobs)
 
@@ -196,6 +206,66 @@ class LogitEngine:
 
     def infill(self, req: InfillRequest) -> CompletionResult:
         return run_to_end(self.stream_infill(req))
+
+    # several holes ----------------------------------------------------------------------------------
+    def stream_infill_holes(self, pieces: list[str], config: GenerationConfig, *, written: list[str] | None = None,
+                            ext: str | None = None, stop_at=None) -> Generator[None, None, HolesResult]:
+        """Every hole in one pass in InCoder's multi-mask format (module rules); one at a time without
+        mask tokens. Yields after every generated token."""
+        if "multi_hole" not in self.capabilities:
+            return (yield from sequential_holes(self, pieces, config, written=written, ext=ext, stop_at=stop_at))
+        started = time.perf_counter()
+        holes = check_holes(pieces, config, self.context, self.max_holes)
+        pieces = self._fit_pieces(pieces, holes, config, ext)
+        ids = self._holes_prompt(pieces, ext)  # ... <Mn> <M0>
+        prompt_tokens = len(ids)
+        # a fill ends at <EOM>; a mask sentinel inside a fill can only mean the same (never text)
+        config = replace(config, n=1, stop_ids=frozenset({self.eom_id, *self.mask_ids, *self.stop_ids}))
+        forward = self._forward(None, len(ids) + holes * (config.max_tokens + 2))
+        fed, fills, unhealed = 0, [], self._pieces()[0][:0]  # an empty piece: nothing healed
+        for j in range(holes):
+            if j:
+                ids = ids + [self.eom_id, self.mask_ids[j]]
+            rule = None
+            if stop_at is not None:
+                rule = lambda t: stop_at(self._text(t, unhealed)) is not None  # noqa: E731
+            budget = config.time_budget_s
+            if budget is not None:
+                budget = max(budget - (time.perf_counter() - started), 0.001)
+            done = "".join(p + f.text for p, f in zip(pieces, fills))
+            hook = self.next_dist_for(InfillRequest(done + pieces[j], "".join(pieces[j + 1:]), config, ext=ext), ids)
+            result: list[Candidate] = []
+            for _ in stream(forward, ids, replace(config, time_budget_s=budget), start_pos=fed, stop_rule=rule,
+                            next_dist=hook, result=result):
+                yield
+            row = result[0]
+            in_cache = cached_after(ids, row)
+            text, fill = self._text(row.tokens, unhealed), row.tokens
+            if stop_at is not None and (end := stop_at(text)) is not None:
+                text = text[:end]
+                cut = self._encode(self._clean(text))
+                fill = cut if len(cut) <= len(row.tokens) else fill  # within the hole's room in the cache
+            ids = ids + fill
+            fed = shared_prefix(in_cache, ids)
+            fills.append(Completion(text, len(row.tokens), row.logprob, row.finish_reason))
+        return HolesResult(fills, (time.perf_counter() - started) * 1000, "joint", prompt_tokens,
+                           extra={"ids": ids + [self.eom_id]})
+
+    def infill_holes(self, pieces: list[str], config: GenerationConfig, **kw) -> HolesResult:
+        return run_to_end(self.stream_infill_holes(pieces, config, **kw))
+
+    def _fit_pieces(self, pieces: list[str], holes: int, config: GenerationConfig, ext: str | None) -> list[str]:
+        """The pieces with the first cut from its start and the last from its end to fit what the holes'
+        budgets leave of the context; `CannotFill` when the pieces between the holes alone do not fit."""
+        pieces = [self._clean(p) for p in pieces]
+        count = lambda texts: [len(self._encode(t)) for t in texts]  # noqa: E731
+        budget = self.context - holes * (config.max_tokens + 2) - (12 + len(ext or "")) - (holes + 1)
+        inner = sum(count(pieces[1:-1]))
+        if inner >= budget:
+            raise CannotFill(f"the code between the first and the last hole ({inner} tokens) leaves no room in the "
+                             f"{self.context}-token context; fill fewer holes or lower maxTokens")
+        first, last = fit_lines(pieces[0], pieces[-1], budget - inner, count)
+        return [first, *pieces[1:-1], last]
 
     # scoring --------------------------------------------------------------------------------------
     def _continuation_logprobs(self, prompt: list[int], continuations: list[list[int]]) -> list[float]:

@@ -29,7 +29,8 @@ from contextlib import contextmanager
 import httpx
 
 from infill.engines import templates as fim
-from infill.engines.base import CannotScore, CompletionResult, InfillRequest, fit_context, rank, run_to_end
+from infill.engines.base import (CannotScore, CompletionResult, GenerationConfig, HolesResult, InfillRequest,
+                                 fit_context, rank, run_to_end, sequential_holes)
 
 NEUTRAL = {"repeat_penalty": 1.0, "min_p": 0.0}
 NO_CACHE = ("a completions server returns a few sampled tokens, not the next-token distribution the cache model "
@@ -214,6 +215,7 @@ class RemoteEngine:
         self.device = "remote"
         self.http = Transport(self.url[:-3] if self.url.endswith("/v1") else self.url, self.name, timeout_s)
         self.unavailable: dict[str, str] = {"multi_hole_score": "a completions server scores one hole at a time",
+                                            "multi_hole": "a completions server fills one hole at a time",
                                             "text_score": "perplexity needs the model's logits, not a server",
                                             "cache": NO_CACHE}
 
@@ -259,6 +261,14 @@ class RemoteEngine:
 
     def infill(self, req: InfillRequest) -> CompletionResult:
         return run_to_end(self.stream_infill(req))
+
+    def stream_infill_holes(self, pieces: list[str], config: GenerationConfig, **kw
+                            ) -> Generator[None, None, HolesResult]:
+        """One hole at a time, left to right (`base.sequential_holes`): a server has no mask sentinels."""
+        return sequential_holes(self, pieces, config, **kw)
+
+    def infill_holes(self, pieces: list[str], config: GenerationConfig, **kw) -> HolesResult:
+        return run_to_end(self.stream_infill_holes(pieces, config, **kw))
 
     def score_holes(self, pieces: list[str], fills: list[list[str]], *, ext: str | None = None) -> list[float]:
         raise CannotScore(self.unavailable["multi_hole_score"])

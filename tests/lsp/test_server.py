@@ -8,6 +8,7 @@ import time
 import pytest
 from lsprotocol import types
 from pygls.workspace import Workspace
+from doubles import SlowEngine
 
 from infill.engines import Completion, CompletionResult
 from lsp.options import ServerOptions
@@ -16,33 +17,6 @@ from lsp.worker import Job
 
 pytestmark = pytest.mark.asyncio
 URI = "file:///doc.py"
-
-
-class SlowEngine:
-    """Yields forever, one token every 2 ms, counting the steps it was asked for."""
-
-    name, device = "slow", "cpu"
-
-    def __init__(self):
-        self.steps, self.started, self.sessions = 0, 0, []
-        self.closed = threading.Event()
-        self.threads = set()
-
-    def stream_infill(self, req):
-        self.started += 1
-        self.sessions.append(req.session)
-        self.threads.add(threading.current_thread().name)
-        try:
-            for _ in range(100_000):
-                self.steps += 1
-                time.sleep(0.002)
-                yield
-        finally:
-            self.closed.set()
-        return CompletionResult([Completion("x", 1, 0.0, "length")], 1.0, 1)
-
-    def drop_session(self, key):
-        pass
 
 
 @pytest.fixture

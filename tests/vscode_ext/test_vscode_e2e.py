@@ -201,6 +201,27 @@ def _servers_of(root: int) -> list[int]:
             if any(arg.endswith(b"/infill-lsp") for arg in cmd.split(b"\0")[:2]) and below(pid)]
 
 
+def new_page(pw):
+    """(browser, page): Debian's Chromium, headless, with the test's timeouts."""
+    from playwright.sync_api import expect
+
+    browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1200, "height": 720})
+    page.set_default_timeout(TIMEOUT_MS)
+    expect.set_options(timeout=TIMEOUT_MS)
+    return browser, page
+
+
+def open_in_workbench(page, port: int, ws: Path, name: str):
+    """Open code-server's workbench on folder `ws`, then file `name` in it (Ctrl+P); its editor."""
+    page.goto(f"http://127.0.0.1:{port}/?folder={ws}")
+    page.locator(".monaco-workbench").wait_for(state="visible")
+    page.keyboard.press("Control+P")
+    page.locator(".quick-input-widget input").fill(name)
+    page.locator(".quick-input-list .monaco-list-row", has_text=name).first.click()
+    return page.locator(".editor-instance .monaco-editor").first
+
+
 def _command(page, title: str) -> None:
     """Run a command from the palette by its full title."""
     page.keyboard.press("F1")
@@ -256,19 +277,10 @@ def test_vscode_ghost_text_and_names(tools, tmp_path, tiny_checkpoint):
     mark("extension installed, code-server up")
     try:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1200, "height": 720})
-            page.set_default_timeout(TIMEOUT_MS)
-            expect.set_options(timeout=TIMEOUT_MS)
+            browser, page = new_page(pw)
             try:
-                page.goto(f"http://127.0.0.1:{port}/?folder={ws}")
-                page.locator(".monaco-workbench").wait_for(state="visible")
+                editor = open_in_workbench(page, port, ws, "demo.py")
                 mark("workbench shown")
-
-                page.keyboard.press("Control+P")
-                page.locator(".quick-input-widget input").fill("demo.py")
-                page.locator(".quick-input-list .monaco-list-row", has_text="demo.py").first.click()
-                editor = page.locator(".editor-instance .monaco-editor").first
                 expect(editor.locator(".view-lines")).to_contain_text("def total")
                 status = page.locator(".statusbar-item", has_text=re.compile(r"infill: tiny · cpu"))
                 expect(status).to_be_visible()

@@ -7,11 +7,15 @@
  * - Name suggestions have `data.kind` "infill.rename" with `data.from` and `data.to`; the server
  *   sends them best first, and that order is kept.
  * - Annotations are the one action with `data.kind` "infill.annotate".
+ * - Filling holes is the one action with `data.kind` "infill.fillHoles" (lsp/answers.py `fill_action`):
+ *   its edit carries a change annotation that needs confirmation, so applying it opens the refactor
+ *   preview, where the user sees every fill before it applies.
  * The edits are the server's and are applied as they are.
  */
 
 export const ANNOTATE_KIND = "infill.annotate";
 export const RENAME_KIND = "infill.rename";
+export const FILL_KIND = "infill.fillHoles";
 
 export interface WithData {
     data?: unknown;
@@ -43,4 +47,9 @@ export function nameChoices<A extends WithData>(actions: readonly A[]): NameChoi
 /** The type-annotation action, if the server offered one. */
 export function annotateAction<A extends WithData>(actions: readonly A[]): A | undefined {
     return actions.find((a) => dataOf(a).kind === ANNOTATE_KIND);
+}
+
+/** The "Fill N holes" action, if the server offered one. */
+export function fillAction<A extends WithData>(actions: readonly A[]): A | undefined {
+    return actions.find((a) => dataOf(a).kind === FILL_KIND);
 }

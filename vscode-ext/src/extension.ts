@@ -18,7 +18,7 @@ import {
     LanguageClient, State, type CodeAction as LspCodeAction, type Command as LspCommand,
     type LanguageClientOptions,
 } from "vscode-languageclient/node";
-import { annotateAction, nameChoices } from "./actions";
+import { annotateAction, fillAction, nameChoices } from "./actions";
 import { DID_SHOW, recordedItems } from "./records";
 import { Backoff, LANGUAGES, resolveCommand } from "./server";
 import {
@@ -37,6 +37,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     context.subscriptions.push(
         vscode.commands.registerCommand("infill.suggestNames", () => infill?.suggestNames()),
         vscode.commands.registerCommand("infill.addTypeAnnotations", () => infill?.addTypeAnnotations()),
+        vscode.commands.registerCommand("infill.fillHoles", () => infill?.fillHoles()),
         vscode.commands.registerCommand("infill.toggleCompletions", () => infill?.toggleCompletions()),
         vscode.commands.registerCommand("infill.restartServer", () => infill?.restart()),
         vscode.commands.registerCommand("infill.showLog", () => infill?.log.show(true)),
@@ -316,6 +317,28 @@ class Infill {
                 void vscode.window.showInformationMessage("Infill: no type annotation to add with enough confidence.");
             } else if (!(await this.apply(action))) {
                 void vscode.window.showWarningMessage("Infill: the annotations could not be applied.");
+            }
+        } catch (error) {
+            void vscode.window.showErrorMessage(`Infill: ${error instanceof Error ? error.message : error}`);
+        }
+    }
+
+    /** Fill every hole of the function under the cursor (or of the selection), through the refactor preview. */
+    async fillHoles(): Promise<void> {
+        const editor = vscode.window.activeTextEditor;
+        if (editor === undefined) {
+            return;
+        }
+        try {
+            const actions = await vscode.window.withProgress(
+                { location: vscode.ProgressLocation.Notification, title: "Infill: filling holes", cancellable: true },
+                (_, token) => this.rewrites(editor, editor.selection, token));
+            const action = fillAction(actions);
+            if (action === undefined) {
+                void vscode.window.showInformationMessage(
+                    "Infill: no holes here (put the cursor in a function with ..., TODO or todo!() in it).");
+            } else if (!(await this.apply(action))) {
+                void vscode.window.showWarningMessage("Infill: the fills were not applied.");
             }
         } catch (error) {
             void vscode.window.showErrorMessage(`Infill: ${error instanceof Error ? error.message : error}`);

@@ -20,7 +20,7 @@ import remote from "./remote.json";
 export const SERVER_KEYS = [
     "model", "device", "maxTokens", "temperature", "timeBudgetMs", "cacheMb",
     "completion", "typeHints", "variableNames", "typeConfidence", "nameSuggestions",
-    "context", "contextTokens", "contextSources", "contextFileKb", "maxDocumentMb",
+    "context", "contextTokens", "contextSources", "contextFileKb", "maxDocumentMb", "fillHoles", "holePatterns",
     "telemetry", "telemetryText", "telemetryDir", "cache", "cacheSourcesMb",
 ] as const;
 

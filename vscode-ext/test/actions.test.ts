@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { ANNOTATE_KIND, RENAME_KIND, annotateAction, nameChoices } from "../src/actions";
+import { ANNOTATE_KIND, FILL_KIND, RENAME_KIND, annotateAction, fillAction, nameChoices } from "../src/actions";
 
 const actions = [
     { title: "Ajouter les annotations", data: { kind: ANNOTATE_KIND }, id: 0 },
@@ -23,4 +23,12 @@ test("the annotation action is found by data.kind, whatever its title", () => {
     assert.equal(annotateAction(actions.slice(1)), undefined);
     const titledOnly: { title: string; data?: unknown }[] = [{ title: "Add inferred type annotations" }];
     assert.equal(annotateAction(titledOnly), undefined);
+});
+
+test("the fill-holes action is found by data.kind, whatever its title", () => {
+    const withFill = [...actions, { title: "Trous", data: { kind: FILL_KIND, holes: 3, filled: 3 }, id: 6 }];
+    assert.equal(fillAction(withFill)?.id, 6);
+    assert.equal(fillAction(actions), undefined);
+    const titledOnly: { title: string; data?: unknown }[] = [{ title: "Fill 3 holes in `f`" }];
+    assert.equal(fillAction(titledOnly), undefined);
 });

@@ -28,7 +28,8 @@ test("the settings' defaults are the server's defaults (lsp/options.py)", () => 
         model: null, device: "auto", maxTokens: 64, temperature: 0, timeBudgetMs: 2000, cacheMb: 256,
         completion: true, typeHints: true, variableNames: true, typeConfidence: 0.5, nameSuggestions: 3,
         context: true, contextTokens: 1024, contextSources: ["open", "recent", "imports", "definitions"],
-        contextFileKb: 256, maxDocumentMb: 5, telemetry: "off", telemetryText: false, telemetryDir: null, cache: true, cacheSourcesMb: 64,
+        contextFileKb: 256, maxDocumentMb: 5, fillHoles: true, holePatterns: null, telemetry: "off",
+        telemetryText: false, telemetryDir: null, cache: true, cacheSourcesMb: 64,
     });
 });
 
