@@ -33,6 +33,9 @@ default model's tokenizer (exported by `infill export --hf`, so the `infill-spm`
 `--qwen-keys` keys, awaiting every completion, with the session cache and without it:
 qwen_ttft_cached_p50_ms / qwen_ttft_nocache_p50_ms, and its per-token cost against the HF engine alone.
 
+The cache model (`--cache-model`, the server option `cache`, on by default as in the server): run the
+bench with `--no-cache-model` as well to compare line p50/p95 with and without it.
+
 The load average (1 minute) is printed at the start and the end: the figures are only as quiet as it.
 
     python bench/lsp_latency.py [--json] [--lines 40] [--pause-every 4] [--max-tokens 24] [--model DIR]
@@ -124,7 +127,7 @@ async def run(checkpoint: Path, args, *, cache: bool, keys: int | None = None, p
     await client.initialize_async(types.InitializeParams(
         capabilities=types.ClientCapabilities(), initialization_options={
             "maxTokens": max_tokens or args.max_tokens, "cacheMb": 256 if cache else 0, "timeBudgetMs": budget_ms,
-            "typeHints": False}))
+            "typeHints": False, "cache": args.cache_model}))
     client.initialized(types.InitializedParams())
     while not statuses or statuses[-1].state not in ("ready", "failed"):
         await asyncio.sleep(0.05)
@@ -225,7 +228,8 @@ async def run(checkpoint: Path, args, *, cache: bool, keys: int | None = None, p
             "lags": lags, "idle": idle}
 
 
-def engine_token_ms(model: str, docs: list[tuple[str, int]], max_tokens: int, budget_ms: int) -> list[float]:
+def engine_token_ms(model: str, docs: list[tuple[str, int]], max_tokens: int, budget_ms: int,
+                    cache_model: bool = True) -> list[float]:
     """The reference: per-token cost of the engine alone on the same documents and cursors."""
     from infill.engines import load_engine
     from lsp.options import ServerOptions
@@ -233,7 +237,7 @@ def engine_token_ms(model: str, docs: list[tuple[str, int]], max_tokens: int, bu
     import threading
 
     engine = load_engine(model, device="cpu", cache_mb=256)
-    options = ServerOptions(max_tokens=max_tokens, time_budget_ms=budget_ms)
+    options = ServerOptions(max_tokens=max_tokens, time_budget_ms=budget_ms, cache=cache_model)
     out: list[float] = []
     # on a thread of its own, as the server's model worker runs it: the same arrangement of threads, so
     # the ratio is the server's own overhead (on a loaded machine torch's speed differed between the
@@ -287,6 +291,9 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=24)
     parser.add_argument("--model", help="a checkpoint directory (e.g. infill/default_model) instead of random "
                                         "small-preset weights")
+    parser.add_argument("--cache-model", action=argparse.BooleanOptionalAction, default=True,
+                        help="the cache model (server option cache; default on, the server's default); run with "
+                             "--no-cache-model for the latency without it")
     parser.add_argument("--storm-keys", type=int, default=100, help="keystrokes of the input-lag storm")
     parser.add_argument("--storm-rate", type=float, default=20.0, help="keys a second in the storm")
     parser.add_argument("--qwen", action=argparse.BooleanOptionalAction, default=True,
@@ -309,7 +316,7 @@ def main() -> int:
         print("typing without it (reference)...", file=sys.stderr)
         plain = asyncio.run(run(ckpt, args, cache=False))
         print("the engine alone on the same prompts (reference)...", file=sys.stderr)
-        engine_ms = engine_token_ms(str(ckpt), cached["docs"][:12], args.max_tokens, 10000)
+        engine_ms = engine_token_ms(str(ckpt), cached["docs"][:12], args.max_tokens, 10000, args.cache_model)
         qwen = None
         if args.qwen:
             default = Path(__file__).resolve().parent.parent / "infill" / "default_model"

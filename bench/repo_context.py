@@ -14,6 +14,11 @@ The copy baseline: the most common line of the same file that starts with the te
 (in the blanked-line case, the most common non-blank line with the same indentation). A prediction is
 right when its first line, stripped, equals the line's rest, stripped.
 
+Variants (`--variants`): mix, the server's default (the cache model on: it reads the document and,
+with a workspace, the same files as repository context); model, the cache off. Counts are given by
+mode (blank, mid), in total, and apart for targets of at most 2 characters, beside the same-file copy
+baseline and the file-then-package one (the package's other files where the file has no match).
+
 Gathering time: `lsp.context.gather` (no cache: what a completion costs when a source changed) for
 every sample's cursor, in a 1,000-file workspace made of copies of the package; `cold` is the first
 pass (imported files parsed), `warm` the second (parses cached by mtime, as the server keeps them).
@@ -22,7 +27,8 @@ Models: the default model (LocalEngine, the `<|file|>` repository format) and th
 exported to transformers (`infill export --hf`, run through HFEngine with the `infill-spm` template's
 format); `--hf DIR` adds any local transformers model (e.g. a Qwen2.5-Coder directory).
 
-    python bench/repo_context.py [--json] [--samples 80] [--package detect_secrets] [--hf DIR ...] [--gather-only]
+    python bench/repo_context.py [--json] [--samples 400] [--variants mix,model] [--package detect_secrets]
+                                 [--hf DIR ...] [--no-export] [--gather-only]
 """
 from __future__ import annotations
 
@@ -104,8 +110,9 @@ def edited(sample: dict) -> str:
     return "".join(lines)
 
 
-def copy_baseline(sample: dict) -> str:
-    """The most common other line of the file that starts with the text before the cursor."""
+def copy_baseline(sample: dict, package: list[Path] = ()) -> str:
+    """The most common other line of the file that starts with the text before the cursor; with
+    `package` (the package's other files), where the file has none, the most common one of those."""
     lines = sample["path"].read_text("utf-8", "replace").splitlines()
     line = lines[sample["line"]]
     head = line[:sample["col"]]
@@ -115,6 +122,11 @@ def copy_baseline(sample: dict) -> str:
             return ln.startswith(head)
         return ln[:len(head)] == head and not ln[len(head):len(head) + 1].isspace()  # the same indentation
     pool = [ln for j, ln in enumerate(lines) if j != sample["line"] and ln.strip() and matches(ln)]
+    for other in package:
+        if pool:
+            break
+        if other != sample["path"]:
+            pool += [ln for ln in other.read_text("utf-8", "replace").splitlines() if ln.strip() and matches(ln)]
     if not pool:
         return ""
     best = collections.Counter(ln[len(head):].strip() for ln in pool).most_common()
@@ -122,10 +134,10 @@ def copy_baseline(sample: dict) -> str:
     return best[0][0]
 
 
-async def run_server(model: str | None, samples: list[dict], root: Path | None, *, max_tokens: int
-                     ) -> tuple[list[str], list[int]]:
+async def run_server(model: str | None, samples: list[dict], root: Path | None, *, max_tokens: int,
+                     cache: bool = True) -> tuple[list[str], list[int]]:
     """The first line of the completion of every sample, and the context tokens each used, from one
-    infill-lsp (with `root` as its workspace and context on, or with neither)."""
+    infill-lsp (with `root` as its workspace and context on, or with neither; the cache model on or off)."""
     from lsprotocol import types
     from pygls.lsp.client import LanguageClient
 
@@ -137,7 +149,8 @@ async def run_server(model: str | None, samples: list[dict], root: Path | None, 
     folders = [types.WorkspaceFolder(root.as_uri(), root.name)] if root else None
     await client.initialize_async(types.InitializeParams(
         capabilities=types.ClientCapabilities(), root_uri=root.as_uri() if root else None, workspace_folders=folders,
-        initialization_options={"maxTokens": max_tokens, "timeBudgetMs": 30000, "context": root is not None}))
+        initialization_options={"maxTokens": max_tokens, "timeBudgetMs": 30000, "context": root is not None,
+                                "cache": cache}))
     client.initialized(types.InitializedParams())
     while not statuses or statuses[-1].state not in ("ready", "failed"):
         await asyncio.sleep(0.05)
@@ -198,6 +211,21 @@ def gather_times(package: Path, samples: list[dict], copies: int) -> dict:
                 "warm_p50_ms": pct(runs["warm"], 0.5), "warm_p95_ms": pct(runs["warm"], 0.95)}
 
 
+def split(preds: list[str], samples: list[dict]) -> dict:
+    """Exact matches by mode (blank, mid), in total, and for targets of at most 2 characters or longer."""
+    out = collections.Counter()
+    for p, s in zip(preds, samples):
+        hit = p == s["target"]
+        out[s["mode"]] += hit
+        out["total"] += hit
+        out["short" if len(s["target"]) <= 2 else "long"] += hit
+    return {k: out[k] for k in ("blank", "mid", "total", "short", "long")}
+
+
+def fmt(c: dict) -> str:
+    return f"{c['blank']} / {c['mid']} / {c['total']}, {c['short']} / {c['long']}"
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] if xs else float("nan")
@@ -206,7 +234,12 @@ def pct(xs: list[float], q: float) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--samples", type=int, default=80, help="benchmark lines (half blanked, half mid-line)")
+    parser.add_argument("--samples", type=int, default=400,
+                        help="benchmark lines, half blanked, half mid-line (default 400, or as many as the package has)")
+    parser.add_argument("--variants", default="mix,model",
+                        help="comma-separated: mix (the model and the cache model, the server's default), model (the "
+                             "model alone: cache off); default mix,model. The cache alone is measured by "
+                             "`infill eval rest-of-line --variants cache` (the server has no such mode)")
     parser.add_argument("--package", default="detect_secrets",
                         help="held-out package (import name) in site-packages; default detect_secrets, which no "
                              "corpus holds (infill.corpus.HELD_OUT_PACKAGES)")
@@ -233,27 +266,43 @@ def main() -> int:
                            stdout=subprocess.DEVNULL)
             models.append(("default-hf", str(out)))
         models += [(Path(d).name, d) for d in args.hf]
+        variants = [v for v in args.variants.split(",") if v]
+        if not variants or set(variants) - {"mix", "model"}:
+            parser.error(f"--variants must be a comma-separated list of mix, model, got {args.variants!r}")
+        package = sorted((root / args.package).rglob("*.py"))
         copy = [copy_baseline(s) for s in samples]
+        copy_pkg = [copy_baseline(s, package) for s in samples]
         report = {"package": args.package, "samples": len(samples),
-                  "blank": sum(s["mode"] == "blank" for s in samples), "models": {},
-                  "copy_em": 100 * statistics.mean(p == s["target"] for p, s in zip(copy, samples))}
+                  "blank": sum(s["mode"] == "blank" for s in samples),
+                  "short": sum(len(s["target"]) <= 2 for s in samples), "models": {},
+                  "copy_em": 100 * statistics.mean(p == s["target"] for p, s in zip(copy, samples)),
+                  "copy": split(copy, samples), "copy_file_then_package": split(copy_pkg, samples)}
         for name, model in models:
-            with_ctx, tokens = asyncio.run(run_server(model, samples, root, max_tokens=args.max_tokens))
-            bare_samples = [{**s, "root": bare, "path": bare / s["path"].relative_to(root),
-                             "defining": bare / s["defining"].relative_to(root)} for s in samples]
-            without, _ = asyncio.run(run_server(model, bare_samples, None, max_tokens=args.max_tokens))
-            em = lambda preds: 100 * statistics.mean(p == s["target"] for p, s in zip(preds, samples))  # noqa: E731
-            report["models"][name] = {"with_context_em": em(with_ctx), "without_context_em": em(without),
-                                      "context_tokens_mean": statistics.mean(tokens) if tokens else 0.0}
+            for variant in variants:
+                cache = variant == "mix"
+                with_ctx, tokens = asyncio.run(run_server(model, samples, root, max_tokens=args.max_tokens,
+                                                          cache=cache))
+                bare_samples = [{**s, "root": bare, "path": bare / s["path"].relative_to(root),
+                                 "defining": bare / s["defining"].relative_to(root)} for s in samples]
+                without, _ = asyncio.run(run_server(model, bare_samples, None, max_tokens=args.max_tokens,
+                                                    cache=cache))
+                em = lambda preds: 100 * statistics.mean(p == s["target"] for p, s in zip(preds, samples))  # noqa: E731
+                report["models"][f"{name} {variant}"] = {
+                    "with_context_em": em(with_ctx), "without_context_em": em(without),
+                    "with_context": split(with_ctx, samples), "without_context": split(without, samples),
+                    "context_tokens_mean": statistics.mean(tokens) if tokens else 0.0}
         report["gather"] = gather_times(root / args.package, samples, copies=max(1, -(-1000 // len(
             list((root / args.package).rglob("*.py"))))))
     if args.json:
         print(json.dumps(report, indent=1))
     else:
-        print(f"{report['package']}: {report['samples']} lines ({report['blank']} blanked, the rest mid-line); "
-              f"copy baseline {report['copy_em']:.1f}% exact")
+        print(f"{report['package']}: {report['samples']} lines ({report['blank']} blanked, the rest mid-line; "
+              f"{report['short']} of at most 2 characters); copy baseline {report['copy_em']:.1f}% exact")
+        print(f"  counts as blank / mid / total, <= 2 chars / longer: copy (same file) {fmt(report['copy'])}; "
+              f"copy (file, else package) {fmt(report['copy_file_then_package'])}")
         for name, r in report["models"].items():
-            print(f"  {name}: with context {r['with_context_em']:.1f}%, without {r['without_context_em']:.1f}% "
+            print(f"  {name}: with context {r['with_context_em']:.1f}% ({fmt(r['with_context'])}), without "
+                  f"{r['without_context_em']:.1f}% ({fmt(r['without_context'])}) "
                   f"(context {r['context_tokens_mean']:.0f} tokens a prompt on average)")
         g = report["gather"]
         print(f"  gathering in {g['files']} files: warm p50 {g['warm_p50_ms']:.2f} ms, p95 {g['warm_p95_ms']:.2f} ms"

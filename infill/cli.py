@@ -29,7 +29,7 @@ Hugging Face model directory or locally cached hub name, or openai:URL (an OpenA
 
 
 def cmd_complete(args) -> int:
-    from infill.engines import GenerationConfig, InfillRequest
+    from infill.engines import CacheConfig, GenerationConfig, InfillRequest
     from infill.engines.load import load_engine
 
     path, line, col = parse_location(args.location)
@@ -37,7 +37,7 @@ def cmd_complete(args) -> int:
     engine = load_engine(args.model, device=args.device, template=args.template)
     req = InfillRequest(prefix, suffix,
                         GenerationConfig(max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed),
-                        ext=path.suffix or None)
+                        ext=path.suffix or None, cache=CacheConfig() if args.cache else None)
     result = engine.infill(req)
     if args.json:
         out = {"middle": result.text, "tokens": result.candidates[0].tokens if result.candidates else 0,
@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="sampling seed, for reproducible samples")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--json", action="store_true", help='print {"middle", "tokens", "latency_ms"} as JSON')
+    p.add_argument("--cache", action="store_true",
+                   help="mix the cache model over the file into the model's predictions, as the language server "
+                        "does by default (engines with logits)")
     p.set_defaults(func=cmd_complete)
 
     p = sub.add_parser("export", help="write a model as a Hugging Face directory, a GGUF file or a smaller checkpoint",

@@ -33,7 +33,8 @@ import re
 from collections.abc import Generator
 from dataclasses import dataclass, replace
 
-from infill.engines import CompletionResult, Engine, GenerationConfig, InfillRequest, run_to_end
+from infill.engines import (CacheConfig, CacheSource, CompletionResult, Engine, GenerationConfig, InfillRequest,
+                            run_to_end)
 from infill.engines.budget import BroughtTokenizerError
 from lsp import syntax
 from lsp.options import ServerOptions
@@ -201,23 +202,37 @@ def to_edit(plan: CompletionPlan, middle: str, finish_reason: str = "stop") -> E
 
 def infill_request(plan: CompletionPlan, options: ServerOptions, *, session: str | None = None,
                    ext: str | None = None, context: tuple[tuple[str, str], ...] = (), path: str | None = None,
-                   repo: str | None = None) -> InfillRequest:
+                   repo: str | None = None, document: str | None = None, version: object = None,
+                   sources: tuple[tuple[str, object, str], ...] = (), cache: CacheConfig | None = None
+                   ) -> InfillRequest:
     """The engine request for a plan: the plan's stop rule, the options' budgets, the repository
-    context ((path, text) chunks, best first) when the options switch it on."""
+    context ((path, text) chunks, best first) when the options switch it on, and the cache model
+    (`cache`, default `CacheConfig()` within `cacheSourcesMb`) over the whole `document` at `version`
+    and the (key, version, text) `sources` when `options.cache` is on."""
     config = GenerationConfig(max_tokens=options.max_tokens, temperature=options.temperature,
                               time_budget_s=options.time_budget_ms / 1000)
     context = tuple((clean(p), clean(t)) for p, t in context) if options.context else ()
+    if options.cache:
+        cache = replace(cache or CacheConfig(), limit_mb=options.cache_sources_mb)
+    else:
+        cache, sources = None, ()
     return InfillRequest(plan.prefix, plan.suffix, config, stop_at=plan.end_of, session=session, ext=ext or None,
-                         context=context, context_tokens=options.context_tokens, path=path, repo=repo)
+                         context=context, context_tokens=options.context_tokens, path=path, repo=repo,
+                         cache=cache, document=document if cache is not None else None, cursor=plan.offset,
+                         version=version, sources=tuple(CacheSource(*s) for s in sources))
 
 
 def complete_steps(text: str, offset: int, engine: Engine, options: ServerOptions, *,
                    language: str | None = None, session: str | None = None, ext: str | None = None,
                    context: tuple[tuple[str, str], ...] = (), path: str | None = None, repo: str | None = None,
+                   version: object = None, sources: tuple[tuple[str, object, str], ...] = (),
+                   cache: CacheConfig | None = None,
                    ) -> Generator[None, None, tuple[Edit | None, CompletionResult]]:
-    """Yield after every generated token; return (the edit or None, the engine's result)."""
+    """Yield after every generated token; return (the edit or None, the engine's result). The cache
+    model reads `text` whole (at `version`) and `sources`; `cache` overrides its settings."""
     plan = plan_completion(text, offset, language)
-    request = infill_request(plan, options, session=session, ext=ext, context=context, path=path, repo=repo)
+    request = infill_request(plan, options, session=session, ext=ext, context=context, path=path, repo=repo,
+                             document=text, version=version, sources=sources, cache=cache)
     try:
         result = yield from engine.stream_infill(request)
     except BroughtTokenizerError:
@@ -225,7 +240,7 @@ def complete_steps(text: str, offset: int, engine: Engine, options: ServerOption
             raise
         # another file's text the model's tokenizer cannot take must not cost this document its
         # completions: context is a bonus (as in `lsp.server.InfillServer.context_for`)
-        result = yield from engine.stream_infill(replace(request, context=()))
+        result = yield from engine.stream_infill(replace(request, context=(), sources=()))
     if not result.candidates:
         return None, result
     best = result.candidates[0]

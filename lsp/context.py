@@ -21,6 +21,12 @@ sets; BM25 would need corpus statistics that change with every edit.
 
 What may be read, and how imports and definitions are found: `lsp.workspace`.
 
+Cache-model sources (`RepositoryContext.cache_sources`): the same sources as whole texts, nearest
+first, each with a version: the other open documents, the files the current file imports, the recent
+chunks, then the other files of the current file's folder (the project layer of SLP-Core's nesting).
+The current file's own copy on disk is never one (the open document is newer, and the cache reads it
+whole). They pass the same privacy rules (`Workspace.parsed`).
+
 Cost: a gather touches only the parsed files of the current file's imports, the open documents and
 the ring, so it does not grow with the workspace; `RepositoryContext` keeps its answer until a
 source changes.
@@ -34,11 +40,12 @@ from functools import lru_cache
 from pathlib import Path
 
 from lsp.options import CONTEXT_SOURCES as SOURCES
+from lsp.options import ServerOptions
 from lsp.workspace import (CHUNK_LINES, DEFINITION_LINES, MAX_FILE_BYTES, Chunk, Import, Workspace, chunks_of,
                            definitions_of, identifiers, imports_of)
 
 __all__ = ["CHUNK_LINES", "DEFINITION_LINES", "MAX_FILE_BYTES", "RING_SIZE", "SIMILAR", "SOURCES", "Chunk",
-           "Import", "RecentChunks", "RepositoryContext", "Workspace", "around", "chunks_of", "definitions_of",
+           "Import", "RecentChunks", "RepositoryContext", "Workspace", "around", "chunks_of", "completion_context", "definitions_of",
            "gather", "identifiers", "imports_of", "jaccard", "path_of"]
 RING_SIZE = 16
 SIMILAR = 0.9
@@ -225,6 +232,38 @@ class RepositoryContext:
         self._versions.pop(uri, None)  # the other documents' cache keys change with it
         self.recent.forget(self._shown(uri))
 
+    def cache_sources(self, uri: str, text: str, *, sources: Iterable[str] = SOURCES, folder: bool = True,
+                      python: bool = True) -> list[tuple[str, object, str]]:
+        """(key, version, text) of the cache model's sources for document `uri` (see the module rules)."""
+        sources, here = set(sources), path_of(uri)
+        out: list[tuple[str, object, str]] = []
+        seen = {uri} | ({here.as_uri()} if here is not None else set())
+
+        def add(key: str, version: object, body: str) -> None:
+            if key not in seen and body.strip():
+                seen.add(key)
+                out.append((key, version, body))
+
+        def add_files(files: Iterable[Path]) -> None:
+            for f in files:
+                if (parsed := self.workspace.parsed(f)) is not None:
+                    add(f.as_uri(), parsed.stamp, parsed.text)
+        if "open" in sources:
+            for other in sorted(self.open):
+                add(other, self._versions.get(other, 0), self.open[other][1])
+                if (p := path_of(other)) is not None:
+                    seen.add(p.as_uri())  # its copy on disk is older
+        if python and here is not None and "imports" in sources:
+            add_files(f for imp in imports_of(text) for f in self.workspace.resolve(imp, here))
+        if "recent" in sources:
+            shown = self._shown(uri)
+            for c in self.recent.chunks:
+                if c.path != shown:
+                    add(f"recent:{c.path}:{c.line}", hash(c.text), c.text)
+        if folder and here is not None:
+            add_files(sorted(f for f in self.workspace.files if f.parent == here.parent))
+        return out
+
     def for_completion(self, uri: str, text: str, line: int, *, sources: Iterable[str] = SOURCES,
                        max_chars: int = 4096, python: bool = True) -> list[Chunk]:
         """The context for a completion on `line` of document `uri` (cached, see the class docstring)."""
@@ -241,3 +280,23 @@ class RepositoryContext:
                         open_docs=open_docs, sources=sources, max_chars=max_chars, python=python)
         self._cache[uri] = (key, chunks)
         return chunks
+
+
+def completion_context(repo: RepositoryContext, uri: str, text: str, line: int, options: ServerOptions, *,
+                       cache: bool = True, python: bool = True) -> dict:
+    """The context arguments of `lsp.completion.complete_steps` for a cursor on `line` of document
+    `uri`, as the server passes them: the prompt's chunks (with `contextTokens` > 0) and the cache
+    model's sources (with `cache`), none with the `context` option off; the file's path and folder."""
+    if not options.context:
+        return {}
+    out: dict = {}
+    if options.context_tokens:
+        chunks = repo.for_completion(uri, text, line, sources=options.context_sources,
+                                     max_chars=4 * options.context_tokens, python=python)
+        out["context"] = tuple((c.path, c.text) for c in chunks)
+    if cache and options.cache:
+        out["sources"] = tuple(repo.cache_sources(uri, text, sources=options.context_sources, python=python))
+    path, ws = path_of(uri), repo.workspace
+    folder = ws.folder_of(path) if path is not None else None
+    return {**out, "path": ws.relative(path) if path is not None else None,
+            "repo": folder.name if folder is not None else None}

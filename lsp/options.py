@@ -55,6 +55,11 @@ class ServerOptions:
     (workspace files the current file imports), definitions (of names near the cursor, from those)."""
     context_file_kb: int = 256
     """Workspace files larger than this are never read for context."""
+    cache: bool = True
+    """The cache model: an n-gram model of the document and the workspace sources of repository
+    context, mixed into the model's next-token distribution (`infill.cache`; engines with logits)."""
+    cache_sources_mb: float = 64.0
+    """Memory for the cache model's token ids (the least recently used source goes first)."""
     fill_holes: bool = True
     """The "Fill N holes in `name`" code action (`lsp.fill`)."""
     hole_patterns: tuple[str, ...] | None = None
@@ -114,7 +119,7 @@ def _check(name: str, v: Any) -> str | None:
         return None if _is_number(v) and 10 <= v <= 60_000 else f"{key} must be a number from 10 to 60000"
     if name == "max_document_mb":
         return None if _is_number(v) and 0.01 <= v <= 64 else f"{key} must be a number of MiB from 0.01 to 64"
-    if name == "cache_mb":
+    if name in ("cache_mb", "cache_sources_mb"):
         return None if _is_number(v) and 0 <= v <= 1 << 20 else f"{key} must be a number of MiB, 0 or more"
     if name == "type_confidence":
         return None if _is_number(v) and 0 <= v <= 1 else f"{key} must be a probability from 0 to 1"
@@ -152,8 +157,8 @@ def update_options(current: ServerOptions, raw: Any) -> tuple[ServerOptions, lis
         if name is None:
             problems.append(f"unknown setting {key!r} (known: {', '.join(sorted(_FIELDS))})")
             continue
-        if name in ("temperature", "time_budget_ms", "cache_mb", "type_confidence", "max_document_mb") \
-                and _is_number(value):
+        if name in ("temperature", "time_budget_ms", "cache_mb", "cache_sources_mb", "type_confidence",
+                    "max_document_mb") and _is_number(value):
             value = float(value)
         if name in ("context_sources", "hole_patterns") and isinstance(value, list):
             value = tuple(dict.fromkeys(value))

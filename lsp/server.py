@@ -62,7 +62,7 @@ from pygls.protocol import LanguageServerProtocol, lsp_method
 
 from lsp import answers, documents, fill, holes, names, positions, scopes, syntax
 from lsp.acceptance import COMMAND as ACCEPTED, Acceptance, Clock
-from lsp.context import RepositoryContext, path_of
+from lsp.context import RepositoryContext, completion_context, path_of
 from lsp import types as inference
 from lsp.completion import Edit, complete_steps, typed_through
 from lsp.options import ServerOptions, update_options
@@ -193,21 +193,17 @@ class InfillServer(LanguageServer):
         self.repo_context.start(folders, max_file_bytes=self.options.context_file_kb * 1024)
 
     def context_for(self, uri: str, doc, line: int) -> dict:
-        """The repository-context arguments of a completion on `line` of `doc` (none with context off)."""
-        if not self.options.context or not self.options.context_tokens:
-            return {}
+        """The repository-context and cache-source arguments of a completion on `line` of `doc`."""
         try:
-            chunks = self.repo_context.for_completion(
-                uri, doc.source, line, sources=self.options.context_sources,
-                max_chars=4 * self.options.context_tokens, python=syntax.language_of(uri, doc.language_id) == "python")
+            return completion_context(self.repo_context, uri, doc.source, line, self.options, cache=self.cache_on(),
+                                      python=syntax.language_of(uri, doc.language_id) == "python")
         except Exception:  # context is a bonus: a completion without it is still a completion
             log.exception("gathering repository context failed for %s", uri)
             return {}
-        path, ws = path_of(uri), self.repo_context.workspace
-        folder = ws.folder_of(path) if path is not None else None
-        return {"context": tuple((c.path, c.text) for c in chunks),
-                "path": ws.relative(path) if path is not None else None,
-                "repo": folder.name if folder is not None else None}
+
+    def cache_on(self) -> bool:
+        """Whether completions mix in the cache model: the option, and an engine with logits."""
+        return self.options.cache and (self.engine is None or "cache" not in self.off)
 
     def start_loading(self) -> None:
         self._load_id += 1
@@ -228,10 +224,11 @@ class InfillServer(LanguageServer):
             healing = engine.unavailable.get("heal") if "heal" not in engine.capabilities else None
             self.off = {k: why for k, why in (("typeHints", inference.unavailable(engine)),
                                               ("variableNames", names.unavailable(engine)),
-                                              ("tokenHealing", healing)) if why}
+                                              ("tokenHealing", healing),
+                                              ("cache", cache_unavailable(engine))) if why}
             for feature, why in self.off.items():
                 shown = {"typeHints": "type hints are", "variableNames": "name suggestions are",
-                         "tokenHealing": "token healing is"}[feature]
+                         "tokenHealing": "token healing is", "cache": "the cache model is"}[feature]
                 self.show(f"infill-lsp: {shown} off for {engine.name}: {why}", types.MessageType.Warning)
             self.send_status()
 
@@ -258,6 +255,7 @@ class InfillServer(LanguageServer):
             "promptTokens": self.last.prompt_tokens, "cachedTokens": self.last.cached_tokens,
             "tokens": self.last.tokens, "typedThrough": self.last.typed_through,
             "contextTokens": self.last.context_tokens, "contextFiles": self.last.context_files,
+            "cache": self.cache_on() and engine is not None,
             "off": dict(self.off), "holes": self.last_fill,
             "tooLarge": dict(self.too_large),
         }
@@ -350,14 +348,13 @@ class InfillServer(LanguageServer):
             self.offer(uri, doc, text, edit, None)
             return edit
         # off the loop: it reads workspace files (lsp.workspace reads only regular files, size first)
-        context = await asyncio.to_thread(self.context_for, uri, doc, position.line) \
-            if self.options.context and self.options.context_tokens else {}
+        context = await asyncio.to_thread(self.context_for, uri, doc, position.line) if self.options.context else {}
 
         def make_steps(engine):
             return complete_steps(text, offset, engine, self.options,
                                   language=syntax.language_of(uri, doc.language_id),
                                   session=uri if self.options.cache_mb > 0 else None, ext=syntax.extension_of(uri),
-                                  **context)
+                                  version=doc.version, **context)
 
         def on_step():  # on the worker thread
             if not first:
@@ -505,6 +502,13 @@ class InfillServer(LanguageServer):
             self.send_status()
         if (engine := self.engine) is not None:
             self.worker.call(lambda: engine.drop_session(uri))
+
+
+def cache_unavailable(engine) -> str | None:
+    """Why completions with `engine` cannot mix in the cache model, or None when they can."""
+    if "cache" in engine.capabilities:
+        return None
+    return engine.unavailable.get("cache", "this engine gives no next-token distribution to mix the cache into")
 
 
 def _kind(engine) -> str:

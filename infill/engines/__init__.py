@@ -17,11 +17,11 @@ Adding an engine is one new module here and one line in `load.ENGINES`.
 """
 from __future__ import annotations
 
-from infill.engines.base import (CAPABILITIES, CannotFill, CannotScore, Completion, CompletionResult, Engine,
+from infill.engines.base import (CAPABILITIES, CacheConfig, CacheSource, CannotFill, CannotScore, Completion, CompletionResult, Engine,
                                  GenerationConfig, HolesResult, InfillRequest, SessionPool, end_of, fit_context,
                                  fit_lines, rank, run_to_end, sequential_holes)
 from infill.engines.load import ModelNotFound, load_engine, resolve_model
 
-__all__ = ["CAPABILITIES", "CannotFill", "CannotScore", "HolesResult", "sequential_holes", "Completion", "CompletionResult", "Engine", "GenerationConfig",
+__all__ = ["CAPABILITIES", "CacheConfig", "CacheSource", "CannotFill", "CannotScore", "HolesResult", "sequential_holes", "Completion", "CompletionResult", "Engine", "GenerationConfig",
            "InfillRequest", "ModelNotFound", "SessionPool", "end_of", "fit_context", "fit_lines", "load_engine", "rank",
            "resolve_model", "run_to_end"]

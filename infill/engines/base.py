@@ -14,6 +14,9 @@ Capabilities (strings in `Engine.capabilities`):
 - "sampled_logprobs": every returned `Completion` carries its model log-probability, so sampled
   candidates can be ranked by it (the fall-back of a server that cannot score given text).
 - "text_score": `score_text(text)` gives the left-to-right log-likelihood of a document (perplexity).
+- "cache": a request's `cache` mixes the cache model (`infill.cache`) into the next-token
+  distribution; it needs the model's whole distribution, so an engine over a completions server
+  has no "cache" and ignores the field.
 - "multi_hole": `stream_infill_holes` fills every hole in one pass, in InCoder's multi-mask format, each
   fill seeing the fills before it and all the text after; `max_holes` says how many. An engine without
   it fills holes one at a time (`sequential_holes`): every engine can fill holes, this says how.
@@ -41,13 +44,14 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Hashable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Generic, Protocol, TypeVar, runtime_checkable
+from typing import Generic, NamedTuple, Protocol, TypeVar, runtime_checkable
 
+from infill.cache import CacheConfig
 from infill.generation import GenerationConfig
 
-__all__ = ["CAPABILITIES", "CannotFill", "CannotScore", "Completion", "CompletionResult", "Engine",
+__all__ = ["CAPABILITIES", "CacheConfig", "CacheSource", "CannotFill", "CannotScore", "Completion", "CompletionResult", "Engine",
            "GenerationConfig", "HolesResult", "InfillRequest", "SCORE_RESERVE", "SessionPool", "check_holes",
            "end_of", "fit_context", "fit_lines", "prompt_budget", "rank", "run_to_end", "sequential_holes"]
 
@@ -55,7 +59,7 @@ SCORE_RESERVE = 64
 """A score fits its prompt as a generation of max(SCORE_RESERVE, middle tokens) tokens would: the same
 prompt for every short middle, so the scores of alternatives compare."""
 CAPABILITIES = frozenset({"infill", "score", "multi_hole_score", "sampled_logprobs", "text_score", "heal",
-                          "multi_hole"})
+                          "multi_hole", "cache"})
 MAX_SEQUENTIAL_HOLES = 32
 """Most holes an engine fills one at a time in one call (each is a full request)."""
 HOLE_SHARE = 0.5
@@ -64,6 +68,15 @@ HOLE_SHARE = 0.5
 
 class CannotScore(ValueError):
     """The engine cannot score this (no such capability, too many holes, longer than the context)."""
+
+
+class CacheSource(NamedTuple):
+    """A text the cache model reads besides the current document: an open document, an imported file,
+    a recent chunk. Its ids are kept per (key, version)."""
+
+    key: str
+    version: Hashable
+    text: str
 
 
 class CannotFill(ValueError):
@@ -99,6 +112,19 @@ class InfillRequest:
     """The current file's workspace-relative path, for repository formats that name files."""
     repo: str | None = None
     """The repository (workspace folder) name, for repository formats that name it."""
+    cache: CacheConfig | None = None
+    """The cache model (`infill.cache`) mixed into the model's next-token distribution, by engines
+    with logits; None: the model alone."""
+    document: str | None = None
+    """The whole current document, which the cache model reads (the prompt holds only a window of
+    it); None: `prefix + suffix` is the document."""
+    cursor: int | None = None
+    """The cursor's offset in `document`."""
+    version: Hashable | None = None
+    """The document's version (its key is `session`, else `path`): the cache model keeps a document's
+    ids per version. None: they are kept by its text."""
+    sources: tuple[CacheSource, ...] = ()
+    """The cache model's other sources, nearest first (after the document)."""
 
 
 @dataclass

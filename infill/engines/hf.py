@@ -132,7 +132,7 @@ class HFEngine(LogitEngine):
         self.eom_id = vocab.get(infill_tokens.EOM)
         self.max_holes = max(len(self.mask_ids) - 1, 0) if self.eom_id is not None else 0
         self.unavailable: dict[str, str] = {}
-        caps = {"infill", "score", "sampled_logprobs", "text_score", "heal"}
+        caps = {"infill", "score", "sampled_logprobs", "text_score", "heal", "cache"}
         if self.max_holes >= 1:
             caps |= {"multi_hole_score", "multi_hole"}
         else:

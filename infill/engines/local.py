@@ -66,7 +66,7 @@ class LocalEngine(LogitEngine):
         self.max_holes = max(tokenizer.n_masks - 1, 0)
         self.mask_ids = [tokenizer.mask_id(j) for j in range(tokenizer.n_masks)]
         self.eom_id = tokenizer.eom_id
-        caps = {"infill", "score", "sampled_logprobs", "text_score", "heal"}
+        caps = {"infill", "score", "sampled_logprobs", "text_score", "heal", "cache"}
         self.unavailable: dict[str, str] = {}
         if self.max_holes >= 1:
             caps |= {"multi_hole_score", "multi_hole"}
@@ -126,6 +126,9 @@ class LocalEngine(LogitEngine):
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)
+
+    def _encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer.encode_batch(texts)
 
     def _text(self, ids: list[int], heal: bytes) -> str:
         raw = self.tokenizer.token_bytes_concat(ids)

@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 
+from infill.engines.mixture import CacheModel
 from infill.engines.base import (SCORE_RESERVE, CannotFill, CannotScore, Completion, CompletionResult, HolesResult,
                                  InfillRequest, check_holes, end_of, fit_lines, rank, run_to_end, sequential_holes,
                                  windowed_logprob)
@@ -96,6 +97,10 @@ class LogitEngine:
         """Ids of `text`, literally (no special tokens added)."""
         raise NotImplementedError
 
+    def _encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """Ids of each user text (cleaned as for a prompt), for the cache model; an engine may batch it."""
+        return [self._encode(self._clean(t)) for t in texts]
+
     def _clean(self, text: str) -> str:
         """User text as it may enter a prompt (the transformers engine strips special-token strings)."""
         return text
@@ -125,12 +130,17 @@ class LogitEngine:
         return {}
 
     # the hook -------------------------------------------------------------------------------------
-    def next_dist_for(self, req: InfillRequest, prompt: list[int]) -> NextDist | None:
+    def next_dist_for(self, req: InfillRequest, prompt: list[int], first_allowed: torch.Tensor | None = None
+                      ) -> NextDist | None:
         """The hook on the next-token distribution for this request (`generation.NextDist`), or None
-        for the model's own. Both engines with logits ask here and nowhere else: the cache model
-        (issue 24 part 2) plugs in here, mixing its distribution over the request's sources with the
-        model's."""
-        return None
+        for the model's own. Both engines with logits ask here and nowhere else: with `req.cache`, the
+        cache model (`infill.engines.mixture`) over the request's document and sources, mixed with
+        the model's distribution; `first_allowed` is token healing's mask, which applies to both."""
+        if req.cache is None:
+            return None
+        if "_cache_model" not in self.__dict__:
+            self._cache_model = CacheModel(self.vocab_size, self._encode_batch, self._special())
+        return self._cache_model.next_dist(req, prompt, first_allowed)
 
     # healing --------------------------------------------------------------------------------------
     def _healed(self, ids: list[int], req: InfillRequest, ends_in_prefix: bool, prefix: str) -> tuple[list[int], Any]:
@@ -163,6 +173,8 @@ class LogitEngine:
     # generation -----------------------------------------------------------------------------------
     def drop_session(self, key: str) -> None:
         self.sessions.drop(key)
+        if "_cache_model" in self.__dict__:
+            self._cache_model.drop_document(key)
 
     def stream_infill(self, req: InfillRequest) -> Generator[None, None, CompletionResult]:
         """Yield after every generated token (a place to cancel); return the CompletionResult."""
@@ -180,14 +192,17 @@ class LogitEngine:
         if req.stop or req.stop_at:
             stop_rule = lambda ids: end_of(self._text(ids, heal), req) is not None  # noqa: E731
         result: list[Candidate] = []
-        for _ in stream(forward, prompt, config, start_pos=start, first_allowed=self._heal_mask(heal) if heal else None,
-                        stop_rule=stop_rule, next_dist=self.next_dist_for(req, prompt), result=result):
+        first_allowed = self._heal_mask(heal) if heal else None
+        next_dist = self.next_dist_for(req, prompt, first_allowed)
+        for _ in stream(forward, prompt, config, start_pos=start, first_allowed=first_allowed,
+                        stop_rule=stop_rule, next_dist=next_dist, result=result):
             yield
         if session is not None:
             session.tokens = cached_after(prompt, result[0]) if config.n == 1 else list(prompt)
         ranked = rank(((self._text(c.tokens, heal), len(c.tokens), c.logprob, c.finish_reason) for c in result), req)
         return CompletionResult(ranked, (time.perf_counter() - started) * 1000, len(prompt), start,
-                                extra={**self._extra(), "context_tokens": context_tokens, "context_files": files})
+                                extra={**self._extra(), "context_tokens": context_tokens, "context_files": files,
+                                       "cache": next_dist is not None})
 
     def infill(self, req: InfillRequest) -> CompletionResult:
         return run_to_end(self.stream_infill(req))

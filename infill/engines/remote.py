@@ -33,6 +33,8 @@ from infill.engines.base import (CannotScore, CompletionResult, GenerationConfig
                                  fit_context, rank, run_to_end, sequential_holes)
 
 NEUTRAL = {"repeat_penalty": 1.0, "min_p": 0.0}
+NO_CACHE = ("a completions server returns a few sampled tokens, not the next-token distribution the cache model "
+            "mixes into; completions come from the server's model alone")
 """Sampling as `infill.generation` does it, where a server's defaults differ (llama-cpp-python's
 server penalises repeats by 1.1 and cuts at min_p 0.05 unless told, which changes even greedy output)."""
 
@@ -214,7 +216,8 @@ class RemoteEngine:
         self.http = Transport(self.url[:-3] if self.url.endswith("/v1") else self.url, self.name, timeout_s)
         self.unavailable: dict[str, str] = {"multi_hole_score": "a completions server scores one hole at a time",
                                             "multi_hole": "a completions server fills one hole at a time",
-                                            "text_score": "perplexity needs the model's logits, not a server"}
+                                            "text_score": "perplexity needs the model's logits, not a server",
+                                            "cache": NO_CACHE}
 
     @classmethod
     def load(cls, name: str, *, device: str = "auto", cache_mb: float = 256.0, template: str | None = None):

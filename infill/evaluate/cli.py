@@ -73,8 +73,8 @@ def cmd_humaneval(args) -> int:
     tasks = humaneval.load_tasks(args.split, args.limit)
     engine = _engine(args)
     pairs = humaneval.generate(engine, tasks, args.split, samples=args.samples, temperature=args.temperature,
-                               max_tokens=args.max_tokens, seed=args.seed)
-    meta = {"eval": "humaneval-infilling", "split": args.split, "model": engine.name,
+                               max_tokens=args.max_tokens, seed=args.seed, cache=args.cache)
+    meta = {"eval": "humaneval-infilling", "split": args.split, "model": engine.name, "cache": args.cache,
             "engine": type(engine).__name__, "format": getattr(engine, "format", args.template), "temperature": args.temperature, "samples_per_task": args.samples,
             "limit": args.limit}
     summary = _scored(lambda: humaneval.score(pairs, Path(args.out), sandbox=_sandbox(args), workers=args.workers,
@@ -136,7 +136,7 @@ def cmd_identifiers(args) -> int:
     engine = _engine(args)
     files = identifiers.held_out_files(Path(args.data) if args.data else None)
     run = identifiers.evaluate_types if args.command_name == "types" else identifiers.evaluate_names
-    summary = run(engine, files, Path(args.out), limit=args.limit, progress=not args.quiet)
+    summary = run(engine, files, Path(args.out), limit=args.limit, progress=not args.quiet, cache=args.cache)
     _print_summary(summary)
     return 0
 
@@ -190,6 +190,9 @@ def register(sub):
     p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default 0)")
     p.add_argument("--max-tokens", type=int, default=None, help="per middle (default 64 single-line, else 256)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", action="store_true",
+                   help="mix the cache model (infill.cache) over the task's own text into the model's predictions, "
+                        "as the language server does (engines with logits); default: the model alone")
     p.add_argument("--format", choices=FORMATS, default=None,
                    help="prompt format of an infill checkpoint (default: the model's own); l2r is the prefix "
                         "alone, the left-to-right baseline that never sees the suffix")
@@ -221,6 +224,9 @@ def register(sub):
         p = ev.add_parser(name, help=what)
         _model_options(p)
         p.add_argument("--data", default=None, help="directory of Python files (default: a fixed standard-library sample)")
+        p.add_argument("--cache", action="store_true",
+                       help="mix the cache model over the item's document into the model's predictions (to measure "
+                            "whether this feature gains from it); default: the model alone, as the server does")
         p.set_defaults(func=cmd_identifiers, command_name=name)
 
     p = ev.add_parser("report", help="Markdown table and PNG plot over run directories, with published figures")

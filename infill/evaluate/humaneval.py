@@ -68,13 +68,14 @@ def load_tasks(split: str, limit: int | None = None) -> list[dict]:
 
 
 def generate(engine, tasks: list[dict], split: str, *, samples: int = 1, temperature: float = 0.0,
-             max_tokens: int | None = None, seed: int = 0) -> Iterator[tuple[dict, list[str]]]:
+             max_tokens: int | None = None, seed: int = 0, cache: bool = False) -> Iterator[tuple[dict, list[str]]]:
     """(task, completions) for each task, in order.
 
     Each sample is its own request with its own seed: engines merge identical candidates of one
     request, and a merged duplicate would bias pass@k. Greedy decoding (temperature 0) asks once and
-    repeats the answer `samples` times, since every greedy sample is the same."""
-    from infill.engines import GenerationConfig, InfillRequest
+    repeats the answer `samples` times, since every greedy sample is the same. `cache`: the cache
+    model over the task's text (prompt and suffix: its document) is mixed in."""
+    from infill.engines import CacheConfig, GenerationConfig, InfillRequest
 
     if max_tokens is None:
         max_tokens = 64 if split == "single-line" else 256
@@ -84,7 +85,8 @@ def generate(engine, tasks: list[dict], split: str, *, samples: int = 1, tempera
         for j in range(1 if temperature == 0 else samples):
             config = GenerationConfig(max_tokens=max_tokens, temperature=temperature,
                                       top_p=0.95 if temperature > 0 else None, seed=seed + i * 1000 + j)
-            req = InfillRequest(task["prompt"], task["suffix"], config, stop=stop, ext=".py")
+            req = InfillRequest(task["prompt"], task["suffix"], config, stop=stop, ext=".py",
+                                cache=CacheConfig() if cache else None)
             texts.append(postprocess(split, engine.infill(req).text))
         yield task, texts * samples if temperature == 0 else texts
 

@@ -142,10 +142,11 @@ def predicted(item: Item, middle: str) -> str | None:
     return normalise(cut_annotation(middle, ":" if item.kind == "return" else ",)="))
 
 
-def _run(engine, items: Iterator[Item], out_dir: Path, name: str, limit: int | None, progress: bool) -> dict:
+def _run(engine, items: Iterator[Item], out_dir: Path, name: str, limit: int | None, progress: bool,
+         cache: bool = False) -> dict:
     from tqdm import tqdm
 
-    from infill.engines import GenerationConfig, InfillRequest
+    from infill.engines import CacheConfig, GenerationConfig, InfillRequest
 
     started = time.monotonic()
     limit = DEFAULT_LIMIT if limit is None else limit
@@ -156,7 +157,8 @@ def _run(engine, items: Iterator[Item], out_dir: Path, name: str, limit: int | N
         for n, item in enumerate(items):
             if n >= limit:
                 break
-            req = InfillRequest(item.prefix, item.suffix, GenerationConfig(max_tokens=24), stop=("\n",), ext=".py")
+            req = InfillRequest(item.prefix, item.suffix, GenerationConfig(max_tokens=24), stop=("\n",), ext=".py",
+                                cache=CacheConfig() if cache else None)
             middle = engine.infill(req).text
             guess = predicted(item, middle)
             right = guess is not None and guess == (item.target if item.kind == "name" else normalise(item.target))
@@ -170,7 +172,8 @@ def _run(engine, items: Iterator[Item], out_dir: Path, name: str, limit: int | N
     if not counts:
         raise ValueError("no items found in the data")
     right, total = sum(c[0] for c in counts.values()), sum(c[1] for c in counts.values())
-    summary = {"eval": name, "model": engine.name, "engine": type(engine).__name__, "exact": round(right / total, 6),
+    summary = {"eval": name, "model": engine.name, "engine": type(engine).__name__, "cache": cache,
+               "exact": round(right / total, 6),
                "items": total, **{f"exact_{k}": round(c[0] / c[1], 6) for k, c in sorted(counts.items())},
                **{f"items_{k}": c[1] for k, c in sorted(counts.items())},
                "seconds": round(time.monotonic() - started, 1)}
@@ -178,11 +181,14 @@ def _run(engine, items: Iterator[Item], out_dir: Path, name: str, limit: int | N
     return summary
 
 
-def evaluate_types(engine, docs, out_dir: Path, *, limit: int | None = None, progress: bool = True) -> dict:
-    """Exact match of infilled return and parameter annotations; summary keys exact, exact_return, exact_param."""
-    return _run(engine, (i for d in docs for i in type_items(d)), out_dir, "types", limit, progress)
+def evaluate_types(engine, docs, out_dir: Path, *, limit: int | None = None, progress: bool = True,
+                   cache: bool = False) -> dict:
+    """Exact match of infilled return and parameter annotations; summary keys exact, exact_return, exact_param.
+    `cache`: the cache model over the item's document mixed in."""
+    return _run(engine, (i for d in docs for i in type_items(d)), out_dir, "types", limit, progress, cache)
 
 
-def evaluate_names(engine, docs, out_dir: Path, *, limit: int | None = None, progress: bool = True) -> dict:
-    """Top-1 exact match of infilled variable names; summary key exact."""
-    return _run(engine, (i for d in docs for i in name_items(d)), out_dir, "names", limit, progress)
+def evaluate_names(engine, docs, out_dir: Path, *, limit: int | None = None, progress: bool = True,
+                   cache: bool = False) -> dict:
+    """Top-1 exact match of infilled variable names; summary key exact. `cache`: the cache model mixed in."""
+    return _run(engine, (i for d in docs for i in name_items(d)), out_dir, "names", limit, progress, cache)

@@ -44,9 +44,11 @@ async def stop_client(client: LanguageClient) -> None:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def client(tiny_checkpoint):
-    """One server for a module's tests (starting one costs seconds); tests use their own URIs."""
+    """One server for a module's tests (starting one costs seconds); tests use their own URIs. The cache
+    model is off: its completions read every open document, so a test's expected edit (computed from its
+    own document) would depend on the other tests' documents (tests/lsp/test_cache_e2e.py tests it on)."""
     c = await start_client("--model", str(tiny_checkpoint), "--device", "cpu",
-                           init_options={"maxTokens": 24, "timeBudgetMs": 60000})
+                           init_options={"maxTokens": 24, "timeBudgetMs": 60000, "cache": False})
     yield c
     await stop_client(c)
 

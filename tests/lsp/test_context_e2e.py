@@ -47,8 +47,8 @@ class Recording:
         return result
 
 
-def serve(root, engine, **options) -> InfillServer:
-    server = InfillServer(ServerOptions(max_tokens=4, **options))
+def serve(root, engine, main: str = MAIN, **options) -> InfillServer:
+    server = InfillServer(ServerOptions(**{"max_tokens": 4, **options}))
     server.protocol._workspace = Workspace(root.as_uri(), workspace_folders=[
         types.WorkspaceFolder(root.as_uri(), root.name)])
     server.engine, server.state = Recording(engine), "ready"
@@ -56,8 +56,8 @@ def serve(root, engine, **options) -> InfillServer:
     if options.get("context", True):
         assert server.repo_context.ready.wait(60)
     uri = (root / "pkg/main.py").as_uri()
-    server.workspace.put_text_document(types.TextDocumentItem(uri, "python", 1, MAIN))
-    server.repo_context.opened(uri, MAIN)
+    server.workspace.put_text_document(types.TextDocumentItem(uri, "python", 1, main))
+    server.repo_context.opened(uri, main)
     return server
 
 
@@ -79,6 +79,30 @@ def test_without_context_it_does_not(project, tiny_engine):
         assert "def frobnicate(widget, scale)" not in prompt, options
         assert not server.status()["contextFiles"]
     assert not serve(project, tiny_engine, context=False).repo_context.workspace.folders  # nothing indexed
+
+
+CACHE_UTIL = ("def frobnicate_widgets(widget, scale):\n    return widget * scale\n\n\n"
+              "def twice(widget):\n    return frobnicate_widgets(widget, 2)\n\n\n"
+              "def thrice(widget):\n    return frobnicate_widgets(widget, 3)\n")
+CACHE_MAIN = "from . import util\n\n\ndef run(widget):\n    return util.frob"
+
+
+def test_the_cache_model_supplies_a_name_from_the_other_file(project, tiny_engine):
+    """The tiny model is random: alone it cannot spell `frobnicate_widgets`; the cache model, reading
+    the imported file through the server's sources, can. Without context (no sources) it cannot either."""
+    (project / "pkg/util.py").write_text(CACHE_UTIL)
+    uri = (project / "pkg/main.py").as_uri()
+    cursor = types.Position(4, len("    return util.frob"))
+    completions = {}
+    for name, options in (("cache", {}), ("model", {"cache": False}), ("no sources", {"context": False})):
+        server = serve(project, tiny_engine, CACHE_MAIN, max_tokens=12, time_budget_ms=60_000, **options)
+        edit = asyncio.run(server.complete(uri, cursor))
+        completions[name] = edit.text if edit is not None else ""
+        assert server.status()["cache"] == (name != "model")
+        assert server.engine.results[-1].extra["cache"] == (name != "model")
+    assert completions["cache"].startswith("nicate_widgets("), completions
+    assert not completions["model"].startswith("nicate"), completions
+    assert not completions["no sources"].startswith("nicate"), completions
 
 
 def test_the_session_cache_reuses_the_prefix_after_a_keystroke(project, tiny_engine):

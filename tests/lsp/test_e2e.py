@@ -17,7 +17,8 @@ LINE, COL = 4, len("    for i in range(")
 
 def expected_edit(tiny_engine, text, line, col, **options):
     offset = sum(len(x) for x in text.splitlines(keepends=True)[:line]) + col
-    edit, _ = complete(text, offset, tiny_engine, ServerOptions(max_tokens=24, time_budget_ms=60000, **options),
+    edit, _ = complete(text, offset, tiny_engine, ServerOptions(**{"max_tokens": 24, "time_budget_ms": 60000,
+                                                                   "cache": False, **options}),
                        language="python", ext=".py")
     return edit
 

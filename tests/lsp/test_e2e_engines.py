@@ -73,7 +73,11 @@ def run_names(engine, symbol, k):
 
 async def test_status_names_the_engine(served):
     status = served.client.statuses[-1]
-    assert status.state == "ready" and status.off._asdict() == {}
+    off = status.off._asdict()
+    if "cache" in served.engine.capabilities:  # engines with logits mix in the cache model
+        assert status.state == "ready" and off == {} and status.cache is True
+    else:  # a completions server returns no distribution to mix into
+        assert status.state == "ready" and set(off) == {"cache"} and status.cache is False
     assert {"infill", "score"} <= served.engine.capabilities
 
 
@@ -157,7 +161,8 @@ async def test_a_server_without_logprobs_turns_types_and_names_off(lsp):
             status = c.statuses[-1]
             assert status.state == "ready"
             off = status.off._asdict()
-            assert set(off) == {"typeHints", "variableNames"} and "no logprobs" in off["typeHints"]
+            assert set(off) == {"typeHints", "variableNames", "cache"} and "no logprobs" in off["typeHints"]
+            assert "distribution" in off["cache"]
             lsp.open_doc(c, URI, DOC)
             hints = await c.text_document_inlay_hint_async(types.InlayHintParams(
                 text_document=doc_id(), range=types.Range(types.Position(0, 0), types.Position(5, 0))))

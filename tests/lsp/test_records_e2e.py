@@ -36,7 +36,7 @@ async def server(lsp, tiny_checkpoint, tmp_path_factory):
     sockets = tmp_path_factory.mktemp("audit") / "sockets.log"
     client = await lsp.start_client("--model", str(tiny_checkpoint), "--device", "cpu", command=LAUNCHER,
                                     env={**os.environ, "INFILL_SOCKET_LOG": str(sockets)},
-                                    init_options={"maxTokens": 12, "timeBudgetMs": 60000})
+                                    init_options={"maxTokens": 12, "timeBudgetMs": 60000, "cache": False})
     client.sockets = sockets
     yield client
     await lsp.stop_client(client)

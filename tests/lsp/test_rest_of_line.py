@@ -1,6 +1,7 @@
 """`infill eval rest-of-line`: its items, its copy baseline, and the model's figure as the server computes it."""
 import json
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -87,6 +88,10 @@ def test_the_copy_baseline_by_hand():
     # no other line at indentation 0, and none starting with "    return": nothing to copy
     assert copy_baseline(text, Item("f.py", 1, 0, "whole-line", "def f(a):")) == ""
     assert copy_baseline(text, Item("f.py", 6, 11, "mid-line", "x")) == ""
+    # file, else package: the file has no line for "    return", the other files do (most common wins)
+    others = ["def g():\n    return y\n", "def h():\n    return z\n    return y\n"]
+    assert copy_baseline(text, Item("f.py", 6, 11, "mid-line", "x"), others) == "y"
+    assert copy_baseline(text, Item("f.py", 5, 8, "mid-line", "2"), others) == "load(a)"  # the file first
 
 
 def test_the_document_ends_the_cursor_line_at_the_cursor():
@@ -102,7 +107,8 @@ def test_the_model_figure_is_what_the_language_server_completes(tiny_checkpoint,
         (data / path).write_text(text)
     out = tmp_path / "run"
     code = cli.main(["eval", "rest-of-line", "--model", str(tiny_checkpoint), "--data", str(data), "-n", "6",
-                     "--seed", "1", "--max-tokens", "6", "--out", str(out), "--quiet"])
+                     "--seed", "1", "--max-tokens", "6", "--out", str(out), "--quiet", "--workspace", "none",
+                     "--variants", "mix,model"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     summary = json.loads(captured.out.strip().splitlines()[-1])
@@ -117,12 +123,18 @@ def test_the_model_figure_is_what_the_language_server_completes(tiny_checkpoint,
         # the document by hand: the cursor line cut at the cursor, the rest of the file as it is
         cut = "\n".join(lines[:row["line"] - 1] + [lines[row["line"] - 1][:row["col"]]] + lines[row["line"]:])
         offset = len("\n".join(lines[:row["line"] - 1])) + 1 + row["col"]
-        edit, _ = complete(cut, offset, engine, options, language="python", ext=".py")
-        assert row["model"] == ("" if edit is None else edit.text.split("\n")[0].rstrip())
+        edit, result = complete(cut, offset, engine, options, language="python", ext=".py")
+        assert result.extra["cache"]  # the server's default: the model and the cache model mixed
+        assert row["model"] == row["pred_mix"] == ("" if edit is None else edit.text.split("\n")[0].rstrip())
+        edit, result = complete(cut, offset, engine, replace(options, cache=False), language="python", ext=".py")
+        assert not result.extra["cache"]
+        assert row["pred_model"] == ("" if edit is None else edit.text.split("\n")[0].rstrip())
         assert row["model_exact"] == (row["model"] == row["expected"] == lines[row["line"] - 1][row["col"]:].rstrip())
         item = Item(row["path"], row["line"], row["col"], row["kind"], row["expected"])
         assert row["copy"] == copy_baseline(text, item)
-    assert summary["exact_count"] == sum(r["model_exact"] for r in rows)
+    assert summary["exact_count"] == sum(r["model_exact"] for r in rows) == summary["variants"]["mix"]["total"]
+    assert summary["variants"]["model"]["total"] == sum(r["pred_model"] == r["expected"] for r in rows)
+    assert summary["workspace"] == "none" and set(summary["variants"]) == {"mix", "model"}
     assert summary["copy_exact_count"] == sum(r["copy_exact"] for r in rows)
     assert summary["copy_exact"] == pytest.approx(summary["copy_exact_count"] / 6)
 
@@ -139,7 +151,10 @@ def test_bad_input_is_one_line(tiny_checkpoint, tmp_path, capsys):
     small.mkdir()
     (small / "a.py").write_text("x = 1\n")
     for args, why in ((["--data", str(tmp_path / "none")], "not a directory"),
-                      (["--data", str(small)], "too few for 80 items"),
+                      (["--data", str(small)], "too few for 400 items"),
+                      (["--data", str(small), "-n", "2", "--variants", "mix,both"], "--variants must be"),
+                      (["--data", str(small), "-n", "2", "--cache-config", "weight=x"], "weight must be a number"),
+                      (["--data", str(small), "-n", "2", "--cache-config", "nope=1"], "--cache-config takes"),
                       (["--data", str(small), "-n", "1"], "at least 2"),
                       (["--max-tokens", "0"], "--max-tokens must be"),
                       (["--time-budget-ms", "1"], "--time-budget-ms must be")):

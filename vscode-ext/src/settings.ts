@@ -21,7 +21,7 @@ export const SERVER_KEYS = [
     "model", "device", "maxTokens", "temperature", "timeBudgetMs", "cacheMb",
     "completion", "typeHints", "variableNames", "typeConfidence", "nameSuggestions",
     "context", "contextTokens", "contextSources", "contextFileKb", "maxDocumentMb", "fillHoles", "holePatterns",
-    "telemetry", "telemetryText", "telemetryDir",
+    "telemetry", "telemetryText", "telemetryDir", "cache", "cacheSourcesMb",
 ] as const;
 
 export type ServerKey = (typeof SERVER_KEYS)[number];

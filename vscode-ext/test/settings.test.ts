@@ -29,7 +29,7 @@ test("the settings' defaults are the server's defaults (lsp/options.py)", () => 
         completion: true, typeHints: true, variableNames: true, typeConfidence: 0.5, nameSuggestions: 3,
         context: true, contextTokens: 1024, contextSources: ["open", "recent", "imports", "definitions"],
         contextFileKb: 256, maxDocumentMb: 5, fillHoles: true, holePatterns: null, telemetry: "off",
-        telemetryText: false, telemetryDir: null,
+        telemetryText: false, telemetryDir: null, cache: true, cacheSourcesMb: 64,
     });
 });
 
