@@ -97,10 +97,10 @@ async def test_an_edit_seen_by_the_reader_drops_a_request_before_it_starts(serve
 
 async def test_a_newer_request_for_the_document_ends_the_older_one(server):
     first = ask(server)
-    await asyncio.sleep(0.03)
+    await until(lambda: server.engine.started == 1)  # conditions, not fixed sleeps: CI may be loaded
     second = ask(server)
-    assert await asyncio.wait_for(first, 1.0) is None
-    await asyncio.sleep(0.03)
+    assert await asyncio.wait_for(first, 30) is None
+    await until(lambda: server.engine.started >= 2)
     assert server.engine.started == 2
     second.cancel()
 
@@ -108,13 +108,14 @@ async def test_a_newer_request_for_the_document_ends_the_older_one(server):
 async def test_a_stale_request_waiting_for_its_turn_never_starts(server):
     server.workspace.put_text_document(types.TextDocumentItem("file:///other.py", "python", 1, "y = "))
     running = ask(server, "file:///other.py")
-    await asyncio.sleep(0.03)
+    await until(lambda: server.engine.started == 1)
     queued = [ask(server) for _ in range(3)]  # all for URI: only the last is current
     await asyncio.sleep(0.01)
     running.cancel()
-    assert await asyncio.wait_for(queued[0], 1.0) is None
-    assert await asyncio.wait_for(queued[1], 1.0) is None
-    await asyncio.sleep(0.03)
+    assert await asyncio.wait_for(queued[0], 30) is None
+    assert await asyncio.wait_for(queued[1], 30) is None
+    await until(lambda: server.engine.started >= 2)  # the last one starts; the jobs run in order
+    await asyncio.sleep(0.05)
     assert server.engine.started == 2  # `running` and the last one only
     queued[2].cancel()
 
