@@ -236,8 +236,8 @@ def test_vscode_ghost_text_and_names(tools, tmp_path, tiny_checkpoint):
     from infill.engines.local import LocalEngine
     from playwright.sync_api import expect, sync_playwright
 
-    # $INFILL_E2E_MODEL swaps the tiny checkpoint for another one (e.g. infill/default_model, for the
-    # README's screenshot); every expectation below is still computed from the model in use.
+    # $INFILL_E2E_MODEL swaps the tiny checkpoint for another one (e.g. infill/default_model); every
+    # expectation below is still computed from the model in use.
     tiny_checkpoint = Path(os.environ.get("INFILL_E2E_MODEL") or tiny_checkpoint)
     # What the server will answer, computed with the functions it calls.
     engine = LocalEngine.from_dir(tiny_checkpoint, device="cpu")
