@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from vscode_ext.test_vscode_e2e import (ARTIFACTS, USER_SETTINGS, new_page, open_in_workbench, start_code_server,
-                                        stop, tools)  # noqa: F401 (fixture)
+from vscode_ext.test_vscode_e2e import ARTIFACTS, USER_SETTINGS, tools, workbench  # noqa: F401 (tools: fixture)
 
 # On disk without its last line's text (no final newline, so Ctrl+End lands after its indent).
 BEFORE = "def mean(values):\n    total = 0\n    for v in values:\n        total += v\n    "
@@ -24,7 +23,7 @@ GHOST = ".ghost-text-decoration, .ghost-text-decoration-preview, .ghost-text"
 
 @pytest.mark.timeout(600)
 def test_vscode_return_t_shows_otal_with_the_built_in_model(tools, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     ws, user = tmp_path / "ws", tmp_path / "user"
     (ws / ".vscode").mkdir(parents=True)
@@ -37,29 +36,17 @@ def test_vscode_return_t_shows_otal_with_the_built_in_model(tools, tmp_path):
         indent=2))
     (user / "User" / "settings.json").write_text(json.dumps(USER_SETTINGS, indent=2))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    proc, port = start_code_server(tmp_path, ws)
-    try:
-        with sync_playwright() as pw:
-            browser, page = new_page(pw)
-            try:
-                editor = open_in_workbench(page, port, ws, "mean.py")
-                expect(editor.locator(".view-lines")).to_contain_text("def mean")
-                # ready with a model: "infill: <model> · <device>"
-                expect(page.locator(".statusbar-item", has_text=re.compile(r"infill: \S+ · "))).to_be_visible()
+    with workbench(tmp_path, ws, "mean.py", "cache-failure") as (page, editor):
+        expect(editor.locator(".view-lines")).to_contain_text("def mean")
+        # ready with a model: "infill: <model> · <device>"
+        expect(page.locator(".statusbar-item", has_text=re.compile(r"infill: \S+ · "))).to_be_visible()
 
-                editor.locator(".view-lines").click()
-                page.keyboard.press("Control+End")
-                page.keyboard.type(TYPED, delay=30)
-                expect(editor.locator(GHOST).first).to_be_visible()
-                shown = page.wait_for_function(
-                    """sel => [...document.querySelectorAll(sel)].map(e => e.textContent).join('')
-                              .replace(/\\u00a0/g, ' ')""", arg=GHOST).json_value()
-                page.screenshot(path=str(ARTIFACTS / "cache-ghost.png"))
-                assert shown.startswith("otal"), shown
-            except Exception:
-                page.screenshot(path=str(ARTIFACTS / "cache-failure.png"))
-                raise
-            finally:
-                browser.close()
-    finally:
-        stop(proc)
+        editor.locator(".view-lines").click()
+        page.keyboard.press("Control+End")
+        page.keyboard.type(TYPED, delay=30)
+        expect(editor.locator(GHOST).first).to_be_visible()
+        shown = page.wait_for_function(
+            """sel => [...document.querySelectorAll(sel)].map(e => e.textContent).join('')
+                      .replace(/\\u00a0/g, ' ')""", arg=GHOST).json_value()
+        page.screenshot(path=str(ARTIFACTS / "cache-ghost.png"))
+        assert shown.startswith("otal"), shown

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -220,6 +221,28 @@ def open_in_workbench(page, port: int, ws: Path, name: str):
     page.locator(".quick-input-widget input").fill(name)
     page.locator(".quick-input-list .monaco-list-row", has_text=name).first.click()
     return page.locator(".editor-instance .monaco-editor").first
+
+
+@contextmanager
+def workbench(root: Path, ws: Path, name: str, failure: str):
+    """code-server on folder `ws` and a Chromium page with file `name` open: yields (page, editor);
+    on an error, ARTIFACTS/`failure`.png and .html show what the page held. Stops both after."""
+    from playwright.sync_api import sync_playwright
+
+    proc, port = start_code_server(root, ws)
+    try:
+        with sync_playwright() as pw:
+            browser, page = new_page(pw)
+            try:
+                yield page, open_in_workbench(page, port, ws, name)
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / f"{failure}.png"))
+                (ARTIFACTS / f"{failure}.html").write_text(page.content())
+                raise
+            finally:
+                browser.close()
+    finally:
+        stop(proc)
 
 
 def _command(page, title: str) -> None:
