@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -222,6 +223,28 @@ def open_in_workbench(page, port: int, ws: Path, name: str):
     return page.locator(".editor-instance .monaco-editor").first
 
 
+@contextmanager
+def workbench(root: Path, ws: Path, name: str, failure: str):
+    """code-server on folder `ws` and a Chromium page with file `name` open: yields (page, editor);
+    on an error, ARTIFACTS/`failure`.png and .html show what the page held. Stops both after."""
+    from playwright.sync_api import sync_playwright
+
+    proc, port = start_code_server(root, ws)
+    try:
+        with sync_playwright() as pw:
+            browser, page = new_page(pw)
+            try:
+                yield page, open_in_workbench(page, port, ws, name)
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / f"{failure}.png"))
+                (ARTIFACTS / f"{failure}.html").write_text(page.content())
+                raise
+            finally:
+                browser.close()
+    finally:
+        stop(proc)
+
+
 def _command(page, title: str) -> None:
     """Run a command from the palette by its full title."""
     page.keyboard.press("F1")
@@ -236,8 +259,8 @@ def test_vscode_ghost_text_and_names(tools, tmp_path, tiny_checkpoint):
     from infill.engines.local import LocalEngine
     from playwright.sync_api import expect, sync_playwright
 
-    # $INFILL_E2E_MODEL swaps the tiny checkpoint for another one (e.g. infill/default_model, for the
-    # README's screenshot); every expectation below is still computed from the model in use.
+    # $INFILL_E2E_MODEL swaps the tiny checkpoint for another one (e.g. infill/default_model); every
+    # expectation below is still computed from the model in use.
     tiny_checkpoint = Path(os.environ.get("INFILL_E2E_MODEL") or tiny_checkpoint)
     # What the server will answer, computed with the functions it calls.
     engine = LocalEngine.from_dir(tiny_checkpoint, device="cpu")

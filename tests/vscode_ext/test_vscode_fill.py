@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from vscode_ext.test_vscode_e2e import (ARTIFACTS, USER_SETTINGS, _command, _wait_file, new_page, open_in_workbench,
-                                        start_code_server, stop, tools)  # noqa: F401 (fixture)
+from vscode_ext.test_vscode_e2e import (ARTIFACTS, USER_SETTINGS, _command, _wait_file, tools,  # noqa: F401 (fixture)
+                                        workbench)
 
 from infill.engines import run_to_end
 from lsp import holes
@@ -29,7 +29,7 @@ MAX_TOKENS = 8
 
 @pytest.mark.timeout(600)
 def test_vscode_fill_holes_through_the_refactor_preview(tools, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from infill.engines.load import DEFAULT_MODEL_DIR
     from infill.engines.local import LocalEngine
@@ -53,45 +53,32 @@ def test_vscode_fill_holes_through_the_refactor_preview(tools, tmp_path):
         "infill.completion": False, "infill.typeHints": False}, indent=2))
     (user / "User" / "settings.json").write_text(json.dumps(USER_SETTINGS, indent=2))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    proc, port = start_code_server(tmp_path, ws)
-    try:
-        with sync_playwright() as pw:
-            browser, page = new_page(pw)
-            try:
-                editor = open_in_workbench(page, port, ws, "sketch.py")
-                expect(editor.locator(".view-lines")).to_contain_text("def mean")
-                # completion is off in this workspace: "off" is what a loaded model says then
-                expect(page.locator(".statusbar-item", has_text="infill: off")).to_be_visible()
+    with workbench(tmp_path, ws, "sketch.py", "fill-failure") as (page, editor):
+        expect(editor.locator(".view-lines")).to_contain_text("def mean")
+        # completion is off in this workspace: "off" is what a loaded model says then
+        expect(page.locator(".statusbar-item", has_text="infill: off")).to_be_visible()
 
-                page.keyboard.press("Control+P")
-                page.locator(".quick-input-widget input").fill(":3:5")
-                expect(page.locator(".quick-input-widget")).to_contain_text("line 3")
-                page.keyboard.press("Enter")
-                expect(page.locator(".statusbar-item", has_text="Ln 3, Col 5")).to_be_visible()
-                _command(page, "Infill: Fill Holes with the Model")
+        page.keyboard.press("Control+P")
+        page.locator(".quick-input-widget input").fill(":3:5")
+        expect(page.locator(".quick-input-widget")).to_contain_text("line 3")
+        page.keyboard.press("Enter")
+        expect(page.locator(".statusbar-item", has_text="Ln 3, Col 5")).to_be_visible()
+        _command(page, "Infill: Fill Holes with the Model")
 
-                apply = page.locator(".monaco-button", has_text="Apply").first
-                expect(apply).to_be_visible()  # the refactor preview, before anything changed
-                preview = page.locator(".bulk-edit-panel")
-                boxes = preview.locator(".edit-checkbox")
-                expect(boxes).to_have_count(1 + len(changes))  # the file, then each fill
-                assert source.read_text() == SKETCH
-                # edits that need confirmation come unticked: the file's box ticks every fill
-                boxes.first.click()
-                expect(preview.locator(".edit-checkbox[aria-checked=true]")).to_have_count(1 + len(changes))
-                time.sleep(0.5)  # let the preview's tree render for the screenshot (nothing waits on it)
-                page.screenshot(path=str(ARTIFACTS / "fill-preview.png"))
-                apply.click()
-                page.keyboard.press("Control+S")
-                _wait_file(source, filled)
-            except Exception:
-                page.screenshot(path=str(ARTIFACTS / "fill-failure.png"))
-                (ARTIFACTS / "fill-failure.html").write_text(page.content())
-                raise
-            finally:
-                browser.close()
-    finally:
-        stop(proc)
+        apply = page.locator(".monaco-button", has_text="Apply").first
+        expect(apply).to_be_visible()  # the refactor preview, before anything changed
+        preview = page.locator(".bulk-edit-panel")
+        boxes = preview.locator(".edit-checkbox")
+        expect(boxes).to_have_count(1 + len(changes))  # the file, then each fill
+        assert source.read_text() == SKETCH
+        # edits that need confirmation come unticked: the file's box ticks every fill
+        boxes.first.click()
+        expect(preview.locator(".edit-checkbox[aria-checked=true]")).to_have_count(1 + len(changes))
+        time.sleep(0.5)  # let the preview's tree render for the screenshot (nothing waits on it)
+        page.screenshot(path=str(ARTIFACTS / "fill-preview.png"))
+        apply.click()
+        page.keyboard.press("Control+S")
+        _wait_file(source, filled)
     changed = {i for op, i1, i2, _, _ in difflib.SequenceMatcher(
         a=SKETCH.splitlines(), b=filled.splitlines()).get_opcodes() if op != "equal" for i in range(i1, i2)}
     assert changed == hole_lines  # the holes' lines, and only them
