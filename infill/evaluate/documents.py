@@ -5,7 +5,8 @@ Rules:
   with `text`, `path`, `language` and `split`) yields their records whose split is not `train`
   (the pipeline's `validation` groups, which no training step saw), read by `infill.corpus`.
 - Any other directory yields its source files (recursively, sorted, UTF-8 only), with the language
-  from the file extension (`infill.corpus.LANGUAGES`); hidden directories and `__pycache__` are skipped.
+  from the file extension (`infill.corpus.LANGUAGES`); hidden directories and `__pycache__` are skipped,
+  and so are the directories the caller names in `skip` (at any depth).
 - Order is deterministic, so `--limit N` always means the same N documents.
 """
 from __future__ import annotations
@@ -28,8 +29,10 @@ def _shards(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.name.endswith((".jsonl.gz", ".jsonl")))
 
 
-def iter_documents(directory: Path, languages: set[str] | None = None) -> Iterator[Document]:
-    """Held-out documents under `directory` (see the module rules); only `languages` if given."""
+def iter_documents(directory: Path, languages: set[str] | None = None, *,
+                   skip: frozenset[str] = frozenset()) -> Iterator[Document]:
+    """Held-out documents under `directory` (see the module rules); only `languages` if given; no file
+    under a directory named in `skip`."""
     if not directory.is_dir():
         raise ValueError(f"{directory}: not a directory")
     shards = _shards(directory)
@@ -45,7 +48,8 @@ def iter_documents(directory: Path, languages: set[str] | None = None) -> Iterat
                     yield Document(record.get("path", f"{shard.name}:{n}"), language, text)
         return
     for path in sorted(directory.rglob("*")):
-        if any(part.startswith(".") or part == "__pycache__" for part in path.relative_to(directory).parts):
+        if any(part.startswith(".") or part == "__pycache__" or part in skip
+               for part in path.relative_to(directory).parts):
             continue
         language = LANGUAGES.get(path.suffix.lower())
         if not path.is_file() or language is None or (languages is not None and language not in languages):

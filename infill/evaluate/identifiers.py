@@ -14,7 +14,10 @@ the source of one function (the function alone is the document; other holes stay
   identifier the middle starts with. Top-1 exact match. InCoder-6.7B: 30.6%. (InCoder fills every
   occurrence as one multi-hole prompt; a single-hole engine interface cannot, hence the placeholder.)
 - The default data is the Python standard library (fixed order; a model trained on it has seen it,
-  so pass the data pipeline's held-out shards with `--data` to measure a trained model).
+  so pass the data pipeline's held-out shards with `--data` to measure a trained model), without the
+  third-party packages installed inside it (`site-packages`, `dist-packages` under the stdlib
+  directory of a pyenv or source-built Python): those differ from machine to machine, and took 373
+  of the 500 type items on one machine, so the figure measured what happened to be installed.
 """
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ from infill.evaluate.documents import Document, iter_documents
 from infill.text import cut_annotation, normalise
 
 DEFAULT_LIMIT = 500
+THIRD_PARTY = frozenset({"site-packages", "dist-packages"})
+"""Directories of the standard library's tree that hold installed packages, not the standard library."""
 MIN_NAME = 4
 _IDENT = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -50,7 +55,7 @@ def held_out_files(data: Path | None) -> Iterator[Document]:
     """Python documents of `data` (a directory or shards), else of the standard library."""
     if data is not None:
         return iter_documents(data, {"python"})
-    return iter_documents(Path(sysconfig.get_paths()["stdlib"]), {"python"})
+    return iter_documents(Path(sysconfig.get_paths()["stdlib"]), {"python"}, skip=THIRD_PARTY)
 
 
 def _functions(doc: Document) -> Iterator[tuple[str, ast.AST, str]]:

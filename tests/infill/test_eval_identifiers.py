@@ -85,3 +85,15 @@ def test_cli_types_and_names_on_a_model(tmp_path, tiny_checkpoint, capsys):
         summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert code == 0 and summary["eval"] == name and summary["items"] == (3 if name == "types" else 1)
         assert 0.0 <= summary["exact"] <= 1.0
+
+
+def test_default_data_is_the_standard_library_without_installed_packages(tmp_path, monkeypatch):
+    """Packages pip installs into a pyenv Python's stdlib directory are not the standard library, and
+    differ per machine: they made the default 500 type items (and their figure) machine-dependent."""
+    for rel in ("json/__init__.py", "site-packages/attr/_make.py", "dist-packages/six.py", "zipapp.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("def f(x: int) -> str:\n    return str(x)\n")
+    monkeypatch.setattr(identifiers.sysconfig, "get_paths", lambda: {"stdlib": str(tmp_path)})
+    assert [d.path for d in identifiers.held_out_files(None)] == ["json/__init__.py", "zipapp.py"]
+    assert [d.path for d in identifiers.held_out_files(tmp_path)] == [  # --data DIR is read whole
+        "dist-packages/six.py", "json/__init__.py", "site-packages/attr/_make.py", "zipapp.py"]
