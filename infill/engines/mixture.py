@@ -38,9 +38,9 @@ import torch
 
 from infill.cache import CacheConfig, NgramCache, mix
 from infill.engines.base import InfillRequest
+from infill.generation import NextDist
 
 log = logging.getLogger(__name__)
-NextDist = Callable[[list[int], torch.Tensor], torch.Tensor]
 BLOCKS_KEPT = 65536
 """Tokenized blocks remembered by text (about a few MB of ids)."""
 _BLOCK_END = re.compile(r"(?<=\n\n)")
